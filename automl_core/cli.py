@@ -1,0 +1,235 @@
+"""The command line: ``python -m automl_core search|worker|leaderboard|filters|datasets``."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from typing import Sequence
+
+from automl_core.errors import AutoMLError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _add_storage(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--storage", default=None,
+                        help="SQLAlchemy URL of the study storage (default: AUTOML_STORAGE or "
+                             "sqlite:///<AUTOML_HOME>/studies.db)")  # fmt: skip
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from automl_core.search import DEFAULT_STRATEGY, SECOND_OBJECTIVES, STRATEGIES
+    from automl_core.space import PARAMETER_KINDS
+
+    parser = argparse.ArgumentParser(
+        prog="python -m automl_core",
+        description="AutoML search over convolutional autoencoders.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    search = commands.add_parser("search", help="run or resume a search")
+    search.add_argument("--dataset", default="mnist-5k", help="registry name or path (default mnist-5k)")
+    search.add_argument("--space", default=None, help="JSON or YAML search-space file")
+    for name in PARAMETER_KINDS:
+        search.add_argument(f"--{name.replace('_', '-')}", dest=f"param_{name}", default=None,
+                            metavar="V[,V..]|LOW:HIGH[:log]",
+                            help=f"choices or range for {name} (overrides --space)")  # fmt: skip
+    search.add_argument("--strategy", default=DEFAULT_STRATEGY,
+                        help=f"one of {', '.join(STRATEGIES)} (default {DEFAULT_STRATEGY})")  # fmt: skip
+    search.add_argument("--trials", type=int, default=None, help="trials to finish in the study")
+    search.add_argument("--timeout", type=float, default=None, help="wall-clock seconds for the search")
+    search.add_argument("--max-epochs", type=int, default=20, help="most epochs per trial (default 20)")
+    search.add_argument("--study", default=None, help="study name (default: <dataset>-<strategy>)")
+    search.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--max-images", type=int, default=None, help="use only this many images")
+    search.add_argument("--second-objective", default="compression_ratio",
+                        choices=list(SECOND_OBJECTIVES), help="second objective of nsga2")  # fmt: skip
+    _add_storage(search)
+
+    worker = commands.add_parser("worker", help="join an existing study and run its trials")
+    worker.add_argument("--study", required=True)
+    worker.add_argument("--seed-offset", type=int, default=None,
+                        help="added to the sampler seed (default: from the process id)")  # fmt: skip
+    _add_storage(worker)
+
+    board = commands.add_parser("leaderboard", help="print a study's trials, best first")
+    board.add_argument("--study", required=True)
+    board.add_argument("--top", type=int, default=None, help="print only the best N")
+    _add_storage(board)
+
+    filters = commands.add_parser("filters", help="print the encoder filters of a trial")
+    filters.add_argument("--study", required=True)
+    filters.add_argument("--trial", type=int, default=None, help="trial number (default: best)")
+    filters.add_argument("--all-channels", action="store_true", help="every input channel")
+    _add_storage(filters)
+
+    datasets = commands.add_parser("datasets", help="list the dataset registry")
+    datasets.add_argument("--details", action="store_true", help="load each offline one and show its shape")
+    return parser
+
+
+def _space_from_args(args) -> dict:
+    """The search space from ``--space`` and the per-parameter flags."""
+    from automl_core.space import PARAMETER_KINDS, SearchSpace, load_space, parse_parameter_text
+
+    spec = load_space(args.space).to_dict() if args.space else SearchSpace.from_dict({}).to_dict()
+    if not args.space:
+        from automl_core.space import DEFAULT_SPACE
+
+        spec = dict(DEFAULT_SPACE)
+    for name in PARAMETER_KINDS:
+        text = getattr(args, f"param_{name}")
+        if text is not None:
+            spec[name] = parse_parameter_text(name, text)
+    return SearchSpace.from_dict(spec).to_dict()
+
+
+def _format_number(value) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.5g}"
+
+
+def _print_trial(study, trial) -> None:
+    """One line per finished trial: number, parameters, val MSE, PSNR, seconds."""
+    from automl_core.search import FAIL_REASON_ATTR, METRICS_ATTR
+
+    params = " ".join(f"{k}={v}" for k, v in trial.params.items())
+    metrics = trial.user_attrs.get(METRICS_ATTR)
+    if metrics:
+        tail = (f"val_mse={metrics['val_mse']:.5f} psnr={metrics['test_psnr']:.2f}dB "
+                f"ssim={metrics['test_ssim']:.3f} {metrics['train_seconds']:.1f}s")  # fmt: skip
+    else:
+        tail = trial.user_attrs.get(FAIL_REASON_ATTR, "")
+    print(f"trial {trial.number:4d} {trial.state.name:8s} {params}  {tail}", flush=True)
+
+
+def _print_leaderboard(study, top: int | None = None) -> None:
+    import pandas as pd
+
+    from automl_core.results import trials_frame
+
+    frame = trials_frame(study)
+    if top:
+        frame = frame.head(top)
+    columns = [c for c in frame.columns if c not in ("study", "has_model")]
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_colwidth", 40):
+        print(frame[columns].to_string(index=False, float_format=_format_number))
+
+
+def _print_best_and_filters(study, number: int | None = None, all_channels: bool = False) -> None:
+    from automl_core import store
+    from automl_core.inspect import encoder_filters, format_filters
+    from automl_core.results import best_trial
+    from automl_core.search import METRICS_ATTR
+
+    trial = best_trial(study) if number is None else store.get_trial(study, number)
+    model = store.load_trial_model(study, trial.number)
+    if number is None:
+        metrics = trial.user_attrs[METRICS_ATTR]
+        print(f"\nBest trial: {trial.number} (val_mse={metrics['val_mse']:.5f}, "
+              f"psnr={metrics['test_psnr']:.2f} dB, ssim={metrics['test_ssim']:.3f})")  # fmt: skip
+        print("Best configuration:")
+        for key, value in trial.user_attrs.get("config", trial.params).items():
+            print(f"  {key}: {value}")
+        print()
+    print(format_filters(encoder_filters(model), all_channels=all_channels))
+
+
+def _cmd_search(args) -> int:
+    from automl_core.search import SearchSettings, run_search
+
+    space = _space_from_args(args)
+    study_name = args.study or f"{os.path.basename(str(args.dataset)).split('.')[0]}-{args.strategy}"
+    settings = SearchSettings(
+        study=study_name, dataset=args.dataset, space=space, strategy=args.strategy,
+        trials=args.trials, timeout=args.timeout, max_epochs=args.max_epochs, seed=args.seed,
+        max_images=args.max_images, second_objective=args.second_objective,
+    )  # fmt: skip
+    print(f"study {settings.study}: dataset {settings.dataset}, strategy {settings.strategy}, "
+          f"budget {settings.trial_budget()} trials"
+          + (f" / {settings.timeout:g} s" if settings.timeout else ""), flush=True)  # fmt: skip
+    try:
+        study = run_search(settings, args.storage, on_trial=_print_trial, workers=args.workers)
+    except KeyboardInterrupt:
+        print("\nstopped; run the same command again to resume", file=sys.stderr)
+        return 130
+    print("\nLeaderboard:")
+    _print_leaderboard(study)
+    from automl_core.errors import ArtifactMissing
+
+    try:
+        _print_best_and_filters(study)
+    except ArtifactMissing as exc:
+        print(f"\n{exc}")
+    return 0
+
+
+def _cmd_worker(args) -> int:
+    from automl_core.search import run_worker
+
+    offset = args.seed_offset if args.seed_offset is not None else os.getpid()
+    try:
+        run_worker(args.study, args.storage, on_trial=_print_trial, seed_offset=offset)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _cmd_leaderboard(args) -> int:
+    from automl_core import store
+
+    _print_leaderboard(store.load_study(args.study, args.storage), args.top)
+    return 0
+
+
+def _cmd_filters(args) -> int:
+    from automl_core import store
+
+    study = store.load_study(args.study, args.storage)
+    _print_best_and_filters(study, args.trial, args.all_channels)
+    return 0
+
+
+def _cmd_datasets(args) -> int:
+    from automl_core.datasets import DATASETS, load_dataset
+
+    for name, entry in DATASETS.items():
+        where = "offline" if entry.offline else "download"
+        line = f"{name:14s} {where:9s} {entry.description}"
+        if args.details and entry.offline:
+            data = load_dataset(name)
+            line += f"  [{data.num_images} images of {data.input_shape}]"
+        print(line)
+    print("or a path: an .npz with 'x' (and 'y'), a .zip or folder of images (labels from sub-folders)")
+    return 0
+
+
+COMMANDS = {
+    "search": _cmd_search,
+    "worker": _cmd_worker,
+    "leaderboard": _cmd_leaderboard,
+    "filters": _cmd_filters,
+    "datasets": _cmd_datasets,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one sub-command; bad input exits with status 2 and one line on stderr.
+
+    Args:
+        argv: The arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status.
+    """
+    args = _build_parser().parse_args(argv)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return COMMANDS[args.command](args)
+    except AutoMLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,166 @@
+"""The convolutional autoencoder builder, with one registry of resolution-changing blocks.
+
+Layer names are a contract the inspection code relies on:
+
+- encoder (``keras.Model`` named ``encoder``): ``encoder_conv_1`` .. ``encoder_conv_L``
+  (the learned filters), ``encoder_down_i`` where the block downsamples separately,
+  ``encoder_flatten`` and ``latent`` (the bottleneck vector);
+- decoder (named ``decoder``): ``decoder_dense``, ``decoder_reshape``, ``decoder_up_i`` and
+  ``decoder_conv_i``, an optional ``decoder_crop``, and ``reconstruction``;
+- the autoencoder (named ``autoencoder``) chains the two.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+from keras import layers
+
+from automl_core.errors import ConfigError
+from automl_core.space import BLOCK_NAMES, ModelConfig
+
+
+@dataclass(frozen=True)
+class Block:
+    """How one encoder block halves the image and one decoder block doubles it."""
+
+    down: Callable[[keras.KerasTensor, ModelConfig, int], keras.KerasTensor]
+    up: Callable[[keras.KerasTensor, ModelConfig, int], keras.KerasTensor]
+    description: str
+
+
+def _conv(config: ModelConfig, name: str, strides: int = 1) -> layers.Conv2D:
+    """A same-padded convolution with the configuration's filters and activation."""
+    return layers.Conv2D(
+        config.filters, config.kernel_size, strides=strides, padding="same",
+        activation=config.activation, name=name,
+    )  # fmt: skip
+
+
+def _pool_down(x, config, i):
+    """Convolution, then 2x2 max pooling."""
+    x = _conv(config, f"encoder_conv_{i}")(x)
+    return layers.MaxPooling2D(2, padding="same", name=f"encoder_down_{i}")(x)
+
+
+def _pool_up(x, config, i):
+    """Nearest-neighbour 2x upsampling, then convolution (resize-convolution)."""
+    x = layers.UpSampling2D(2, name=f"decoder_up_{i}")(x)
+    return _conv(config, f"decoder_conv_{i}")(x)
+
+
+def _strided_down(x, config, i):
+    """One stride-2 convolution."""
+    return _conv(config, f"encoder_conv_{i}", strides=2)(x)
+
+
+def _strided_up(x, config, i):
+    """One stride-2 transposed convolution."""
+    return layers.Conv2DTranspose(
+        config.filters, config.kernel_size, strides=2, padding="same",
+        activation=config.activation, name=f"decoder_conv_{i}",
+    )(x)  # fmt: skip
+
+
+BLOCKS: dict[str, Block] = {
+    "pool": Block(_pool_down, _pool_up, "conv + max-pool / upsample + conv"),
+    "strided": Block(_strided_down, _strided_up, "stride-2 conv / stride-2 transposed conv"),
+}
+assert tuple(BLOCKS) == BLOCK_NAMES, "space.BLOCK_NAMES must list the BLOCKS registry"
+
+
+@dataclass(frozen=True)
+class Autoencoder:
+    """The three models of one configuration; they share weights."""
+
+    autoencoder: keras.Model
+    encoder: keras.Model
+    decoder: keras.Model
+
+
+def bottleneck_shape(input_shape: tuple[int, int, int], num_conv_layers: int) -> tuple[int, int]:
+    """Spatial size after ``num_conv_layers`` halvings (rounded up, as same padding does)."""
+    height, width = input_shape[0], input_shape[1]
+    for _ in range(num_conv_layers):
+        height, width = math.ceil(height / 2), math.ceil(width / 2)
+    return height, width
+
+
+def build_autoencoder(config: ModelConfig, input_shape: tuple[int, int, int]) -> Autoencoder:
+    """Builds an encoder, a decoder and the autoencoder chaining them.
+
+    Works for any image size: the decoder's output is cropped back to the input when the
+    sides are not powers of two.
+
+    Args:
+        config: The architecture (depth, filters, kernel, activation, latent size, block).
+        input_shape: One image's shape, (H, W, C).
+
+    Returns:
+        The three models, uncompiled.
+
+    Raises:
+        ConfigError: The configuration does not fit the image size.
+    """
+    height, width, channels = (int(d) for d in input_shape)
+    if 2**config.num_conv_layers > min(height, width):
+        raise ConfigError(
+            f"num_conv_layers={config.num_conv_layers} would shrink a {height}x{width} image "
+            "below 1x1"
+        )
+    if config.block not in BLOCKS:
+        raise ConfigError(f"unknown block {config.block!r}; expected one of {', '.join(BLOCKS)}")
+    block = BLOCKS[config.block]
+
+    image = keras.Input((height, width, channels), name="encoder_input")
+    x = image
+    for i in range(1, config.num_conv_layers + 1):
+        x = block.down(x, config, i)
+    feature_shape = tuple(int(d) for d in x.shape[1:])
+    x = layers.Flatten(name="encoder_flatten")(x)
+    latent = layers.Dense(config.latent_dim, name="latent")(x)
+    encoder = keras.Model(image, latent, name="encoder")
+
+    code = keras.Input((config.latent_dim,), name="decoder_input")
+    y = layers.Dense(math.prod(feature_shape), activation=config.activation, name="decoder_dense")(
+        code
+    )
+    y = layers.Reshape(feature_shape, name="decoder_reshape")(y)
+    for i in range(config.num_conv_layers, 0, -1):
+        y = block.up(y, config, i)
+    out_h, out_w = int(y.shape[1]), int(y.shape[2])
+    if (out_h, out_w) != (height, width):
+        dh, dw = out_h - height, out_w - width
+        y = layers.Cropping2D(((dh // 2, dh - dh // 2), (dw // 2, dw - dw // 2)), name="decoder_crop")(
+            y
+        )
+    reconstruction = layers.Conv2D(
+        channels, config.kernel_size, padding="same", activation="sigmoid", name="reconstruction"
+    )(y)
+    decoder = keras.Model(code, reconstruction, name="decoder")
+
+    autoencoder = keras.Model(image, decoder(encoder(image)), name="autoencoder")
+    return Autoencoder(autoencoder, encoder, decoder)
+
+
+def encoder_conv_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The encoder's convolution layers in order (``encoder_conv_1`` first).
+
+    Args:
+        model: An autoencoder from :func:`build_autoencoder` (or one loaded back), or its
+            encoder.
+
+    Returns:
+        The convolution layers holding the learned filters.
+    """
+    encoder = model.get_layer("encoder") if model.name != "encoder" else model
+    convs = [layer for layer in encoder.layers if layer.name.startswith("encoder_conv_")]
+    return sorted(convs, key=lambda layer: int(layer.name.rsplit("_", 1)[1]))
+
+
+def split_autoencoder(model: keras.Model) -> Autoencoder:
+    """Finds the encoder and decoder inside a (loaded) autoencoder."""
+    return Autoencoder(model, model.get_layer("encoder"), model.get_layer("decoder"))

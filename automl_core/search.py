@@ -1,0 +1,480 @@
+"""The search: strategies (one registry), the budget, and the trial loop.
+
+The space says what to try (:mod:`automl_core.space`), a strategy is Optuna's sampler and
+pruner, and the loop here trains, reports each epoch, stores the artifacts and records the
+trial. Progress flows out through callbacks ``(study, trial) -> None``.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Callable
+
+import optuna
+
+from automl_core.datasets import Dataset, load_dataset
+from automl_core.errors import ConfigError, StorageError, TrialFailure
+from automl_core.space import SearchSpace
+from automl_core import store
+
+TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+FAIL_REASON_ATTR = "fail_reason"
+LIVE_ATTR = "live"
+METRICS_ATTR = "metrics"
+CONFIG_ATTR = "config"
+DEADLINE_ATTR = "deadline"
+SECOND_OBJECTIVES = {"compression_ratio": "maximize", "param_count": "minimize"}
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One search algorithm: an Optuna sampler, a pruner, and the study's directions.
+
+    Attributes:
+        description: One line for ``--help`` and the sidebar.
+        make_sampler: ``(space, seed) -> optuna sampler``.
+        make_pruner: ``(max_epochs) -> optuna pruner``.
+        multi_objective: Whether trials return (val_mse, second objective).
+        needs_grid: Whether every parameter must be a list of choices.
+        requires: A Python module the strategy imports, checked before the search starts.
+    """
+
+    description: str
+    make_sampler: Callable[[SearchSpace, int | None], optuna.samplers.BaseSampler]
+    make_pruner: Callable[[int], optuna.pruners.BasePruner] = lambda max_epochs: (
+        optuna.pruners.NopPruner()
+    )
+    multi_objective: bool = False
+    needs_grid: bool = False
+    requires: str | None = None
+
+
+def _tpe(space: SearchSpace, seed: int | None) -> optuna.samplers.BaseSampler:
+    """TPE with a short random start, modelling parameters jointly."""
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=8, multivariate=True)
+
+
+STRATEGIES: dict[str, Strategy] = {
+    "grid": Strategy(
+        "every configuration of the grid, each once",
+        lambda space, seed: optuna.samplers.GridSampler(space.grid(), seed=seed),
+        needs_grid=True,
+    ),
+    "random": Strategy(
+        "configurations drawn uniformly at random",
+        lambda space, seed: optuna.samplers.RandomSampler(seed=seed),
+    ),
+    "tpe": Strategy("Bayesian: tree-structured Parzen estimator", _tpe),
+    "gp": Strategy(
+        "Bayesian: Gaussian process (needs PyTorch: pip install torch)",
+        lambda space, seed: optuna.samplers.GPSampler(seed=seed),
+        requires="torch",
+    ),
+    "hyperband": Strategy(
+        "TPE proposals, Hyperband stops poor trials early",
+        _tpe,
+        make_pruner=lambda max_epochs: optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=max_epochs, reduction_factor=3
+        ),
+    ),
+    "asha": Strategy(
+        "random proposals, asynchronous successive halving stops poor trials early",
+        lambda space, seed: optuna.samplers.RandomSampler(seed=seed),
+        make_pruner=lambda max_epochs: optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=1, reduction_factor=3
+        ),
+    ),
+    "nsga2": Strategy(
+        "multi-objective genetic search: validation MSE against compression (Pareto front)",
+        lambda space, seed: optuna.samplers.NSGAIISampler(seed=seed, population_size=10),
+        multi_objective=True,
+    ),
+}
+DEFAULT_STRATEGY = "hyperband"
+
+
+def get_strategy(name: str) -> Strategy:
+    """The registered strategy of that name.
+
+    Raises:
+        ConfigError: The name is not registered, or the strategy's extra is not installed.
+    """
+    if name not in STRATEGIES:
+        raise ConfigError(f"unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)}")
+    strategy = STRATEGIES[name]
+    if strategy.requires:
+        import importlib.util
+
+        if importlib.util.find_spec(strategy.requires) is None:
+            raise ConfigError(
+                f"strategy {name!r} needs the package {strategy.requires!r}, which is not "
+                f"installed; run: pip install {strategy.requires}"
+            )
+    return strategy
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Everything that defines a search; stored on the study so any worker can join it.
+
+    Attributes:
+        study: The study's name.
+        dataset: A registry name or a path every worker can read.
+        space: The search space, as :meth:`SearchSpace.to_dict` gives it.
+        strategy: A :data:`STRATEGIES` name.
+        trials: Trials to finish in the whole study (None: the grid's size, or 20).
+        timeout: Seconds of wall clock for the search from its (re)start, or None.
+        max_epochs: Most epochs per trial.
+        seed: Seed of the data split, the sampler and weight initialisation.
+        max_images: Use only this many images (tiny runs), or None for all.
+        val_fraction: Share of images for validation.
+        test_fraction: Share of images for the test split.
+        second_objective: For multi-objective strategies: ``compression_ratio`` or
+            ``param_count``.
+    """
+
+    study: str
+    dataset: str = "mnist-5k"
+    space: dict[str, Any] = field(default_factory=dict)
+    strategy: str = DEFAULT_STRATEGY
+    trials: int | None = None
+    timeout: float | None = None
+    max_epochs: int = 20
+    seed: int = 0
+    max_images: int | None = None
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    second_objective: str = "compression_ratio"
+
+    def __post_init__(self) -> None:
+        store.validate_study_name(self.study)
+        if self.trials is not None and (isinstance(self.trials, bool) or self.trials < 1):
+            raise ConfigError(f"trials must be a positive integer, got trials={self.trials}")
+        if self.timeout is not None and not self.timeout > 0:
+            raise ConfigError(f"timeout must be a positive number of seconds, got timeout={self.timeout}")
+        if isinstance(self.max_epochs, bool) or self.max_epochs < 1:
+            raise ConfigError(f"max_epochs must be a positive integer, got max_epochs={self.max_epochs}")
+        if self.second_objective not in SECOND_OBJECTIVES:
+            raise ConfigError(
+                f"unknown second objective {self.second_objective!r}; expected one of "
+                f"{', '.join(SECOND_OBJECTIVES)}"
+            )
+
+    def search_space(self) -> SearchSpace:
+        """The space as an object."""
+        return SearchSpace.from_dict(self.space)
+
+    def trial_budget(self) -> int:
+        """Trials to finish: ``trials``, capped by the grid size for grid search."""
+        size = self.search_space().grid_size()
+        if self.strategy == "grid" and size is not None:
+            return min(self.trials, size) if self.trials else size
+        if self.trials:
+            return self.trials
+        return 10_000 if self.timeout else 20
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> SearchSettings:
+        """Reads :meth:`to_dict` output back."""
+        return cls(**values)
+
+
+# settings a re-run may change without making it another search
+_RESUMABLE = ("trials", "timeout", "max_epochs")
+
+
+def _count_trials(study: optuna.Study) -> tuple[int, int]:
+    """(finished trials that use up budget, trials running now).
+
+    A trial failed for a reason of its own counts; one interrupted or killed (no reason
+    recorded) does not: it is retried.
+    """
+    done = running = 0
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
+            done += 1
+        elif trial.state == optuna.trial.TrialState.FAIL and FAIL_REASON_ATTR in trial.user_attrs:
+            done += 1
+        elif trial.state == optuna.trial.TrialState.RUNNING:
+            running += 1
+    return done, running
+
+
+def prepare_study(settings: SearchSettings, storage_url: str | None = None) -> optuna.Study:
+    """Creates the study, or checks that a re-run matches the stored one, and sets its deadline.
+
+    Args:
+        settings: The search.
+        storage_url: Where studies live. Defaults to :func:`store.default_storage_url`.
+
+    Returns:
+        The study, with its settings stored for workers.
+
+    Raises:
+        ConfigError: The space or strategy is invalid, or the study exists with other settings.
+        StorageError: The storage cannot be reached.
+    """
+    strategy = get_strategy(settings.strategy)
+    space = settings.search_space()
+    if strategy.needs_grid:
+        space.grid()
+    storage = store.open_storage(storage_url)
+    directions = ["minimize"]
+    if strategy.multi_objective:
+        directions.append(SECOND_OBJECTIVES[settings.second_objective])
+    settings = replace(settings, space=space.to_dict())
+    study = optuna.create_study(
+        study_name=settings.study, storage=storage, directions=directions, load_if_exists=True
+    )
+    stored = study.user_attrs.get(store.SETTINGS_ATTR)
+    if stored is None:
+        study.set_user_attr(store.SETTINGS_ATTR, settings.to_dict())
+        study.set_user_attr(store.ARTIFACT_ROOT_ATTR, str(store.artifact_root()))
+    else:
+        differing = [
+            key for key, value in settings.to_dict().items()
+            if key not in _RESUMABLE and stored.get(key) != value
+        ]  # fmt: skip
+        if differing:
+            key = differing[0]
+            raise ConfigError(
+                f"study {settings.study!r} already exists with {key}={stored.get(key)!r}, not "
+                f"{getattr(settings, key)!r}; resume it with the same settings or pick a new "
+                "--study name"
+            )
+        study.set_user_attr(store.SETTINGS_ATTR, {**stored, **{k: getattr(settings, k) for k in _RESUMABLE}})
+    deadline = time.time() + settings.timeout if settings.timeout else None
+    study.set_user_attr(DEADLINE_ATTR, deadline)
+    return study
+
+
+def study_settings(study: optuna.Study) -> SearchSettings:
+    """The settings stored on a study by :func:`prepare_study`.
+
+    Raises:
+        StorageError: The study was not created by this tool.
+    """
+    stored = study.user_attrs.get(store.SETTINGS_ATTR)
+    if stored is None:
+        raise StorageError(f"study {study.study_name!r} has no search settings; it was not created by automl_core")
+    return SearchSettings.from_dict(stored)
+
+
+class TrialReporter:
+    """Keras callback factory: reports each epoch to Optuna, publishes live progress, prunes."""
+
+    def __new__(cls, trial: optuna.Trial, prune: bool, deadline: float | None):
+        """Builds the callback (a ``keras.callbacks.Callback`` subclass instance)."""
+        import keras
+
+        class _Reporter(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.curves: dict[str, list[float]] = {"loss": [], "val_loss": []}
+
+            def on_epoch_end(self, epoch, logs=None):
+                logs = logs or {}
+                for key in self.curves:
+                    if key in logs:
+                        self.curves[key].append(float(logs[key]))
+                trial.set_user_attr(LIVE_ATTR, {"epoch": epoch + 1, **self.curves})
+                val_loss = float(logs.get("val_loss", math.nan))
+                if prune and math.isfinite(val_loss):
+                    trial.report(val_loss, epoch + 1)
+                    if trial.should_prune():
+                        raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
+                if deadline is not None and time.time() >= deadline:
+                    self.model.stop_training = True
+
+        return _Reporter()
+
+
+def _objective(settings: SearchSettings, dataset: Dataset, strategy: Strategy, study: optuna.Study):
+    """The function Optuna calls for each trial."""
+    from automl_core.training import train_autoencoder
+
+    space = settings.search_space()
+
+    def objective(trial: optuna.Trial):
+        config = space.suggest(trial)
+        trial.set_user_attr(CONFIG_ATTR, config.to_dict())
+        deadline = study.user_attrs.get(DEADLINE_ATTR)
+        reporter = TrialReporter(trial, prune=not strategy.multi_objective, deadline=deadline)
+        try:
+            trained = train_autoencoder(
+                config, dataset, settings.max_epochs, settings.seed + trial.number, [reporter]
+            )
+        except optuna.TrialPruned:
+            raise
+        except TrialFailure as exc:
+            trial.set_user_attr(FAIL_REASON_ATTR, str(exc))
+            raise
+        except (ConfigError, ValueError) as exc:
+            trial.set_user_attr(FAIL_REASON_ATTR, f"impossible configuration: {exc}")
+            raise TrialFailure(str(exc)) from exc
+        metrics = trained.metrics.to_dict()
+        relative = store.save_trial_artifacts(
+            store.artifact_root(), settings.study, trial.number, trained.models.autoencoder,
+            trained.history, metrics, config.to_dict(),
+        )  # fmt: skip
+        trial.set_user_attr(METRICS_ATTR, metrics)
+        trial.set_user_attr(store.ARTIFACT_ATTR, relative)
+        if strategy.multi_objective:
+            return metrics["val_mse"], metrics[settings.second_objective]
+        return metrics["val_mse"]
+
+    return objective
+
+
+def _retry_interrupted(study: optuna.Study, trial: optuna.trial.FrozenTrial | None) -> None:
+    """Queues the parameters of a trial cut off by Ctrl-C so a re-run tries them again."""
+    if trial is not None and trial.state == optuna.trial.TrialState.FAIL and trial.params:
+        if FAIL_REASON_ATTR not in trial.user_attrs:
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+
+
+def run_worker(
+    study_name: str,
+    storage_url: str | None = None,
+    on_trial: TrialCallback | None = None,
+    seed_offset: int = 0,
+) -> optuna.Study:
+    """Runs trials of an existing study until its budget (trials or deadline) is spent.
+
+    Any number of workers, on this machine or others sharing the storage and the artifact
+    folder, may run this at once: each asks the storage for the next trial, so none is run
+    twice.
+
+    Args:
+        study_name: The study to join.
+        storage_url: Its storage. Defaults to :func:`store.default_storage_url`.
+        on_trial: Called with ``(study, trial)`` after each trial this worker finishes.
+        seed_offset: Added to the sampler's seed, so workers propose different points.
+
+    Returns:
+        The study.
+
+    Raises:
+        StorageError: The study does not exist or was not created by this tool.
+    """
+    study = store.load_study(study_name, storage_url)
+    settings = study_settings(study)
+    strategy = get_strategy(settings.strategy)
+    dataset = load_dataset(
+        settings.dataset, settings.seed, settings.val_fraction, settings.test_fraction,
+        settings.max_images,
+    )  # fmt: skip
+    space = settings.search_space()
+    space.validate_for(dataset.input_shape)
+    study = optuna.load_study(
+        study_name=study_name,
+        storage=store.open_storage(storage_url),
+        sampler=strategy.make_sampler(space, settings.seed + seed_offset),
+        pruner=strategy.make_pruner(settings.max_epochs),
+    )
+    objective = _objective(settings, dataset, strategy, study)
+    budget = settings.trial_budget()
+    callbacks = [on_trial] if on_trial else []
+    import keras
+
+    while True:
+        deadline = study.user_attrs.get(DEADLINE_ATTR)
+        if deadline is not None and time.time() >= deadline:
+            break
+        done, running = _count_trials(study)
+        if done + running >= budget:
+            break
+        if strategy.needs_grid and done >= (space.grid_size() or 0):
+            break
+        before = {t.number for t in study.get_trials(deepcopy=False)}
+        try:
+            study.optimize(objective, n_trials=1, catch=(TrialFailure,), callbacks=callbacks)
+        except KeyboardInterrupt:
+            mine = [t for t in study.get_trials(deepcopy=False) if t.number not in before]
+            _retry_interrupted(study, mine[-1] if mine else None)
+            raise
+        finally:
+            keras.backend.clear_session()
+            gc.collect()
+    return study
+
+
+def run_search(
+    settings: SearchSettings,
+    storage_url: str | None = None,
+    on_trial: TrialCallback | None = None,
+    workers: int = 1,
+) -> optuna.Study:
+    """Runs (or resumes) a search to its budget.
+
+    Finished trials are never retrained: a re-run of the same study continues where it
+    stopped. With ``workers > 1``, ``workers - 1`` extra processes run ``python -m
+    automl_core worker`` on the same study; they end with this call, Ctrl-C included.
+
+    Args:
+        settings: The search.
+        storage_url: Where the study lives. Defaults to :func:`store.default_storage_url`.
+        on_trial: Called with ``(study, trial)`` after each trial of this process.
+        workers: Worker processes in all, this one included. Defaults to 1.
+
+    Returns:
+        The study.
+
+    Raises:
+        ConfigError: Invalid settings, space, strategy or dataset for the space.
+        DatasetError: The dataset cannot be loaded.
+        StorageError: The storage cannot be reached.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be a positive integer, got workers={workers!r}")
+    dataset = load_dataset(
+        settings.dataset, settings.seed, settings.val_fraction, settings.test_fraction,
+        settings.max_images,
+    )  # fmt: skip
+    settings.search_space().validate_for(dataset.input_shape)
+    study = prepare_study(settings, storage_url)
+    children = [spawn_worker(settings.study, storage_url, index) for index in range(1, workers)]
+    try:
+        run_worker(settings.study, storage_url, on_trial)
+    except BaseException:
+        stop_workers(children)
+        raise
+    for child in children:
+        child.wait()
+    return study
+
+
+def spawn_worker(study_name: str, storage_url: str | None, index: int):
+    """Starts ``python -m automl_core worker`` for a study as a child process."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "automl_core", "worker", "--study", study_name,
+               "--seed-offset", str(index)]  # fmt: skip
+    if storage_url:
+        command += ["--storage", storage_url]
+    return subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def stop_workers(children: list, wait_seconds: float = 30.0) -> None:
+    """Stops worker processes: SIGINT (they mark their trial for retry), then SIGKILL."""
+    import signal
+    import subprocess
+
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT)
+    for child in children:
+        try:
+            child.wait(timeout=wait_seconds)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()

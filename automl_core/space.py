@@ -1,0 +1,370 @@
+"""Search spaces: what to try. Each parameter is a list of choices or a numeric range.
+
+A space reads from a dict, a JSON / YAML file or command-line text, is validated against the
+image size, and turns an Optuna trial into a :class:`ModelConfig`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Union
+
+from automl_core.errors import ConfigError
+
+ACTIVATIONS = ("relu", "elu", "selu", "gelu", "leaky_relu", "swish", "sigmoid", "tanh")
+OPTIMIZERS = ("adam", "adamw", "nadam", "rmsprop", "sgd", "lion")
+# names of automl_core.models.BLOCKS; kept here so the space can be checked without Keras
+BLOCK_NAMES = ("pool", "strided")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One point of the search space: everything needed to build and train one model.
+
+    Attributes:
+        num_conv_layers: Convolution + downsampling blocks in the encoder (and the decoder).
+        filters: Filters of every convolution block.
+        activation: Activation of the hidden layers (see :data:`ACTIVATIONS`).
+        latent_dim: Size of the bottleneck vector.
+        kernel_size: Side of the square convolution kernels.
+        learning_rate: Initial learning rate.
+        batch_size: Images per training step.
+        optimizer: Optimizer name (see :data:`OPTIMIZERS`).
+        block: How each block changes resolution (see ``automl_core.models.BLOCKS``).
+    """
+
+    num_conv_layers: int = 2
+    filters: int = 16
+    activation: str = "relu"
+    latent_dim: int = 16
+    kernel_size: int = 3
+    learning_rate: float = 1e-3
+    batch_size: int = 64
+    optimizer: str = "adam"
+    block: str = "pool"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as a JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        """Builds a configuration from :meth:`to_dict` output, checking every value.
+
+        Args:
+            values: Parameter names to values; missing names take the defaults.
+
+        Returns:
+            The configuration.
+
+        Raises:
+            ConfigError: A name is unknown or a value is invalid.
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown parameter {unknown[0]!r}; expected one of {sorted(known)}")
+        for name, value in values.items():
+            _check_value(name, value)
+        return cls(**values)
+
+
+PARAMETER_KINDS: dict[str, str] = {
+    "num_conv_layers": "int",
+    "filters": "int",
+    "activation": "activation",
+    "latent_dim": "int",
+    "kernel_size": "int",
+    "learning_rate": "float",
+    "batch_size": "int",
+    "optimizer": "optimizer",
+    "block": "block",
+}
+
+
+def _check_value(name: str, value: Any) -> None:
+    """Raises ConfigError unless ``value`` is valid for parameter ``name``."""
+    kind = PARAMETER_KINDS.get(name)
+    if kind is None:
+        raise ConfigError(f"unknown parameter {name!r}; expected one of {list(PARAMETER_KINDS)}")
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{name} must be a positive integer, got {name}={value!r}")
+    elif kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name} must be a positive number, got {name}={value!r}")
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"{name} must be a positive number, got {name}={value!r}")
+    elif kind == "activation" and value not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation {value!r}; expected one of {', '.join(ACTIVATIONS)}")
+    elif kind == "optimizer" and value not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {value!r}; expected one of {', '.join(OPTIMIZERS)}")
+    elif kind == "block" and value not in BLOCK_NAMES:
+        raise ConfigError(f"unknown block {value!r}; expected one of {', '.join(BLOCK_NAMES)}")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A parameter tried over a list of values (grid-able)."""
+
+    values: tuple
+
+    def to_dict(self) -> list:
+        """The choices as a JSON list."""
+        return list(self.values)
+
+
+@dataclass(frozen=True)
+class Range:
+    """A numeric parameter sampled between ``low`` and ``high`` (inclusive)."""
+
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The range as a JSON object."""
+        out: dict[str, Any] = {"low": self.low, "high": self.high, "log": self.log}
+        if self.step is not None:
+            out["step"] = self.step
+        return out
+
+
+Parameter = Union[Choice, Range]
+
+DEFAULT_SPACE: dict[str, Any] = {
+    "num_conv_layers": [1, 2],
+    "filters": [16, 32],
+    "activation": ["relu", "sigmoid"],
+    "latent_dim": [8, 16],
+    "kernel_size": [3],
+    "learning_rate": [1e-3],
+    "batch_size": [64],
+    "optimizer": ["adam"],
+    "block": ["pool"],
+}
+
+
+def _parse_parameter(name: str, spec: Any) -> Parameter:
+    """Turns one JSON value (list, scalar or range object) into a checked parameter."""
+    if name not in PARAMETER_KINDS:
+        raise ConfigError(f"unknown parameter {name!r}; expected one of {list(PARAMETER_KINDS)}")
+    kind = PARAMETER_KINDS[name]
+    if isinstance(spec, dict):
+        if kind not in ("int", "float"):
+            raise ConfigError(f"{name} takes a list of choices, not a range, got {spec!r}")
+        extra = set(spec) - {"low", "high", "log", "step"}
+        if extra or not {"low", "high"} <= set(spec):
+            raise ConfigError(
+                f"{name}: a range needs 'low' and 'high' (optional 'log', 'step'), got {spec!r}"
+            )
+        low, high, log, step = spec["low"], spec["high"], bool(spec.get("log", False)), spec.get("step")
+        if kind == "int":
+            for label, v in (("low", low), ("high", high)):
+                if isinstance(v, float) and v.is_integer():
+                    v = int(v)
+                _check_value(name, v)
+            low, high = int(low), int(high)
+        else:
+            _check_value(name, low)
+            _check_value(name, high)
+        if low > high:
+            raise ConfigError(f"{name}: range low must not exceed high, got low={low}, high={high}")
+        if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0):
+            raise ConfigError(f"{name}: step must be a positive number, got step={step!r}")
+        if log and step is not None:
+            raise ConfigError(f"{name}: a range cannot be both log-scaled and stepped")
+        return Range(low, high, log, step)
+    values = spec if isinstance(spec, (list, tuple)) else [spec]
+    if len(values) == 0:
+        raise ConfigError(f"{name}: the list of choices is empty; give at least one value")
+    checked = []
+    for value in values:
+        if kind == "int" and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        _check_value(name, value)
+        if value not in checked:
+            checked.append(value)
+    return Choice(tuple(checked))
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """What the search may try: one :class:`Choice` or :class:`Range` per parameter.
+
+    Attributes:
+        parameters: Every parameter of :class:`ModelConfig`, by name.
+    """
+
+    parameters: dict[str, Parameter]
+
+    @classmethod
+    def from_dict(cls, spec: dict[str, Any], fill_defaults: bool = True) -> SearchSpace:
+        """Reads a space from plain values: a list (choices), a scalar, or a range object.
+
+        Args:
+            spec: Parameter names to ``[choices]``, a single value, or
+                ``{"low": ..., "high": ..., "log": bool, "step": ...}``.
+            fill_defaults: Give parameters missing from ``spec`` the single default value
+                of :class:`ModelConfig`. Defaults to True.
+
+        Returns:
+            The validated space.
+
+        Raises:
+            ConfigError: An unknown parameter, an empty list or an invalid value.
+        """
+        if not isinstance(spec, dict):
+            raise ConfigError(f"a search space must be a mapping of parameter names, got {spec!r}")
+        parameters = {name: _parse_parameter(name, value) for name, value in spec.items()}
+        if fill_defaults:
+            defaults = ModelConfig()
+            for name in PARAMETER_KINDS:
+                parameters.setdefault(name, Choice((getattr(defaults, name),)))
+        ordered = {name: parameters[name] for name in PARAMETER_KINDS if name in parameters}
+        return cls(ordered)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The space as JSON-ready values (round-trips through :meth:`from_dict`)."""
+        return {name: p.to_dict() for name, p in self.parameters.items()}
+
+    def grid_size(self) -> int | None:
+        """Number of configurations of the full grid, or None if a parameter is a range."""
+        if any(isinstance(p, Range) for p in self.parameters.values()):
+            return None
+        return math.prod(len(p.values) for p in self.parameters.values())  # type: ignore[union-attr]
+
+    def grid(self) -> dict[str, list]:
+        """Choices per parameter, as Optuna's ``GridSampler`` takes them.
+
+        Raises:
+            ConfigError: A parameter is a range, which a grid cannot enumerate.
+        """
+        for name, p in self.parameters.items():
+            if isinstance(p, Range):
+                raise ConfigError(
+                    f"grid search needs a list of choices for every parameter, but {name} is a "
+                    f"range {p.low}..{p.high}; give a list or pick another strategy"
+                )
+        return {name: list(p.values) for name, p in self.parameters.items()}  # type: ignore[union-attr]
+
+    def configurations(self) -> list[ModelConfig]:
+        """Every configuration of the grid, in a stable order."""
+        grid = self.grid()
+        names = list(grid)
+        return [ModelConfig(**dict(zip(names, combo))) for combo in itertools.product(*grid.values())]
+
+    def validate_for(self, input_shape: tuple[int, ...]) -> None:
+        """Checks that every configuration fits images of ``input_shape`` (H, W, C).
+
+        Each convolution block halves the image, so ``2 ** num_conv_layers`` may not exceed
+        the shorter side, and the kernel may not be larger than the image.
+
+        Raises:
+            ConfigError: A value would shrink the image below 1x1.
+        """
+        side = min(input_shape[0], input_shape[1])
+        depth = self.parameters["num_conv_layers"]
+        deepest = depth.high if isinstance(depth, Range) else max(depth.values)
+        if 2**deepest > side:
+            limit = int(math.log2(side))
+            raise ConfigError(
+                f"num_conv_layers={deepest} would shrink a {input_shape[0]}x{input_shape[1]} image "
+                f"below 1x1; at most {limit} layers fit this image size"
+            )
+        kernel = self.parameters["kernel_size"]
+        widest = kernel.high if isinstance(kernel, Range) else max(kernel.values)
+        if widest > side:
+            raise ConfigError(
+                f"kernel_size={widest} is larger than the {input_shape[0]}x{input_shape[1]} image"
+            )
+
+    def suggest(self, trial) -> ModelConfig:
+        """Asks an Optuna trial for one value of every parameter.
+
+        Args:
+            trial: An ``optuna.Trial``.
+
+        Returns:
+            The configuration the trial's sampler chose.
+        """
+        values: dict[str, Any] = {}
+        for name, p in self.parameters.items():
+            if isinstance(p, Choice):
+                values[name] = trial.suggest_categorical(name, list(p.values))
+            elif PARAMETER_KINDS[name] == "int":
+                step = int(p.step) if p.step else 1
+                values[name] = trial.suggest_int(name, int(p.low), int(p.high), step=step, log=p.log)
+            else:
+                values[name] = trial.suggest_float(name, p.low, p.high, step=p.step, log=p.log)
+        return ModelConfig(**values)
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Reads a search space from a JSON or YAML file.
+
+    Args:
+        path: A ``.json``, ``.yaml`` or ``.yml`` file holding one mapping.
+
+    Returns:
+        The validated space (missing parameters take their defaults).
+
+    Raises:
+        ConfigError: The file is missing or malformed, or the space is invalid.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"search space file '{path}' does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            spec = yaml.safe_load(text)
+        else:
+            spec = json.loads(text)
+    except Exception as exc:
+        raise ConfigError(f"search space file '{path}' is not valid JSON/YAML ({exc})") from exc
+    return SearchSpace.from_dict(spec)
+
+
+def parse_parameter_text(name: str, text: str) -> Any:
+    """Parses a command-line value: ``16,32`` (choices) or ``1e-4:1e-2[:log]`` (a range).
+
+    Args:
+        name: The parameter's name (decides int, float or text).
+        text: The flag's text.
+
+    Returns:
+        A value :meth:`SearchSpace.from_dict` takes.
+
+    Raises:
+        ConfigError: The text cannot be read as the parameter's kind.
+    """
+    kind = PARAMETER_KINDS.get(name)
+    if kind is None:
+        raise ConfigError(f"unknown parameter {name!r}; expected one of {list(PARAMETER_KINDS)}")
+
+    def number(token: str):
+        try:
+            value = float(token)
+        except ValueError:
+            raise ConfigError(f"{name}: expected a number, got {token!r}") from None
+        return int(value) if kind == "int" and value.is_integer() else value
+
+    text = text.strip()
+    if ":" in text:
+        parts = text.split(":")
+        log = len(parts) == 3 and parts[2] == "log"
+        if len(parts) not in (2, 3) or (len(parts) == 3 and not log):
+            raise ConfigError(f"{name}: a range is LOW:HIGH or LOW:HIGH:log, got {text!r}")
+        return {"low": number(parts[0]), "high": number(parts[1]), "log": log}
+    tokens = [t.strip() for t in text.split(",") if t.strip()]
+    if not tokens:
+        raise ConfigError(f"{name}: the list of choices is empty; give at least one value")
+    return [number(t) if kind in ("int", "float") else t for t in tokens]

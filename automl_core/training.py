@@ -1,0 +1,163 @@
+"""Training one configuration: build, compile, fit with early stopping, score on test."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import keras
+import numpy as np
+
+from automl_core.datasets import Dataset
+from automl_core.errors import TrialFailure
+from automl_core.metrics import reconstruction_scores
+from automl_core.models import Autoencoder, build_autoencoder
+from automl_core.space import ModelConfig
+
+OPTIMIZER_CLASSES = {
+    "adam": keras.optimizers.Adam,
+    "adamw": keras.optimizers.AdamW,
+    "nadam": keras.optimizers.Nadam,
+    "rmsprop": keras.optimizers.RMSprop,
+    "sgd": keras.optimizers.SGD,
+    "lion": keras.optimizers.Lion,
+}
+EARLY_STOPPING_PATIENCE = 3
+# many small steps per graph call: per-step overhead dominates models this small
+STEPS_PER_EXECUTION = 16
+
+
+@dataclass(frozen=True)
+class TrialMetrics:
+    """What a finished trial is ranked and compared by.
+
+    Attributes:
+        val_mse: Validation mean squared error of the restored best weights.
+        test_psnr: Mean PSNR over the test split, in dB.
+        test_ssim: Mean SSIM over the test split.
+        test_mse: Mean squared error over the test split.
+        param_count: Trainable and non-trainable parameters of the autoencoder.
+        compression_ratio: Input values per latent value (H * W * C / latent_dim).
+        train_seconds: Wall-clock seconds of building, training and scoring.
+        epochs: Epochs run (early stopping may end before the maximum).
+        best_epoch: The epoch (1-based) whose weights were kept.
+    """
+
+    val_mse: float
+    test_psnr: float
+    test_ssim: float
+    test_mse: float
+    param_count: int
+    compression_ratio: float
+    train_seconds: float
+    epochs: int
+    best_epoch: int
+
+    def to_dict(self) -> dict:
+        """The metrics as a JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrialMetrics:
+        """Reads :meth:`to_dict` output back."""
+        return cls(**values)
+
+
+@dataclass
+class TrainedModel:
+    """A trained autoencoder with its history and metrics."""
+
+    config: ModelConfig
+    models: Autoencoder
+    history: dict[str, list[float]] = field(default_factory=dict)
+    metrics: TrialMetrics | None = None
+
+
+def make_optimizer(config: ModelConfig) -> keras.optimizers.Optimizer:
+    """The Keras optimizer named by the configuration, at its learning rate."""
+    return OPTIMIZER_CLASSES[config.optimizer](learning_rate=config.learning_rate)
+
+
+def compile_autoencoder(models: Autoencoder, config: ModelConfig) -> None:
+    """Compiles the autoencoder for mean-squared-error reconstruction."""
+    models.autoencoder.compile(
+        optimizer=make_optimizer(config), loss="mse", steps_per_execution=STEPS_PER_EXECUTION
+    )
+
+
+def _check_finite(history: dict[str, list[float]]) -> None:
+    """Raises TrialFailure when a loss became NaN or infinite (the model diverged)."""
+    for key in ("loss", "val_loss"):
+        for epoch, value in enumerate(history.get(key, []), start=1):
+            if not math.isfinite(value):
+                raise TrialFailure(f"diverged: {key} became {value} at epoch {epoch}")
+
+
+def train_autoencoder(
+    config: ModelConfig,
+    dataset: Dataset,
+    max_epochs: int = 20,
+    seed: int = 0,
+    callbacks: list[keras.callbacks.Callback] | None = None,
+) -> TrainedModel:
+    """Builds and trains one autoencoder, keeps its best epoch, and scores it on test data.
+
+    Training stops early when the validation loss has not improved for three epochs, and
+    the best weights are restored.
+
+    Args:
+        config: The configuration to train.
+        dataset: The data; the model reconstructs its images.
+        max_epochs: Upper bound on epochs. Defaults to 20.
+        seed: Seed of weight initialisation and shuffling. Defaults to 0.
+        callbacks: Extra Keras callbacks (progress reporting, pruning).
+
+    Returns:
+        The trained model with its per-epoch history and metrics.
+
+    Raises:
+        TrialFailure: The loss diverged or the model ran out of memory.
+    """
+    import tensorflow as tf
+
+    if max_epochs < 1:
+        raise ValueError(f"max_epochs must be a positive integer, got max_epochs={max_epochs}")
+    started = time.perf_counter()
+    keras.utils.set_random_seed(seed)
+    models = build_autoencoder(config, dataset.input_shape)
+    compile_autoencoder(models, config)
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=EARLY_STOPPING_PATIENCE, restore_best_weights=True
+    )
+    try:
+        fit = models.autoencoder.fit(
+            dataset.x_train, dataset.x_train,
+            validation_data=(dataset.x_val, dataset.x_val),
+            epochs=max_epochs, batch_size=config.batch_size, shuffle=True, verbose=0,
+            callbacks=[keras.callbacks.TerminateOnNaN(), stop, *(callbacks or [])],
+        )  # fmt: skip
+    except tf.errors.ResourceExhaustedError as exc:
+        raise TrialFailure(f"out of memory: {exc.message.splitlines()[0]}") from exc
+    history = {key: [float(v) for v in values] for key, values in fit.history.items()}
+    _check_finite(history)
+    val_losses = history.get("val_loss", [])
+    best_epoch = int(np.argmin(val_losses)) + 1 if val_losses else len(history.get("loss", []))
+    val_mse = float(models.autoencoder.evaluate(dataset.x_val, dataset.x_val, verbose=0,
+                                                batch_size=256))  # fmt: skip
+    reconstructions = models.autoencoder.predict(dataset.x_test, batch_size=256, verbose=0)
+    scores = reconstruction_scores(dataset.x_test, reconstructions)
+    if not math.isfinite(val_mse):
+        raise TrialFailure(f"diverged: validation MSE is {val_mse}")
+    metrics = TrialMetrics(
+        val_mse=val_mse,
+        test_psnr=float(scores.psnr.mean()),
+        test_ssim=float(scores.ssim.mean()),
+        test_mse=float(scores.mse.mean()),
+        param_count=int(models.autoencoder.count_params()),
+        compression_ratio=float(math.prod(dataset.input_shape) / config.latent_dim),
+        train_seconds=time.perf_counter() - started,
+        epochs=len(history.get("loss", [])),
+        best_epoch=best_epoch,
+    )
+    return TrainedModel(config, models, history, metrics)
