@@ -268,3 +268,42 @@ def get_trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
     raise ConfigError(
         f"study {study.study_name!r} has no trial {number}; trial numbers run 0..{len(trials) - 1}"
     )
+
+
+def install_study(
+    source_storage_url: str,
+    source_artifact_root: Path,
+    study_name: str,
+    storage_url: str | None = None,
+) -> bool:
+    """Copies a study and its artifacts into a storage (e.g. the bundled demo on first start).
+
+    Args:
+        source_storage_url: The storage holding the study (e.g. ``sqlite:///assets/demo/studies.db``).
+        source_artifact_root: The artifact root of that storage.
+        study_name: The study to copy.
+        storage_url: The target storage. Defaults to :func:`default_storage_url`; artifacts
+            go to :func:`artifact_root`.
+
+    Returns:
+        True if the study was copied, False if the target already had it.
+
+    Raises:
+        StorageError: The source has no such study.
+    """
+    if study_name in study_names(storage_url):
+        return False
+    if study_name not in study_names(source_storage_url):
+        raise StorageError(f"no study named {study_name!r} in {source_storage_url!r}")
+    source_folder = Path(source_artifact_root) / study_name
+    target_folder = artifact_root() / study_name
+    if source_folder.is_dir() and not target_folder.exists():
+        shutil.copytree(source_folder, target_folder)
+    optuna.copy_study(
+        from_study_name=study_name,
+        from_storage=open_storage(source_storage_url),
+        to_storage=open_storage(storage_url),
+    )
+    copied = optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
+    copied.set_user_attr(ARTIFACT_ROOT_ATTR, str(artifact_root()))
+    return True

@@ -1,0 +1,113 @@
+"""The study and trial picked by the user (session state + URL), and cached loaders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from automl_core import store
+from automl_core.errors import AutoMLError
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+DEMO_DIR = ASSETS / "demo"
+DEMO_STUDY = "demo-mnist-5k"
+
+
+def storage_url() -> str:
+    """The storage every page reads (``AUTOML_STORAGE`` or the embedded SQLite file)."""
+    return store.default_storage_url()
+
+
+@st.cache_resource(show_spinner=False)
+def ensure_demo_study(url: str) -> bool:
+    """Copies the bundled demo study into the storage once, so a fresh install shows results."""
+    demo_db = DEMO_DIR / "studies.db"
+    if not demo_db.is_file():
+        return False
+    try:
+        return store.install_study(f"sqlite:///{demo_db}", DEMO_DIR / "artifacts", DEMO_STUDY, url)
+    except AutoMLError:
+        return False
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def list_studies(url: str) -> list[str]:
+    """Study names in the storage (refreshed every few seconds, so new searches appear)."""
+    return store.study_names(url)
+
+
+def study_picker(label: str = "Study", key: str = "study") -> str | None:
+    """A sidebar select box of studies, shared by every page and mirrored in the URL.
+
+    The ``?study=`` query parameter wins on first load, so a link opens the same study.
+
+    Returns:
+        The chosen study's name, or None when the storage has no study.
+    """
+    url = storage_url()
+    ensure_demo_study(url)
+    names = list_studies(url)
+    if not names:
+        st.sidebar.info("No study yet: launch a search on the Search page.")
+        return None
+    wanted = st.query_params.get("study")
+    if key not in st.session_state or (wanted and wanted in names and wanted != st.session_state[key]
+                                       and not st.session_state.get("_study_from_widget")):
+        default = wanted if wanted in names else (DEMO_STUDY if DEMO_STUDY in names else names[-1])
+        st.session_state[key] = default
+    if st.session_state[key] not in names:
+        st.session_state[key] = names[-1]
+    chosen = st.sidebar.selectbox(label, names, key=key, on_change=_mark_widget_choice)
+    st.query_params["study"] = chosen
+    return chosen
+
+
+def _mark_widget_choice() -> None:
+    """Remembers that the user picked in the widget, so the URL no longer overrides it."""
+    st.session_state["_study_from_widget"] = True
+
+
+def trial_picker(study_name: str, label: str = "Trial", key: str = "trial") -> int | None:
+    """A sidebar select box of the study's trials that have a model, best first, in the URL.
+
+    Returns:
+        The chosen trial number, or None when no trial has a model (the sidebar says so).
+    """
+    from automl_core.results import trials_frame
+
+    frame = trials_frame(load_study(study_name, storage_url()))
+    finished = frame[frame["has_model"]]
+    if finished.empty:
+        st.sidebar.warning(f"Study {study_name!r} has no finished trial with a model yet.")
+        return None
+    numbers = [int(n) for n in finished["trial"]]
+    wanted = st.query_params.get("trial")
+    if key not in st.session_state or st.session_state[key] not in numbers:
+        st.session_state[key] = int(wanted) if wanted and wanted.isdigit() and int(wanted) in numbers else numbers[0]
+    labels = {int(r.trial): f"#{int(r.trial)}  val_mse {r.val_mse:.4f}" for r in finished.itertuples()}
+    chosen = st.sidebar.selectbox(label, numbers, key=key, format_func=labels.get)
+    st.query_params["trial"] = str(chosen)
+    return chosen
+
+
+def load_study(study_name: str, url: str):
+    """The study (not cached: it changes while a search runs; loading it is cheap)."""
+    return store.load_study(study_name, url)
+
+
+@st.cache_resource(max_entries=16, show_spinner="Loading model…")
+def load_model(study_name: str, trial_number: int, url: str):
+    """A trial's trained autoencoder, loaded once per process (bounded to 16 models)."""
+    return store.load_trial_model(store.load_study(study_name, url), trial_number)
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading dataset…")
+def load_study_dataset(study_name: str, url: str):
+    """The dataset a study was searched on, split as the search split it (read-only, shared)."""
+    from automl_core.datasets import load_dataset
+    from automl_core.search import study_settings
+
+    settings = study_settings(store.load_study(study_name, url))
+    return load_dataset(settings.dataset, settings.seed, settings.val_fraction,
+                        settings.test_fraction, settings.max_images)  # fmt: skip
