@@ -1,0 +1,62 @@
+"""Shared fixtures: a private runs directory per test session and a tiny finished study."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import pytest  # noqa: E402
+
+TINY_SPACE = {
+    "num_conv_layers": [1, 2],
+    "filters": [4],
+    "activation": ["relu"],
+    "latent_dim": [4, 8],
+    "batch_size": [32],
+}
+
+
+@pytest.fixture
+def runs_dir(tmp_path, monkeypatch):
+    """An empty runs directory used as AUTOML_HOME for one test."""
+    home = tmp_path / "runs"
+    monkeypatch.setenv("AUTOML_HOME", str(home))
+    monkeypatch.delenv("AUTOML_STORAGE", raising=False)
+    monkeypatch.delenv("AUTOML_ARTIFACTS", raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_study_home(tmp_path_factory):
+    """A runs directory holding study ``tiny`` on ``digits``: 4 grid trials, 2 epochs each.
+
+    Session-scoped and read-only for tests: copy it (``shutil.copytree``) before writing.
+    """
+    from automl_core.search import SearchSettings, run_search
+
+    home = tmp_path_factory.mktemp("tiny_runs")
+    previous = os.environ.get("AUTOML_HOME")
+    os.environ["AUTOML_HOME"] = str(home)
+    try:
+        settings = SearchSettings(
+            study="tiny", dataset="digits", space=TINY_SPACE, strategy="grid",
+            max_epochs=2, max_images=150, seed=0,
+        )  # fmt: skip
+        run_search(settings, f"sqlite:///{home / 'studies.db'}")
+    finally:
+        if previous is None:
+            os.environ.pop("AUTOML_HOME", None)
+        else:
+            os.environ["AUTOML_HOME"] = previous
+    return home
+
+
+@pytest.fixture
+def tiny_study(tiny_study_home, monkeypatch):
+    """(study name, storage URL) of the tiny study, with AUTOML_HOME pointing at it."""
+    monkeypatch.setenv("AUTOML_HOME", str(tiny_study_home))
+    monkeypatch.delenv("AUTOML_STORAGE", raising=False)
+    monkeypatch.delenv("AUTOML_ARTIFACTS", raising=False)
+    return "tiny", f"sqlite:///{tiny_study_home / 'studies.db'}"
