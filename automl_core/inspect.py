@@ -1,11 +1,20 @@
-"""Looking inside a trained autoencoder: filters first (activations, latents build on it)."""
+"""Looking inside a trained autoencoder: filters, activations, encode / decode, reconstructions.
+
+Everything here returns plain arrays, dataclasses or DataFrames; ``inspect_charts`` turns
+them into Plotly figures and ``latent`` projects latent vectors.
+"""
 
 from __future__ import annotations
 
+import io
+import json
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
+from automl_core.errors import ConfigError, DatasetError
+from automl_core.metrics import ReconstructionScores
 from automl_core.models import encoder_conv_layers
 
 
@@ -86,3 +95,403 @@ def format_filters(filters: list[LayerFilters], all_channels: bool = False, deci
                     lines.append("[" + " ".join(f"{v:{width}.{decimals}f}" for v in row) + "]")
         lines.append("")
     return "\n".join(lines)
+
+
+# --- every convolution, downloads, parameter counts -------------------------------------------
+
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+MAX_UPLOAD_PIXELS = 4096 * 4096
+
+
+def _conv_order(name: str) -> tuple[int, int]:
+    """Sort key: encoder convolutions by index, then the decoder's from input to output."""
+    if name == "reconstruction":
+        return (2, 0)
+    index = int(name.rsplit("_", 1)[1])
+    return (0, index) if name.startswith("encoder_") else (1, -index)
+
+
+def conv_filters(model, include_decoder: bool = False) -> list[LayerFilters]:
+    """The kernels of every convolution, encoder first, optionally the decoder's too.
+
+    Args:
+        model: An autoencoder from ``automl_core.models.build_autoencoder`` or a trial.
+        include_decoder: Also return ``decoder_conv_i`` and ``reconstruction``. Transposed
+            convolutions store (k, k, filters, input channels); they are returned in the
+            (k, k, input channels, filters) layout of ordinary convolutions. Defaults to False.
+
+    Returns:
+        One :class:`LayerFilters` per convolution, in the order data flows through them.
+    """
+    out = encoder_filters(model)
+    if include_decoder:
+        import keras
+
+        decoder = model.get_layer("decoder")
+        convs = [layer for layer in decoder.layers
+                 if layer.name.startswith("decoder_conv_") or layer.name == "reconstruction"]
+        for layer in sorted(convs, key=lambda layer: _conv_order(layer.name)):
+            kernel, bias = (np.asarray(w) for w in layer.get_weights())
+            if isinstance(layer, keras.layers.Conv2DTranspose):
+                kernel = np.swapaxes(kernel, 2, 3)
+            out.append(LayerFilters(layer.name, kernel, bias))
+    return out
+
+
+def filters_frame(filters: list[LayerFilters]) -> pd.DataFrame:
+    """Every kernel value as one row, for a CSV download.
+
+    Args:
+        filters: From :func:`conv_filters`.
+
+    Returns:
+        Columns ``layer``, ``filter``, ``input_channel``, ``row``, ``col``, ``value``
+        (1-based filter and channel numbers, 0-based row and column).
+    """
+    parts = []
+    for layer in filters:
+        k_h, k_w, channels, count = layer.kernels.shape
+        row, col, channel, number = np.meshgrid(
+            np.arange(k_h), np.arange(k_w), np.arange(channels), np.arange(count), indexing="ij"
+        )
+        parts.append(pd.DataFrame({
+            "layer": layer.layer, "filter": number.ravel() + 1, "input_channel": channel.ravel() + 1,
+            "row": row.ravel(), "col": col.ravel(), "value": layer.kernels.ravel(),
+        }))  # fmt: skip
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        columns=["layer", "filter", "input_channel", "row", "col", "value"])
+    return frame.sort_values(["layer", "filter", "input_channel", "row", "col"], kind="stable",
+                             key=lambda s: s.map(_conv_order) if s.name == "layer" else s
+                             ).reset_index(drop=True)  # fmt: skip
+
+
+def filters_json(filters: list[LayerFilters]) -> str:
+    """The kernels as JSON: ``{layer: {"bias": [...], "filters": [[k x k per channel], ...]}}``."""
+    payload = {
+        layer.layer: {
+            "shape": list(layer.kernels.shape),
+            "bias": layer.bias.tolist(),
+            "filters": [np.moveaxis(layer.kernels[..., f], 2, 0).tolist()
+                        for f in range(layer.num_filters)],
+        }
+        for layer in filters
+    }  # fmt: skip
+    return json.dumps(payload, indent=1)
+
+
+def layer_parameters(model) -> pd.DataFrame:
+    """Parameter counts of every layer of the encoder and the decoder.
+
+    Args:
+        model: An autoencoder.
+
+    Returns:
+        Columns ``part`` (encoder / decoder), ``layer``, ``type``, ``output_shape``,
+        ``parameters``; layers without weights included with 0.
+    """
+    rows = []
+    for part in ("encoder", "decoder"):
+        for layer in model.get_layer(part).layers:
+            if layer.__class__.__name__ == "InputLayer":
+                continue
+            rows.append({
+                "part": part, "layer": layer.name, "type": layer.__class__.__name__,
+                "output_shape": str(tuple(layer.output.shape[1:])),
+                "parameters": int(layer.count_params()),
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def layer_weights(model, include_decoder: bool = False) -> dict[str, np.ndarray]:
+    """Every kernel weight of each convolution (and dense layer), flattened, for histograms."""
+    out = {f.layer: f.kernels.ravel() for f in conv_filters(model, include_decoder)}
+    for part, name in (("encoder", "latent"), ("decoder", "decoder_dense")):
+        if include_decoder or part == "encoder":
+            out[name] = np.asarray(model.get_layer(part).get_layer(name).get_weights()[0]).ravel()
+    return out
+
+
+# --- images a user brings ------------------------------------------------------------------
+
+
+def _fit_to_model(image, input_shape: tuple[int, int, int]) -> np.ndarray:
+    """Converts a PIL image to the model's channels and size, as float32 in [0, 1]."""
+    from PIL import Image
+
+    height, width, channels = input_shape
+    if channels == 1:
+        image = image.convert("L")
+    elif channels == 3:
+        image = image.convert("RGB")
+    else:
+        raise ConfigError(f"models with {channels} input channels take no uploaded images; "
+                          "expected 1 (grayscale) or 3 (RGB)")  # fmt: skip
+    image = image.resize((width, height), Image.Resampling.LANCZOS)
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    return array.reshape(height, width, channels)
+
+
+def image_from_bytes(
+    data: bytes, input_shape: tuple[int, int, int], max_bytes: int = MAX_UPLOAD_BYTES,
+    max_pixels: int = MAX_UPLOAD_PIXELS,
+) -> np.ndarray:  # fmt: skip
+    """Decodes an uploaded image file into one model input.
+
+    Colour is converted to what the model reads: RGB to grayscale by luminance, grayscale to
+    RGB by repeating the channel; an alpha channel is dropped. The image is resized (not
+    cropped) to the model's input.
+
+    Args:
+        data: The file's bytes (PNG, JPEG, ...).
+        input_shape: The model's (H, W, C).
+        max_bytes: Largest accepted file. Defaults to 10 MiB.
+        max_pixels: Largest accepted width x height. Defaults to 4096 x 4096.
+
+    Returns:
+        float32 array (H, W, C) in [0, 1].
+
+    Raises:
+        DatasetError: Not an image, or too large.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if len(data) == 0:
+        raise DatasetError("the uploaded file is empty; expected a PNG or JPEG image")
+    if len(data) > max_bytes:
+        raise DatasetError(f"the uploaded file has {len(data):,} bytes; at most {max_bytes:,} "
+                           "are accepted")  # fmt: skip
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            pixels = image.width * image.height
+            if pixels > max_pixels:
+                raise DatasetError(
+                    f"the uploaded image is {image.width}x{image.height} = {pixels:,} pixels; "
+                    f"at most {max_pixels:,} are accepted"
+                )
+            image.load()
+            return _fit_to_model(image, input_shape)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise DatasetError(f"the uploaded file is not an image PIL can read ({exc}); "
+                           "expected a PNG or JPEG") from exc  # fmt: skip
+
+
+def image_from_canvas(rgba: np.ndarray | None, input_shape: tuple[int, int, int]) -> np.ndarray:
+    """Turns a drawing (RGBA, strokes painted on a transparent or black background) into input.
+
+    Args:
+        rgba: The canvas image, (H, W, 4) uint8, or None before anything was drawn.
+        input_shape: The model's (H, W, C).
+
+    Returns:
+        float32 array (H, W, C) in [0, 1]: bright strokes on black, like MNIST.
+
+    Raises:
+        DatasetError: The canvas is blank.
+    """
+    from PIL import Image
+
+    if rgba is None or rgba.ndim != 3 or rgba.shape[-1] != 4:
+        raise DatasetError("the canvas is blank: draw something first")
+    alpha = rgba[..., 3:4].astype(np.float32) / 255.0
+    rgb = rgba[..., :3].astype(np.float32) * alpha
+    if rgb.max() <= 0:
+        raise DatasetError("the canvas is blank: draw something first")
+    return _fit_to_model(Image.fromarray(rgb.clip(0, 255).astype(np.uint8), "RGB"), input_shape)
+
+
+# --- activations, encode, decode -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerActivation:
+    """The output of one layer for one image.
+
+    Attributes:
+        part: ``encoder`` or ``decoder``.
+        layer: The layer's name.
+        values: (H, W, channels) for feature maps, (units,) for vectors.
+    """
+
+    part: str
+    layer: str
+    values: np.ndarray
+
+    @property
+    def is_map(self) -> bool:
+        """Whether the activation is a stack of 2-D maps."""
+        return self.values.ndim == 3
+
+
+class ActivationProbe:
+    """Computes every layer's output for one image in two model calls (encoder, decoder).
+
+    Build it once per model (it wraps the encoder and decoder into multi-output models) and
+    call it per image.
+    """
+
+    def __init__(self, model) -> None:
+        """Builds the probe models.
+
+        Args:
+            model: An autoencoder with ``encoder`` and ``decoder`` sub-models.
+        """
+        import keras
+
+        self.encoder = model.get_layer("encoder")
+        self.decoder = model.get_layer("decoder")
+        self.input_shape = tuple(int(d) for d in self.encoder.input.shape[1:])
+        self._enc_layers = [
+            layer for layer in self.encoder.layers
+            if layer.name.startswith(("encoder_conv_", "encoder_down_")) or layer.name == "latent"
+        ]  # fmt: skip
+        self._dec_layers = [
+            layer for layer in self.decoder.layers
+            if layer.name.startswith(("decoder_up_", "decoder_conv_", "decoder_crop"))
+            or layer.name in ("decoder_reshape", "reconstruction")
+        ]  # fmt: skip
+        self._enc = keras.Model(self.encoder.input, [layer.output for layer in self._enc_layers])
+        self._dec = keras.Model(self.decoder.input, [layer.output for layer in self._dec_layers])
+
+    def __call__(self, image: np.ndarray) -> list[LayerActivation]:
+        """Every probed layer's activation for one image.
+
+        Args:
+            image: (H, W, C) in [0, 1], the model's input shape.
+
+        Returns:
+            Encoder layers first (the last one is ``latent``), then decoder layers (the last
+            one is ``reconstruction``).
+
+        Raises:
+            ConfigError: The image does not have the model's input shape.
+        """
+        image = check_images(image[None], self.input_shape)
+        enc = [np.asarray(v)[0] for v in _as_list(self._enc(image, training=False))]
+        dec = [np.asarray(v)[0] for v in _as_list(self._dec(enc[-1][None], training=False))]
+        return [LayerActivation("encoder", layer.name, v) for layer, v in zip(self._enc_layers, enc)] + [
+            LayerActivation("decoder", layer.name, v) for layer, v in zip(self._dec_layers, dec)
+        ]
+
+
+def _as_list(outputs) -> list:
+    """A model's outputs as a list (a one-output model returns a bare tensor)."""
+    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+
+def check_images(images: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
+    """Checks a batch against the model's input shape and returns it as float32.
+
+    Raises:
+        ConfigError: The shape differs.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(input_shape):
+        raise ConfigError(f"images must have shape (N, {', '.join(map(str, input_shape))}), "
+                          f"got {images.shape}")  # fmt: skip
+    return images
+
+
+def encode(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """The latent vectors of a batch of images.
+
+    Args:
+        model: An autoencoder.
+        images: (N, H, W, C) in [0, 1].
+        batch_size: Images per call. Defaults to 256.
+
+    Returns:
+        (N, latent_dim) float32.
+    """
+    encoder = model.get_layer("encoder")
+    images = check_images(images, tuple(encoder.input.shape[1:]))
+    return _batched(encoder, images, batch_size)
+
+
+def decode(model, latents: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Images decoded from latent vectors.
+
+    Args:
+        model: An autoencoder.
+        latents: (N, latent_dim).
+        batch_size: Vectors per call. Defaults to 256.
+
+    Returns:
+        (N, H, W, C) float32 in [0, 1].
+
+    Raises:
+        ConfigError: The vectors do not have the latent size.
+    """
+    decoder = model.get_layer("decoder")
+    latent_dim = int(decoder.input.shape[-1])
+    latents = np.asarray(latents, dtype=np.float32)
+    if latents.ndim != 2 or latents.shape[1] != latent_dim:
+        raise ConfigError(f"latents must have shape (N, {latent_dim}), got {latents.shape}")
+    return _batched(decoder, latents, batch_size)
+
+
+def _batched(part, inputs: np.ndarray, batch_size: int) -> np.ndarray:
+    """Runs a model over inputs in batches by direct calls (faster than predict when small)."""
+    outs = [np.asarray(part(inputs[i : i + batch_size], training=False))
+            for i in range(0, len(inputs), batch_size)]  # fmt: skip
+    if not outs:
+        return np.zeros((0, *part.output.shape[1:]), np.float32)
+    return np.concatenate(outs).astype(np.float32)
+
+
+# --- reconstructions ------------------------------------------------------------------------
+
+
+def worst_reconstructions(scores: ReconstructionScores, count: int = 10) -> pd.DataFrame:
+    """The images reconstructed worst (highest MSE), an anomaly ranking.
+
+    Args:
+        scores: Per-image scores from ``automl_core.metrics.reconstruction_scores``.
+        count: How many to return. Defaults to 10.
+
+    Returns:
+        Columns ``rank``, ``index`` (into the scored images), ``mse``, ``psnr``, ``ssim``.
+    """
+    if count < 1:
+        raise ConfigError(f"count must be a positive integer, got count={count}")
+    order = np.argsort(-scores.mse, kind="stable")[:count]
+    return pd.DataFrame({
+        "rank": np.arange(1, len(order) + 1), "index": order, "mse": scores.mse[order],
+        "psnr": scores.psnr[order], "ssim": scores.ssim[order],
+    })  # fmt: skip
+
+
+def scores_frame(scores: ReconstructionScores, labels: np.ndarray | None = None) -> pd.DataFrame:
+    """Per-image scores as a table (``index``, ``mse``, ``psnr``, ``ssim``, ``label``)."""
+    frame = pd.DataFrame({"index": np.arange(len(scores.mse)), "mse": scores.mse,
+                          "psnr": scores.psnr, "ssim": scores.ssim})  # fmt: skip
+    if labels is not None:
+        frame["label"] = labels
+    return frame
+
+
+def compression_curve(trials: pd.DataFrame) -> pd.DataFrame:
+    """Best test PSNR per latent size over a study's finished trials.
+
+    Args:
+        trials: From ``automl_core.results.trials_frame``.
+
+    Returns:
+        Columns ``latent_dim``, ``best_psnr``, ``trial`` (the trial reaching it),
+        ``compression_ratio``, ``trials`` (finished trials with that size); sorted by
+        latent size; empty when no trial finished with a PSNR.
+    """
+    columns = ["latent_dim", "best_psnr", "trial", "compression_ratio", "trials"]
+    if trials.empty or "latent_dim" not in trials or "test_psnr" not in trials:
+        return pd.DataFrame(columns=columns)
+    done = trials[(trials["state"] == "COMPLETE") & trials["test_psnr"].notna()]
+    if done.empty:
+        return pd.DataFrame(columns=columns)
+    best = done.loc[done.groupby("latent_dim")["test_psnr"].idxmax()]
+    counts = done.groupby("latent_dim").size()
+    return pd.DataFrame({
+        "latent_dim": best["latent_dim"].astype(int).to_numpy(),
+        "best_psnr": best["test_psnr"].to_numpy(dtype=float),
+        "trial": best["trial"].astype(int).to_numpy(),
+        "compression_ratio": best["compression_ratio"].to_numpy(dtype=float),
+        "trials": counts.loc[best["latent_dim"]].to_numpy(),
+    }).sort_values("latent_dim").reset_index(drop=True)  # fmt: skip

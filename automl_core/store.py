@@ -90,7 +90,6 @@ def _retry_callback():
     return retry(max_retry=3)
 
 
-@functools.lru_cache(maxsize=8)
 def open_storage(url: str | None = None) -> optuna.storages.RDBStorage:
     """Opens (and creates if needed) the study storage at a SQLAlchemy URL.
 
@@ -108,7 +107,12 @@ def open_storage(url: str | None = None) -> optuna.storages.RDBStorage:
     Raises:
         StorageError: The URL is malformed or the database is unreachable.
     """
-    url = url or default_storage_url()
+    return _open_storage(url or default_storage_url())
+
+
+@functools.lru_cache(maxsize=8)
+def _open_storage(url: str) -> optuna.storages.RDBStorage:
+    """Opens one storage per URL and process (engines are expensive; they are thread-safe)."""
     if "://" not in url:
         raise StorageError(
             f"malformed storage URL {url!r}; expected a SQLAlchemy URL such as "

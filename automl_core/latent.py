@@ -1,0 +1,263 @@
+"""Latent space: one registry of 2-D projections (PCA, t-SNE, UMAP), a linear probe, paths.
+
+Add a projection with :func:`register_projection`; the dashboard's method list and the
+parameter widgets come from :data:`PROJECTIONS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from automl_core.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ProjectionParameter:
+    """One tunable parameter of a projection (for the sidebar and for checking values).
+
+    Attributes:
+        name: Keyword argument name.
+        default: Value used when none is given.
+        low: Smallest allowed value.
+        high: Largest allowed value.
+        help: One line for the widget.
+    """
+
+    name: str
+    default: float
+    low: float
+    high: float
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class ProjectionMethod:
+    """One registry entry: ``project(latents, seed, **params) -> (points, used, notices)``.
+
+    ``used`` holds the parameters actually applied (a value the data cannot support is
+    clamped), ``notices`` says why in words.
+    """
+
+    project: Callable[..., tuple[np.ndarray, dict[str, Any], list[str]]]
+    description: str
+    parameters: tuple[ProjectionParameter, ...] = ()
+
+
+PROJECTIONS: dict[str, ProjectionMethod] = {}
+
+
+def register_projection(name: str, description: str, parameters=()):
+    """Decorator adding a projection function to :data:`PROJECTIONS` under ``name``."""
+
+    def add(function):
+        PROJECTIONS[name] = ProjectionMethod(function, description, tuple(parameters))
+        return function
+
+    return add
+
+
+@dataclass(frozen=True)
+class Projection:
+    """Latent vectors projected to 2-D.
+
+    Attributes:
+        method: The registry name.
+        params: The parameters actually used (after any clamping).
+        points: (N, 2) float32, one row per latent vector.
+        notices: Human-readable notes about adjusted parameters.
+    """
+
+    method: str
+    params: dict[str, Any]
+    points: np.ndarray
+    notices: list[str] = field(default_factory=list)
+
+
+def _flat_pad(latents: np.ndarray) -> np.ndarray:
+    """2-D projections of 1-D latents: the value and zero."""
+    return np.column_stack([latents[:, 0], np.zeros(len(latents))]).astype(np.float32)
+
+
+@register_projection("pca", "Principal components: linear, fast, deterministic")
+def _pca(latents: np.ndarray, seed: int):
+    from sklearn.decomposition import PCA
+
+    if latents.shape[1] < 2 or len(latents) < 2:
+        return _flat_pad(latents), {}, ["fewer than 2 latent dimensions or points: one axis"]
+    return PCA(2, random_state=seed).fit_transform(latents).astype(np.float32), {}, []
+
+
+@register_projection(
+    "tsne", "t-SNE: keeps local neighbourhoods; slow beyond a few thousand points",
+    [ProjectionParameter("perplexity", 30.0, 2.0, 100.0, "effective number of neighbours")],
+)  # fmt: skip
+def _tsne(latents: np.ndarray, seed: int, perplexity: float = 30.0):
+    from sklearn.manifold import TSNE
+
+    notices = []
+    n = len(latents)
+    if n < 4:
+        raise ConfigError(f"t-SNE needs at least 4 points, got {n}")
+    limit = float(n - 1) / 3.0
+    if perplexity >= limit:
+        clamped = max(1.0, float(np.floor(limit * 10) / 10))
+        notices.append(f"perplexity={perplexity:g} must be below a third of the {n} points; "
+                       f"used perplexity={clamped:g}")  # fmt: skip
+        perplexity = clamped
+    tsne = TSNE(2, perplexity=perplexity, init="pca", random_state=seed, n_jobs=2)
+    points = tsne.fit_transform(latents.astype(np.float64)).astype(np.float32)
+    return points, {"perplexity": perplexity}, notices
+
+
+@register_projection(
+    "umap", "UMAP: local and some global structure; fast on thousands of points",
+    [ProjectionParameter("n_neighbors", 15, 2, 200, "size of the local neighbourhood"),
+     ProjectionParameter("min_dist", 0.1, 0.0, 0.99, "how tightly points may pack")],
+)  # fmt: skip
+def _umap(latents: np.ndarray, seed: int, n_neighbors: int = 15, min_dist: float = 0.1):
+    import warnings
+
+    import umap
+
+    notices = []
+    n = len(latents)
+    if n < 4:
+        raise ConfigError(f"UMAP needs at least 4 points, got {n}")
+    n_neighbors = int(n_neighbors)
+    if n_neighbors >= n:
+        notices.append(f"n_neighbors={n_neighbors} must be below the {n} points; "
+                       f"used n_neighbors={n - 1}")  # fmt: skip
+        n_neighbors = n - 1
+    # A fixed seed makes UMAP single-threaded; speed matters more here than bit-identical runs.
+    reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=float(min_dist),
+                        n_jobs=2, init="spectral" if n > n_neighbors + 2 else "random")  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        points = reducer.fit_transform(latents)
+    used = {"n_neighbors": n_neighbors, "min_dist": float(min_dist)}
+    return np.asarray(points, dtype=np.float32), used, notices
+
+
+def projection_params(method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A method's parameters with defaults filled in and ranges checked.
+
+    Raises:
+        ConfigError: Unknown method, unknown parameter, or a value out of range.
+    """
+    if method not in PROJECTIONS:
+        raise ConfigError(f"unknown projection {method!r}; expected one of {', '.join(PROJECTIONS)}")
+    spec = {p.name: p for p in PROJECTIONS[method].parameters}
+    params = dict(params or {})
+    unknown = set(params) - set(spec)
+    if unknown:
+        raise ConfigError(f"projection {method!r} has no parameter {sorted(unknown)[0]!r}; "
+                          f"expected {', '.join(spec) or 'none'}")  # fmt: skip
+    out = {}
+    for name, p in spec.items():
+        value = params.get(name, p.default)
+        if not isinstance(value, (int, float)) or not p.low <= value <= p.high:
+            raise ConfigError(f"{name} must be a number in [{p.low:g}, {p.high:g}], "
+                              f"got {name}={value!r}")  # fmt: skip
+        out[name] = type(p.default)(value)
+    return out
+
+
+def latent_projection(
+    latents: np.ndarray, method: str = "pca", params: dict[str, Any] | None = None, seed: int = 0
+) -> Projection:
+    """Projects latent vectors to 2-D with a registered method.
+
+    Args:
+        latents: (N, latent_dim).
+        method: A key of :data:`PROJECTIONS`. Defaults to ``pca``.
+        params: The method's parameters (see its registry entry); missing ones take defaults.
+            Values the data cannot support (a perplexity above what N points allow) are
+            clamped and the clamp is reported in :attr:`Projection.notices`.
+        seed: Random seed. Defaults to 0.
+
+    Returns:
+        The projection, one 2-D point per latent vector.
+
+    Raises:
+        ConfigError: Unknown method or parameter, or too few points.
+    """
+    checked = projection_params(method, params)
+    latents = np.asarray(latents, dtype=np.float32)
+    if latents.ndim != 2 or len(latents) == 0:
+        raise ConfigError(f"latents must be a non-empty (N, latent_dim) array, got {latents.shape}")
+    points, used, notices = PROJECTIONS[method].project(latents, seed, **checked)
+    return Projection(method, {**checked, **used}, points, list(notices))
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """A linear probe: how well a logistic regression reads labels off the latents.
+
+    Attributes:
+        accuracy: Test-split accuracy.
+        chance: Accuracy of always predicting the most common training label.
+        train_size: Training latents used.
+        test_size: Test latents scored.
+    """
+
+    accuracy: float
+    chance: float
+    train_size: int
+    test_size: int
+
+
+def linear_probe(
+    z_train: np.ndarray, y_train: np.ndarray | None, z_test: np.ndarray, y_test: np.ndarray | None,
+    max_iter: int = 500,
+) -> ProbeResult:  # fmt: skip
+    """Fits a logistic regression on training latents and scores it on the test latents.
+
+    Args:
+        z_train: (N, latent_dim) training latents.
+        y_train: Their labels, or None.
+        z_test: (M, latent_dim) test latents.
+        y_test: Their labels, or None.
+        max_iter: Solver iterations. Defaults to 500.
+
+    Returns:
+        The probe's accuracy and the chance level.
+
+    Raises:
+        ConfigError: No labels, or fewer than two classes in the training split.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if y_train is None or y_test is None:
+        raise ConfigError("the dataset has no labels, so there is nothing for a linear probe to "
+                          "predict")  # fmt: skip
+    classes, counts = np.unique(y_train, return_counts=True)
+    if len(classes) < 2:
+        raise ConfigError(f"a linear probe needs at least 2 classes in the training split, "
+                          f"got {len(classes)}")  # fmt: skip
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
+    probe.fit(z_train, y_train)
+    accuracy = float((probe.predict(z_test) == y_test).mean()) if len(z_test) else float("nan")
+    chance = float((y_test == classes[np.argmax(counts)]).mean()) if len(z_test) else float("nan")
+    return ProbeResult(accuracy, chance, len(z_train), len(z_test))
+
+
+def interpolate(z_from: np.ndarray, z_to: np.ndarray, steps: int = 8) -> np.ndarray:
+    """Evenly spaced latent vectors from ``z_from`` to ``z_to``, both ends included.
+
+    Raises:
+        ConfigError: Fewer than 2 steps or vectors of different sizes.
+    """
+    if steps < 2:
+        raise ConfigError(f"steps must be at least 2, got steps={steps}")
+    z_from, z_to = np.asarray(z_from, np.float32), np.asarray(z_to, np.float32)
+    if z_from.shape != z_to.shape:
+        raise ConfigError(f"latents to interpolate must have the same shape, got {z_from.shape} "
+                          f"and {z_to.shape}")  # fmt: skip
+    t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
+    return (1 - t) * z_from[None] + t * z_to[None]

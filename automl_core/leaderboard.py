@@ -1,0 +1,248 @@
+"""What the leaderboard shows: tables of trials, loss curves, reconstructions, Optuna charts.
+
+Each chart in two steps: a function that computes the data (a DataFrame or arrays) and one
+that turns it into a ``plotly.graph_objects.Figure``. Pages only call ``st.plotly_chart``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+import pandas as pd
+import plotly.graph_objects as go
+
+from automl_core import store
+from automl_core.errors import AutoMLError
+from automl_core.results import trials_frame
+
+STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+_LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), height=380, template="plotly_white")
+
+
+def studies_frame(studies: list[optuna.Study]) -> pd.DataFrame:
+    """The trials of several studies on one table (``study`` tells them apart), best first.
+
+    Args:
+        studies: The studies.
+
+    Returns:
+        One row per trial, as :func:`automl_core.results.trials_frame` gives them.
+    """
+    frames = [trials_frame(study) for study in studies]
+    frames = [f for f in frames if not f.empty] or frames[:1]
+    if not frames:
+        return trials_frame_empty()
+    if len(frames) == 1:
+        return frames[0]
+    frame = pd.concat(frames, ignore_index=True, sort=False)
+    order = frame["state"].map({"COMPLETE": 0, "PRUNED": 1, "RUNNING": 2}).fillna(3)
+    return (frame.assign(_order=order).sort_values(["_order", "val_mse", "study", "trial"])
+            .drop(columns="_order").reset_index(drop=True))  # fmt: skip
+
+
+def trials_frame_empty() -> pd.DataFrame:
+    """An empty leaderboard table with the usual columns."""
+    return pd.DataFrame(columns=["study", "trial", "state", "val_mse", "has_model", "note"])
+
+
+def filter_frame(
+    frame: pd.DataFrame, states: list[str] | None = None, text: str = "",
+    max_val_mse: float | None = None,
+) -> pd.DataFrame:  # fmt: skip
+    """Rows of the leaderboard that match a state filter, a text filter and an MSE ceiling.
+
+    Args:
+        frame: The leaderboard.
+        states: Keep only these states (None or empty: all).
+        text: Keep rows where any cell contains this text, case-insensitive ('' keeps all).
+        max_val_mse: Keep rows whose validation MSE is at most this (None keeps all).
+
+    Returns:
+        The matching rows, in the same order.
+    """
+    keep = pd.Series(True, index=frame.index)
+    if states:
+        keep &= frame["state"].isin(states)
+    if text.strip():
+        needle = text.strip().lower()
+        joined = frame.astype(str).apply(lambda col: col.str.lower()).agg(" ".join, axis=1)
+        keep &= joined.str.contains(needle, regex=False)
+    if max_val_mse is not None and "val_mse" in frame:
+        keep &= frame["val_mse"].astype(float) <= max_val_mse
+    return frame[keep]
+
+
+def loss_curves(studies: dict[str, optuna.Study], picks: list[tuple[str, int]]) -> tuple[pd.DataFrame, list[str]]:
+    """Per-epoch losses of picked trials, long form, and a note for each that has none.
+
+    Args:
+        studies: Loaded studies by name.
+        picks: ``(study name, trial number)`` pairs.
+
+    Returns:
+        ``(frame, notes)``: columns ``label``, ``epoch``, ``split`` (loss / val_loss), ``value``;
+        notes say which trials have no history (missing model, failed, running).
+    """
+    rows, notes = [], []
+    for study_name, number in picks:
+        label = _label(study_name, number, len({s for s, _ in picks}) > 1)
+        try:
+            history = store.load_trial_history(studies[study_name], number)
+        except (AutoMLError, OSError, ValueError) as exc:
+            notes.append(str(exc))
+            continue
+        for split in ("loss", "val_loss"):
+            for epoch, value in enumerate(history.get(split, []), start=1):
+                rows.append({"label": label, "epoch": epoch, "split": split, "value": float(value)})
+    return pd.DataFrame(rows, columns=["label", "epoch", "split", "value"]), notes
+
+
+def _label(study_name: str, number: int, with_study: bool) -> str:
+    return f"{study_name} #{number}" if with_study else f"#{number}"
+
+
+def loss_curves_figure(frame: pd.DataFrame, title: str = "Loss per epoch") -> go.Figure:
+    """Overlaid training (dashed) and validation (solid) loss curves, one colour per trial."""
+    figure = go.Figure()
+    palette = ["#4C6EF5", "#F76707", "#2B8A3E", "#C2255C", "#7048E8", "#1098AD", "#E8590C",
+               "#5C940D", "#862E9C", "#364FC7"]  # fmt: skip
+    for index, (label, group) in enumerate(frame.groupby("label", sort=False)):
+        colour = palette[index % len(palette)]
+        for split, dash in (("val_loss", "solid"), ("loss", "dash")):
+            part = group[group["split"] == split]
+            if part.empty:
+                continue
+            figure.add_trace(go.Scatter(
+                x=part["epoch"], y=part["value"], mode="lines+markers", name=f"{label} {split}",
+                line=dict(color=colour, dash=dash), legendgroup=label,
+            ))  # fmt: skip
+    figure.update_layout(title=title, xaxis_title="epoch", yaxis_title="MSE", **_LAYOUT)
+    figure.update_yaxes(type="log")
+    return figure
+
+
+def live_curves(live: dict) -> pd.DataFrame:
+    """The running trial's curves (``live`` user attribute) in the long form of :func:`loss_curves`."""
+    rows = []
+    for split in ("loss", "val_loss"):
+        for epoch, value in enumerate(live.get(split, []), start=1):
+            rows.append({"label": f"#{live.get('trial', '?')}", "epoch": epoch, "split": split,
+                         "value": float(value)})  # fmt: skip
+    return pd.DataFrame(rows, columns=["label", "epoch", "split", "value"])
+
+
+@dataclass(frozen=True)
+class Reconstructions:
+    """Test images and what each picked trial's model makes of them.
+
+    Attributes:
+        originals: The test images, (N, H, W, C) in [0, 1].
+        rows: ``(label, images or None, note)`` per trial; images like ``originals``.
+    """
+
+    originals: np.ndarray
+    rows: list[tuple[str, np.ndarray | None, str]]
+
+
+def reconstruct(model, images: np.ndarray) -> np.ndarray:
+    """A model's reconstruction of images, clipped to [0, 1].
+
+    Args:
+        model: The trained autoencoder (a ``keras.Model``).
+        images: (N, H, W, C) float32 images.
+
+    Returns:
+        The reconstructions, same shape.
+
+    Raises:
+        AutoMLError: The model does not take images of that shape.
+    """
+    expected = tuple(model.input_shape[1:])
+    if tuple(images.shape[1:]) != expected:
+        raise AutoMLError(
+            f"the model takes images of shape {expected}, not {tuple(images.shape[1:])}"
+        )
+    out = model.predict(images, verbose=0, batch_size=64)
+    return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
+
+
+def as_display_images(images: np.ndarray) -> list[np.ndarray]:
+    """Images as 2-D (grey) or 3-D (RGB) arrays for ``st.image``."""
+    return [img[..., 0] if img.shape[-1] == 1 else img for img in images]
+
+
+def _plot(function, study: optuna.Study, **kwargs) -> go.Figure:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        figure = function(study, **kwargs)
+    figure.update_layout(**_LAYOUT)
+    return figure
+
+
+def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+
+
+def study_figures(study: optuna.Study) -> tuple[dict[str, go.Figure], list[str]]:
+    """Optuna's figures that make sense for a study, and why the others are left out.
+
+    Optimisation history and parallel coordinates need a finished trial; parameter
+    importances need two finished trials and a parameter that varies; a multi-objective
+    study gets its Pareto front (and its history of validation MSE).
+
+    Args:
+        study: The study.
+
+    Returns:
+        ``(figures by title, notes)``.
+    """
+    from optuna import visualization as vis
+
+    figures: dict[str, go.Figure] = {}
+    notes: list[str] = []
+    finished = _finished(study)
+    if not finished:
+        return figures, ["No finished trial yet: the charts appear when one completes."]
+    multi = len(study.directions) > 1
+    target = (lambda t: t.values[0]) if multi else None
+    kwargs = {"target": target, "target_name": "val MSE"}
+    figures["Optimization history"] = _plot(vis.plot_optimization_history, study, **kwargs)
+    varying = [name for name in finished[0].params
+               if len({repr(t.params.get(name)) for t in finished}) > 1]  # fmt: skip
+    if varying:
+        figures["Parallel coordinates"] = _plot(vis.plot_parallel_coordinate, study, **kwargs)
+    if len(finished) >= 2 and varying:
+        try:
+            figures["Parameter importances"] = _plot(
+                vis.plot_param_importances, study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), **kwargs
+            )
+        except (RuntimeError, ValueError, ZeroDivisionError) as exc:
+            notes.append(f"Parameter importances unavailable: {exc}")
+    else:
+        notes.append("Parameter importances need at least 2 finished trials with varying parameters.")
+    if multi:
+        names = ["val MSE", _second_objective_name(study)]
+        figures["Pareto front"] = _plot(vis.plot_pareto_front, study, target_names=names)
+    return figures, notes
+
+
+def _second_objective_name(study: optuna.Study) -> str:
+    settings = study.user_attrs.get(store.SETTINGS_ATTR, {})
+    return str(settings.get("second_objective", "objective 2")).replace("_", " ")
+
+
+def summary(frame: pd.DataFrame) -> dict[str, str]:
+    """Headline numbers of a leaderboard: trials, finished, best val MSE and PSNR."""
+    complete = frame[frame["state"] == "COMPLETE"] if "state" in frame else frame.iloc[0:0]
+    best = complete["val_mse"].min() if "val_mse" in complete and len(complete) else math.nan
+    psnr = complete["test_psnr"].max() if "test_psnr" in complete and len(complete) else math.nan
+    return {
+        "Trials": str(len(frame)),
+        "Finished": str(len(complete)),
+        "Best val MSE": "-" if math.isnan(best) else f"{best:.4f}",
+        "Best PSNR": "-" if math.isnan(psnr) else f"{psnr:.1f} dB",
+    }
