@@ -416,3 +416,13 @@ def elapsed_text(seconds: float) -> str:
     if hours:
         return f"{hours}h {minutes:02d}m"
     return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def running_studies() -> list[str]:
+    """Studies of this runs directory whose launched search is running now, newest first."""
+    folder = launches_dir()
+    if not folder.is_dir():
+        return []
+    records = [read_record(p.stem) for p in folder.glob("*.json") if ".space" not in p.name]
+    alive = [r for r in records if r is not None and _alive(r.pid)]
+    return [r.study for r in sorted(alive, key=lambda r: r.started, reverse=True)]

@@ -111,3 +111,50 @@ def load_study_dataset(study_name: str, url: str):
     settings = study_settings(store.load_study(study_name, url))
     return load_dataset(settings.dataset, settings.seed, settings.val_fraction,
                         settings.test_fraction, settings.max_images)  # fmt: skip
+
+
+BOARD_COLUMNS = {
+    "study": st.column_config.TextColumn("Study"),
+    "trial": st.column_config.NumberColumn("Trial", format="%d"),
+    "state": st.column_config.TextColumn("State"),
+    "val_mse": st.column_config.NumberColumn("Val MSE", format="%.5f"),
+    "test_psnr": st.column_config.NumberColumn("PSNR", format="%.2f dB"),
+    "test_ssim": st.column_config.NumberColumn("SSIM", format="%.3f"),
+    "param_count": st.column_config.NumberColumn("Params", format="localized"),
+    "compression_ratio": st.column_config.NumberColumn("Compression", format="%.1fx"),
+    "train_seconds": st.column_config.NumberColumn("Seconds", format="%.1f s"),
+    "epochs": st.column_config.NumberColumn("Epochs", format="%d"),
+    "learning_rate": st.column_config.NumberColumn("Learning rate", format="%.0e"),
+    "has_model": st.column_config.CheckboxColumn("Model"),
+    "note": st.column_config.TextColumn("Note", width="medium"),
+}
+
+
+def read_board(study_names: tuple[str, ...], url: str):
+    """The leaderboard of one or more studies, read now (for live views)."""
+    from automl_core.leaderboard import studies_frame
+
+    return studies_frame([store.load_study(name, url) for name in study_names])
+
+
+@st.cache_data(ttl=3, max_entries=32, show_spinner=False)
+def load_board(study_names: tuple[str, ...], url: str):
+    """The leaderboard of one or more studies (re-read every few seconds while searches run)."""
+    return read_board(study_names, url)
+
+
+@st.cache_data(ttl=10, max_entries=16, show_spinner="Drawing Optuna charts…")
+def study_figures(study_name: str, url: str, n_trials: int):
+    """Optuna's figures of a study; ``n_trials`` is part of the key, so new trials redraw."""
+    from automl_core.leaderboard import study_figures as build
+
+    return build(store.load_study(study_name, url))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def reconstructions(study_name: str, trial_number: int, url: str, count: int):
+    """A trial's reconstructions of the first ``count`` test images of its study (cached)."""
+    from automl_core.leaderboard import reconstruct
+
+    images = load_study_dataset(study_name, url).x_test[:count]
+    return reconstruct(load_model(study_name, trial_number, url), images)

@@ -1,0 +1,148 @@
+"""Sidebar widgets of the Search page: dataset, search space, strategy, budget, study name.
+
+Each ``*_ui()`` reads widgets and returns plain values (or None plus an ``st.error``); the
+page turns them into one :class:`automl_core.search.SearchSettings`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import streamlit as st
+
+from automl_core import launcher, store
+from automl_core.datasets import DATASETS
+from automl_core.errors import AutoMLError
+from automl_core.search import DEFAULT_STRATEGY, STRATEGIES
+from automl_core.space import ACTIVATIONS, BLOCK_NAMES, DEFAULT_SPACE, OPTIMIZERS
+
+UPLOAD_CHOICE = "Upload a file…"
+# options offered per parameter; defaults come from DEFAULT_SPACE
+OPTIONS: dict[str, list] = {
+    "num_conv_layers": [1, 2, 3, 4],
+    "filters": [4, 8, 16, 32, 64],
+    "activation": list(ACTIVATIONS),
+    "latent_dim": [2, 4, 8, 16, 32, 64, 128],
+    "kernel_size": [3, 5, 7],
+    "learning_rate": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
+    "batch_size": [16, 32, 64, 128],
+    "optimizer": list(OPTIMIZERS),
+    "block": list(BLOCK_NAMES),
+}
+RANGEABLE = {"latent_dim": False, "filters": False, "learning_rate": True}  # name -> log scale
+LABELS = {"num_conv_layers": "Conv layers", "latent_dim": "Latent dim", "kernel_size": "Kernel size",
+          "learning_rate": "Learning rate", "batch_size": "Batch size"}  # fmt: skip
+
+
+def dataset_ui() -> str | None:
+    """The dataset: a registry name, or the saved path of a validated upload."""
+    names = list(DATASETS) + [UPLOAD_CHOICE]
+    choice = st.sidebar.selectbox(
+        "Dataset", names, key="dataset", index=0,
+        format_func=lambda n: n if n == UPLOAD_CHOICE else f"{n} — {DATASETS[n].description}",
+        help="Registry datasets, or your own .npz (x, optional y) or .zip of images.",
+    )  # fmt: skip
+    if choice != UPLOAD_CHOICE:
+        return choice
+    upload = st.sidebar.file_uploader(
+        f"Images (.npz or .zip, at most {launcher.UPLOAD_LIMIT_BYTES // 2**20} MB)",
+        type=["npz", "zip"], key="upload",
+    )  # fmt: skip
+    if upload is None:
+        st.sidebar.info("Choose a file to upload.")
+        return None
+    return upload_ui(upload.name, upload.getvalue())
+
+
+def upload_ui(name: str, data: bytes) -> str | None:
+    """Saves and validates an upload once per file; shows the core's message when refused."""
+    cache = st.session_state.setdefault("_uploads", {})
+    key = (name, len(data), hash(data[:4096]))
+    if key not in cache:
+        try:
+            cache[key] = ("ok", str(launcher.save_upload(name, data)))
+        except AutoMLError as exc:
+            cache[key] = ("error", str(exc))
+    status, value = cache[key]
+    if status == "error":
+        st.sidebar.error(value)
+        return None
+    st.sidebar.success(f"Dataset saved as {value}")
+    return value
+
+
+def _parameter_ui(name: str) -> list | dict:
+    """One parameter: a multiselect of choices, or a range slider where a range makes sense."""
+    label = LABELS.get(name, name.replace("_", " ").capitalize())
+    options = OPTIONS[name]
+    if name in RANGEABLE and st.toggle(f"{label} as a range", key=f"range_{name}"):
+        low, high = st.select_slider(
+            label, options=options, value=(options[0], options[-1]), key=f"slider_{name}",
+            format_func=lambda v: f"{v:g}",
+        )  # fmt: skip
+        return {"low": low, "high": high, "log": RANGEABLE[name]}
+    default = [v for v in DEFAULT_SPACE[name] if v in options]
+    return st.multiselect(label, options, default=default, key=f"param_{name}",
+                          format_func=lambda v: v if isinstance(v, str) else f"{v:g}")  # fmt: skip
+
+
+def space_ui() -> tuple[dict, list[str]]:
+    """The search space and a list of problems (an empty choice names its parameter)."""
+    spec, problems = {}, []
+    with st.sidebar.expander("Search space", expanded=True):
+        for name in OPTIONS:
+            value = _parameter_ui(name)
+            if isinstance(value, list) and not value:
+                problems.append(f"Choose at least one value for {name} ({LABELS.get(name, name)}).")
+            spec[name] = value
+    return spec, problems
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much the search may spend."""
+
+    trials: int | None
+    timeout: float | None
+    max_epochs: int
+    workers: int
+    seed: int
+    max_images: int | None
+
+
+def strategy_ui() -> str:
+    """The search strategy (registry :data:`automl_core.search.STRATEGIES`)."""
+    names = list(STRATEGIES)
+    return st.sidebar.selectbox(
+        "Strategy", names, index=names.index(DEFAULT_STRATEGY), key="strategy",
+        format_func=lambda n: f"{n} — {STRATEGIES[n].description}",
+    )  # fmt: skip
+
+
+def budget_ui() -> Budget:
+    """Trials, minutes, epochs, workers; seed and an image cap under Advanced."""
+    with st.sidebar.expander("Budget", expanded=True):
+        trials = st.number_input("Trials (0 = whole grid / 20)", 0, 10_000, 8, key="trials")
+        minutes = st.number_input("Time limit, minutes (0 = none)", 0.0, 24 * 60.0, 0.0,
+                                  step=1.0, key="minutes")  # fmt: skip
+        max_epochs = st.number_input("Max epochs per trial", 1, 500, 10, key="max_epochs")
+        workers = st.number_input("Worker processes", 1, 8, 1, key="workers")
+    with st.sidebar.expander("Advanced"):
+        seed = st.number_input("Seed", 0, 2**31 - 1, 0, key="seed")
+        max_images = st.number_input("Max images (0 = all)", 0, 1_000_000, 0, step=100,
+                                     key="max_images")  # fmt: skip
+    return Budget(int(trials) or None, float(minutes) * 60 or None, int(max_epochs),
+                  int(workers), int(seed), int(max_images) or None)  # fmt: skip
+
+
+def study_name_ui(dataset: str | None, strategy: str) -> str | None:
+    """The study name, validated by the core (no HTML, spaces or path characters)."""
+    if "study_name" not in st.session_state:
+        st.session_state["study_name"] = launcher.default_study_name(dataset or "data", strategy)
+    name = st.sidebar.text_input("Study name", key="study_name",
+                                 help="Re-use a name to resume that study.").strip()  # fmt: skip
+    try:
+        return store.validate_study_name(name)
+    except AutoMLError as exc:
+        st.sidebar.error(str(exc))
+        return None

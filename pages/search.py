@@ -1,0 +1,119 @@
+"""Search: pick a dataset and a space, launch a search as its own process, watch it live."""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from automl_core import launcher
+from automl_core.errors import AutoMLError
+from automl_core.leaderboard import live_curves, loss_curves_figure
+from automl_core.search import SearchSettings
+from dashboard import search_form, state
+
+LIVE_SECONDS = 2.0
+
+
+def settings_ui() -> tuple[SearchSettings | None, int, list[str]]:
+    """Reads the sidebar; returns (settings or None, workers, problems to show)."""
+    dataset = search_form.dataset_ui()
+    strategy = search_form.strategy_ui()
+    space, problems = search_form.space_ui()
+    budget = search_form.budget_ui()
+    name = search_form.study_name_ui(dataset, strategy)
+    if dataset is None:
+        problems.append("Choose a dataset (or upload a valid file).")
+    if name is None:
+        problems.append("Give the study a valid name (see the sidebar).")
+    if problems:
+        return None, budget.workers, problems
+    try:
+        settings = SearchSettings(
+            study=name, dataset=dataset, space=space, strategy=strategy, trials=budget.trials,
+            timeout=budget.timeout, max_epochs=budget.max_epochs, seed=budget.seed,
+            max_images=budget.max_images,
+        )  # fmt: skip
+        settings.search_space()
+    except AutoMLError as exc:
+        return None, budget.workers, [str(exc)]
+    return settings, budget.workers, []
+
+
+def summary_ui(settings: SearchSettings) -> None:
+    """Grid size and budget of the search about to launch."""
+    size = settings.search_space().grid_size()
+    left, middle, right = st.columns(3)
+    left.metric("Grid configurations", "—" if size is None else f"{size:,}",
+                help="None when a parameter is a range")  # fmt: skip
+    middle.metric("Trial budget", f"{settings.trial_budget():,}")
+    right.metric("Max epochs", settings.max_epochs)
+
+
+def launch_ui(settings: SearchSettings | None, workers: int, problems: list[str]) -> None:
+    """The Launch button, disabled while the form has problems."""
+    for problem in problems:
+        st.error(problem)
+    running = settings is not None and launcher.is_running(settings.study)
+    if running:
+        st.info(f"A search of study '{settings.study}' is running; follow it below.")
+    if st.button("Launch search", type="primary", key="launch", disabled=settings is None):
+        try:
+            launcher.launch_search(settings, workers, state.storage_url())
+        except AutoMLError as exc:
+            st.error(str(exc))
+            return
+        st.session_state["watch"] = settings.study
+        st.toast(f"Search '{settings.study}' launched.")
+
+
+@st.fragment(run_every=LIVE_SECONDS)
+def live_ui(study: str) -> None:
+    """Progress of a launched search, re-read from the storage every couple of seconds."""
+    progress = launcher.search_progress(study, state.storage_url())
+    record = launcher.read_record(study)
+    elapsed = launcher.elapsed_text(time.time() - record.started) if record else "-"
+    head, stop = st.columns([4, 1])
+    head.subheader(f"Study {study}")
+    if progress.running and stop.button("Stop", key="stop", type="secondary"):
+        with st.spinner("Stopping the search and its workers…"):
+            launcher.stop_search(study)
+        st.rerun()
+    if progress.error:
+        st.error(progress.error.removeprefix("error: "))
+    if not progress.exists:
+        st.info("Starting: loading the dataset and TensorFlow…" if progress.running
+                else "The search ended before creating its study; see the log below.")  # fmt: skip
+    else:
+        budget = progress.budget or max(progress.done, 1)
+        status = "running" if progress.running else "stopped" if progress.done < budget else "finished"
+        st.progress(progress.fraction, text=f"{progress.done} / {budget} trials · {status} · {elapsed}")
+        st.caption(" · ".join(f"{k.lower()}: {v}" for k, v in sorted(progress.states.items())))
+        for live in progress.live:
+            epochs = live["max_epochs"] or "?"
+            st.markdown(f"**Trial #{live['trial']}** — epoch {live['epoch']} / {epochs}")
+            if live["loss"]:
+                st.plotly_chart(loss_curves_figure(live_curves(live), "Running trial"),
+                                key=f"live_{live['trial']}")  # fmt: skip
+        board = state.read_board((study,), state.storage_url())
+        if not board.empty:
+            columns = [c for c in ("trial", "state", "val_mse", "test_psnr", "test_ssim",
+                                   "train_seconds", "note") if c in board]  # fmt: skip
+            st.dataframe(board[columns], hide_index=True, key="live_board",
+                         column_config=state.BOARD_COLUMNS)  # fmt: skip
+        if not progress.running and progress.done:
+            st.success(f"Search finished with {progress.done} trials: open the Leaderboard.")
+    with st.expander("Log"):
+        st.code(launcher.log_tail(study) or "(no output yet)", language=None)
+
+
+st.title("Search")
+st.caption("Choose a dataset and a search space in the sidebar, then launch. The search runs "
+           "in its own process: reloading or closing this tab does not stop it.")  # fmt: skip
+settings, workers, problems = settings_ui()
+if settings is not None:
+    summary_ui(settings)
+launch_ui(settings, workers, problems)
+watched = st.session_state.get("watch") or next(iter(launcher.running_studies()), None)
+if watched:
+    live_ui(watched)
