@@ -1,0 +1,120 @@
+"""Latent projections (a contract over the registry), the linear probe, interpolation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from automl_core import inspect_charts
+from automl_core.errors import ConfigError
+from automl_core.latent import (
+    PROJECTIONS,
+    interpolate,
+    latent_projection,
+    linear_probe,
+    projection_params,
+)
+
+
+@pytest.fixture(scope="module")
+def latents():
+    """60 latent vectors of size 6 in three clusters, with labels."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 20)
+    centres = rng.normal(0, 5, (3, 6))
+    return (centres[labels] + rng.normal(0, 0.5, (60, 6))).astype(np.float32), labels
+
+
+@pytest.mark.parametrize("method", sorted(PROJECTIONS))
+class TestProjectionContract:
+    def test_one_2d_point_per_vector(self, method, latents):
+        z, _ = latents
+        projection = latent_projection(z, method, seed=0)
+        assert projection.points.shape == (len(z), 2)
+        assert np.isfinite(projection.points).all()
+        assert projection.method == method
+        assert set(projection.params) == {p.name for p in PROJECTIONS[method].parameters}
+
+    def test_defaults_are_in_range(self, method):
+        for p in PROJECTIONS[method].parameters:
+            assert p.low <= p.default <= p.high
+        assert projection_params(method) == {
+            p.name: p.default for p in PROJECTIONS[method].parameters
+        }
+
+    def test_unknown_parameter(self, method, latents):
+        with pytest.raises(ConfigError, match="has no parameter 'bogus'"):
+            latent_projection(latents[0], method, {"bogus": 1})
+
+    def test_figure_coloured_and_uncoloured(self, method, latents):
+        z, labels = latents
+        projection = latent_projection(z, method)
+        fig = inspect_charts.projection_figure(projection, labels, ("a", "b", "c"), selected=[3])
+        assert [t.name for t in fig.data] == ["a", "b", "c", "selected"]
+        assert sum(len(t.x) for t in fig.data[:3]) == len(z)
+        assert fig.data[0].type == "scattergl"
+        # customdata carries the image index back from a selection
+        assert int(fig.data[1].customdata[0][0]) == int(np.flatnonzero(labels == 1)[0])
+        assert len(inspect_charts.projection_figure(projection).data) == 1
+
+
+def test_unknown_method():
+    with pytest.raises(ConfigError, match="unknown projection 'lda'; expected one of pca, tsne"):
+        latent_projection(np.zeros((5, 2)), "lda")
+
+
+def test_perplexity_larger_than_points_is_clamped_with_notice(latents):
+    z = latents[0][:12]
+    projection = latent_projection(z, "tsne", {"perplexity": 50.0})
+    assert projection.points.shape == (12, 2)
+    assert projection.params["perplexity"] < 12 / 3
+    assert "perplexity=50 must be below a third of the 12 points" in projection.notices[0]
+
+
+def test_n_neighbors_larger_than_points_is_clamped(latents):
+    projection = latent_projection(latents[0][:10], "umap", {"n_neighbors": 50})
+    assert projection.params["n_neighbors"] == 9
+    assert "n_neighbors=50" in projection.notices[0]
+
+
+def test_out_of_range_parameter():
+    with pytest.raises(ConfigError, match=r"perplexity must be a number in \[2, 100\], got perplexity=0"):
+        latent_projection(np.zeros((20, 3)), "tsne", {"perplexity": 0})
+
+
+def test_too_few_points():
+    with pytest.raises(ConfigError, match="at least 4 points, got 3"):
+        latent_projection(np.zeros((3, 3)), "tsne")
+
+
+def test_one_dimensional_latents_pca():
+    projection = latent_projection(np.arange(6, dtype=np.float32)[:, None], "pca")
+    assert projection.points.shape == (6, 2) and projection.notices
+
+
+def test_linear_probe_separates_clusters(latents):
+    z, labels = latents
+    result = linear_probe(z[::2], labels[::2], z[1::2], labels[1::2])
+    assert result.accuracy == pytest.approx(1.0)
+    assert result.chance == pytest.approx(1 / 3, abs=0.05)
+    assert (result.train_size, result.test_size) == (30, 30)
+
+
+def test_linear_probe_needs_labels(latents):
+    z, labels = latents
+    with pytest.raises(ConfigError, match="no labels"):
+        linear_probe(z, None, z, None)
+    with pytest.raises(ConfigError, match="at least 2 classes"):
+        linear_probe(z, np.zeros(60, int), z, labels)
+
+
+def test_interpolate_ends_and_steps():
+    path = interpolate(np.zeros(3), np.ones(3), steps=5)
+    assert path.shape == (5, 3)
+    np.testing.assert_allclose(path[0], 0)
+    np.testing.assert_allclose(path[-1], 1)
+    np.testing.assert_allclose(path[2], 0.5)
+    with pytest.raises(ConfigError, match="steps=1"):
+        interpolate(np.zeros(3), np.ones(3), steps=1)
+    with pytest.raises(ConfigError, match="same shape"):
+        interpolate(np.zeros(3), np.ones(4))
