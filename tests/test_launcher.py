@@ -1,0 +1,126 @@
+"""Searches launched as their own process: uploads, records, refusal, stop, progress."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import zipfile
+
+import numpy as np
+import pytest
+
+from automl_core import launcher
+from automl_core.errors import ConfigError, DatasetError
+from automl_core.search import SearchSettings
+
+TINY = {"num_conv_layers": [1], "filters": [4], "activation": ["relu"], "latent_dim": [4, 8],
+        "batch_size": [32]}  # fmt: skip
+
+
+def _npz_bytes(**arrays) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _sleeper(seconds: int = 60, with_child: bool = False) -> subprocess.Popen:
+    """A process whose command line names automl_core (as a launched search's does)."""
+    code = "import time, subprocess, sys\n"
+    if with_child:
+        code += "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+    code += f"time.sleep({seconds})"
+    return subprocess.Popen([sys.executable, "-c", code, "automl_core"], start_new_session=True)
+
+
+def _record(study: str, process: subprocess.Popen) -> None:
+    launcher.launches_dir().mkdir(parents=True, exist_ok=True)
+    record = {"study": study, "pid": process.pid, "started": time.time(),
+              "log": str(launcher.launches_dir() / f"{study}.log"), "command": []}  # fmt: skip
+    (launcher.launches_dir() / f"{study}.json").write_text(json.dumps(record))
+
+
+class TestUploads:
+    def test_valid_npz_is_saved_under_uploads(self, runs_dir):
+        data = _npz_bytes(x=np.random.default_rng(0).random((10, 8, 8)), y=np.arange(10) % 2)
+        path = launcher.save_upload("my data.npz", data)
+        assert path.parent == runs_dir / "uploads" and path.name == "my_data.npz"
+        assert launcher.dataset_input_shape(str(path)) == (8, 8, 1)
+
+    def test_pickled_object_array_is_refused(self, runs_dir):
+        data = _npz_bytes(x=np.array([{"a": 1}, None], dtype=object))
+        with pytest.raises(DatasetError, match="pickled"):
+            launcher.save_upload("evil.npz", data)
+        assert not any((runs_dir / "uploads").iterdir())
+
+    def test_zip_without_images_is_refused(self, runs_dir):
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("notes/readme.txt", "no pictures here")
+        with pytest.raises(DatasetError, match="no images found"):
+            launcher.save_upload("notes.zip", buffer.getvalue())
+
+    def test_file_above_the_limit_is_refused(self, runs_dir):
+        with pytest.raises(DatasetError, match="more than the 1 MiB allowed"):
+            launcher.save_upload("big.npz", b"0" * (2**20 + 1), limit=2**20)
+
+    def test_other_kinds_of_file_are_refused(self, runs_dir):
+        with pytest.raises(DatasetError, match="expected an .npz file or a .zip"):
+            launcher.save_upload("photo.png", b"\x89PNG")
+
+
+class TestLaunchRecords:
+    def test_launch_is_refused_while_the_same_study_runs(self, runs_dir):
+        process = _sleeper()
+        try:
+            _record("busy", process)
+            assert launcher.is_running("busy") and launcher.running_studies() == ["busy"]
+            settings = SearchSettings(study="busy", dataset="digits", space=TINY, strategy="grid")
+            with pytest.raises(ConfigError, match="already running"):
+                launcher.launch_search(settings)
+        finally:
+            os.killpg(process.pid, 9)
+            process.wait()
+        assert not launcher.is_running("busy")
+
+    def test_stop_ends_the_whole_process_group(self, runs_dir):
+        process = _sleeper(with_child=True)
+        _record("group", process)
+        time.sleep(1.0)
+        assert launcher._group_alive(process.pid)
+        assert launcher.stop_search("group", grace_seconds=5)
+        assert not launcher._group_alive(process.pid)
+        assert not launcher.is_running("group")
+        assert launcher.stop_search("group") is False
+
+    def test_existing_study_with_other_settings_is_refused(self, tiny_study):
+        settings = SearchSettings(study="tiny", dataset="patches", space=TINY, strategy="grid")
+        with pytest.raises(ConfigError, match="already exists with dataset='digits'"):
+            launcher.check_settings(settings, tiny_study[1])
+
+    def test_impossible_space_is_refused_before_launch(self, runs_dir):
+        space = {**TINY, "num_conv_layers": [4]}
+        settings = SearchSettings(study="deep", dataset="digits", space=space, strategy="grid")
+        with pytest.raises(ConfigError, match="num_conv_layers=4"):
+            launcher.launch_search(settings)
+        assert launcher.read_record("deep") is None
+
+    def test_progress_of_a_finished_study(self, tiny_study):
+        progress = launcher.search_progress("tiny", tiny_study[1])
+        assert progress.exists and not progress.running
+        assert progress.done == progress.budget == 4 and progress.fraction == 1.0
+        assert launcher.search_progress("nothing-yet", tiny_study[1]).exists is False
+
+
+def test_command_line_carries_every_setting(tmp_path):
+    settings = SearchSettings(study="s1", dataset="digits", space=TINY, strategy="random",
+                              trials=3, timeout=60, max_epochs=2, max_images=120)  # fmt: skip
+    command = launcher.build_command(settings, tmp_path / "space.json", 2, "sqlite:///x.db")
+    text = " ".join(command)
+    for part in ("search --dataset digits", "--strategy random", "--study s1", "--trials 3",
+                 "--timeout 60", "--max-epochs 2", "--max-images 120", "--workers 2",
+                 "--storage sqlite:///x.db"):  # fmt: skip
+        assert part in text
