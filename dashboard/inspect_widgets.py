@@ -1,0 +1,137 @@
+"""Shared pieces of the inspection pages: the inspected trial, cached computations, downloads.
+
+Everything heavy is cached here once per (study, trial, ...) so the four pages share it:
+models and activation probes with ``st.cache_resource``, arrays and tables with
+``st.cache_data``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from automl_core import inspect, latent, metrics
+from automl_core.errors import AutoMLError
+from dashboard import state
+
+SPLITS = ("test", "train")
+
+
+@dataclass(frozen=True)
+class Inspected:
+    """The study and trial a page looks at, and the loaded model."""
+
+    study: str
+    trial: int
+    url: str
+    model: object
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def trials_table(study: str, url: str) -> pd.DataFrame:
+    """The study's trials (refreshed every few seconds while a search runs)."""
+    from automl_core.results import trials_frame
+
+    return trials_frame(state.load_study(study, url))
+
+
+def _explain_missing(frame: pd.DataFrame, wanted: int, shown: int | None) -> None:
+    """Says why the trial in the URL has no model, and what is shown instead."""
+    rows = frame[frame["trial"] == wanted]
+    if rows.empty:
+        st.warning(f"Trial {wanted} does not exist in this study.")
+        return
+    row = rows.iloc[0]
+    why = f" ({row['note']})" if isinstance(row["note"], str) and row["note"] else ""
+    finished = ", ".join(f"#{int(t)}" for t in frame.loc[frame["has_model"], "trial"])
+    instead = f" Showing trial {shown} instead." if shown is not None else ""
+    st.warning(f"Trial {wanted} is {row['state'].lower()} and has no model{why}.{instead} "
+               f"Trials with a model: {finished or 'none yet'}.")  # fmt: skip
+
+
+def inspected_trial() -> Inspected | None:
+    """Sidebar study and trial pickers, then the trial's model; explains when there is none.
+
+    Returns:
+        The inspected trial, or None when the page cannot show anything (the page says why).
+    """
+    study = state.study_picker()
+    if study is None:
+        st.info("No study yet: launch a search on the Search page.")
+        return None
+    url = state.storage_url()
+    wanted = st.query_params.get("trial")
+    trial = state.trial_picker(study)
+    frame = trials_table(study, url)
+    if wanted is not None and wanted.isdigit() and int(wanted) != trial:
+        _explain_missing(frame, int(wanted), trial)
+    if trial is None:
+        st.warning(f"Study {study!r} has no finished trial with a model yet; failed and pruned "
+                   "trials keep none. Pick another study, or wait for a trial to finish.")
+        if not frame.empty:
+            st.dataframe(frame[["trial", "state", "note"]], hide_index=True)
+        return None
+    try:
+        model = state.load_model(study, trial, url)
+    except AutoMLError as exc:
+        st.error(str(exc))
+        return None
+    return Inspected(study, trial, url, model)
+
+
+def dataset(picked: Inspected):
+    """The study's dataset, split as the search split it."""
+    return state.load_study_dataset(picked.study, picked.url)
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def activation_probe(study: str, trial: int, url: str) -> inspect.ActivationProbe:
+    """A trial's activation probe, built once per model."""
+    return inspect.ActivationProbe(state.load_model(study, trial, url))
+
+
+@st.cache_data(max_entries=16, show_spinner="Encoding…")
+def latents(study: str, trial: int, url: str, split: str) -> np.ndarray:
+    """The latent vectors of one split of the study's dataset."""
+    data = state.load_study_dataset(study, url)
+    return inspect.encode(state.load_model(study, trial, url), getattr(data, f"x_{split}"))
+
+
+@st.cache_data(max_entries=32, show_spinner="Projecting…")
+def projection(study: str, trial: int, url: str, split: str, method: str,
+               params: tuple[tuple[str, float], ...]) -> latent.Projection:  # fmt: skip
+    """A cached 2-D projection, keyed by (study, trial, split, method, params)."""
+    return latent.latent_projection(latents(study, trial, url, split), method, dict(params))
+
+
+@st.cache_data(max_entries=16, show_spinner="Fitting the linear probe…")
+def probe_score(study: str, trial: int, url: str) -> latent.ProbeResult:
+    """Linear-probe accuracy: logistic regression on train latents, scored on test latents."""
+    data = state.load_study_dataset(study, url)
+    return latent.linear_probe(latents(study, trial, url, "train"), data.y_train,
+                               latents(study, trial, url, "test"), data.y_test)  # fmt: skip
+
+
+@st.cache_data(max_entries=16, show_spinner="Reconstructing the test split…")
+def test_reconstructions(study: str, trial: int, url: str):
+    """(reconstructions, per-image scores) of the test split."""
+    data = state.load_study_dataset(study, url)
+    model = state.load_model(study, trial, url)
+    recon = inspect.decode(model, latents(study, trial, url, "test"))
+    return recon, metrics.reconstruction_scores(data.x_test, recon)
+
+
+def csv_download(frame: pd.DataFrame, label: str, file_name: str, key: str) -> None:
+    """A download button with a table as CSV."""
+    st.download_button(label, frame.to_csv(index=False).encode("utf-8"), file_name=file_name,
+                       mime="text/csv", key=key, icon=":material/download:")  # fmt: skip
+
+
+def chart(fig, key: str, **kwargs):
+    """Renders a figure with the modebar's PNG export at 2x scale."""
+    config = {"toImageButtonOptions": {"format": "png", "scale": 2, "filename": key},
+              "displaylogo": False}  # fmt: skip
+    return st.plotly_chart(fig, key=key, config=config, width="stretch", **kwargs)
