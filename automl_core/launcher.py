@@ -26,7 +26,13 @@ import optuna
 from automl_core import store
 from automl_core.datasets import DATASETS, load_arrays
 from automl_core.errors import ConfigError, DatasetError, StorageError
-from automl_core.search import LIVE_ATTR, SearchSettings, get_strategy, study_settings
+from automl_core.search import (
+    FAIL_REASON_ATTR,
+    LIVE_ATTR,
+    SearchSettings,
+    get_strategy,
+    study_settings,
+)
 
 UPLOAD_LIMIT_BYTES = 50 * 2**20
 UPLOAD_SUFFIXES = (".npz", ".zip")
@@ -389,9 +395,9 @@ def search_progress(study: str, storage_url: str | None = None) -> SearchProgres
     live, done = [], 0
     for trial in loaded.get_trials(deepcopy=False):
         states[trial.state.name] = states.get(trial.state.name, 0) + 1
-        if trial.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
-            done += 1
-        elif trial.state == optuna.trial.TrialState.FAIL and "fail_reason" in trial.user_attrs:
+        finished = trial.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        if finished or (trial.state == optuna.trial.TrialState.FAIL
+                        and FAIL_REASON_ATTR in trial.user_attrs):  # fmt: skip
             done += 1
         elif trial.state == optuna.trial.TrialState.RUNNING:
             curves = trial.user_attrs.get(LIVE_ATTR, {})

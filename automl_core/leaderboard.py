@@ -17,10 +17,11 @@ import plotly.graph_objects as go
 
 from automl_core import store
 from automl_core.errors import AutoMLError
-from automl_core.results import trials_frame
+from automl_core.results import METRIC_COLUMNS, trials_frame
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
-_LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), height=380, template="plotly_white")
+_LAYOUT = {"margin": {"l": 10, "r": 10, "t": 40, "b": 10}, "height": 380,
+           "template": "plotly_white"}
 
 
 def studies_frame(studies: list[optuna.Study]) -> pd.DataFrame:
@@ -118,7 +119,7 @@ def loss_curves_figure(frame: pd.DataFrame, title: str = "Loss per epoch") -> go
                 continue
             figure.add_trace(go.Scatter(
                 x=part["epoch"], y=part["value"], mode="lines+markers", name=f"{label} {split}",
-                line=dict(color=colour, dash=dash), legendgroup=label,
+                line={"color": colour, "dash": dash}, legendgroup=label,
             ))  # fmt: skip
     figure.update_layout(title=title, xaxis_title="epoch", yaxis_title="MSE", **_LAYOUT)
     figure.update_yaxes(type="log")
@@ -246,3 +247,44 @@ def summary(frame: pd.DataFrame) -> dict[str, str]:
         "Best val MSE": "-" if math.isnan(best) else f"{best:.4f}",
         "Best PSNR": "-" if math.isnan(psnr) else f"{psnr:.1f} dB",
     }
+
+
+def storage_version(study_name: str, url: str | None = None) -> tuple:
+    """A cheap stamp that changes when a study gains a trial or a trial finishes.
+
+    One SQL query on an RDB storage (trial count, running count, latest completion), so a
+    dashboard can cache the leaderboard until it changes instead of re-reading every trial.
+
+    Args:
+        study_name: The study.
+        url: Its storage. Defaults to :func:`store.default_storage_url`.
+
+    Returns:
+        A hashable stamp; a time bucket of a few seconds if the storage cannot be queried.
+    """
+    import time
+
+    from sqlalchemy import text
+
+    query = text(
+        "SELECT COUNT(t.trial_id), MAX(t.datetime_complete), "
+        "SUM(CASE WHEN t.state = 'RUNNING' THEN 1 ELSE 0 END) FROM trials t "
+        "JOIN studies s ON s.study_id = t.study_id WHERE s.study_name = :name"
+    )
+    try:
+        with store.open_storage(url).engine.connect() as connection:
+            row = connection.execute(query, {"name": study_name}).one()
+        return tuple(str(v) for v in row)
+    except Exception:  # noqa: BLE001 - another storage kind or schema: fall back to a short time bucket
+        return ("time", int(time.time() // 3))
+
+
+FIRST_COLUMNS = ("study", "trial", "state", *METRIC_COLUMNS)
+
+
+def display_columns(frame: pd.DataFrame, with_study: bool) -> list[str]:
+    """Leaderboard columns in reading order: identity, metrics, parameters, model, note."""
+    first = [c for c in FIRST_COLUMNS if c in frame and (c != "study" or with_study)]
+    last = [c for c in ("has_model", "note") if c in frame]
+    middle = [c for c in frame.columns if c not in first and c not in last and c != "study"]
+    return first + middle + last

@@ -389,6 +389,8 @@ def run_worker(
         deadline = study.user_attrs.get(DEADLINE_ATTR)
         if deadline is not None and time.time() >= deadline:
             break
+        # a killed worker's trial stays RUNNING until someone fails it; it is then re-queued
+        optuna.storages.fail_stale_trials(study)
         done, running = _count_trials(study)
         if done + running >= budget:
             break

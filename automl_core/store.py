@@ -29,8 +29,12 @@ STUDY_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 ARTIFACT_ATTR = "artifact_dir"
 ARTIFACT_ROOT_ATTR = "artifact_root"
 SETTINGS_ATTR = "settings"
-HEARTBEAT_SECONDS = 20
-GRACE_SECONDS = 60
+
+
+def _heartbeat_settings() -> tuple[int, int]:
+    """(heartbeat interval, grace period) in seconds; ``AUTOML_HEARTBEAT_SECONDS`` shortens both."""
+    interval = int(os.environ.get("AUTOML_HEARTBEAT_SECONDS", "20"))
+    return interval, max(2 * interval, 3)
 
 
 def runs_home() -> Path:
@@ -134,8 +138,8 @@ def _open_storage(url: str) -> optuna.storages.RDBStorage:
             return optuna.storages.RDBStorage(
                 url,
                 engine_kwargs=engine_kwargs,
-                heartbeat_interval=HEARTBEAT_SECONDS,
-                grace_period=GRACE_SECONDS,
+                heartbeat_interval=_heartbeat_settings()[0],
+                grace_period=_heartbeat_settings()[1],
                 heartbeat_stale_trial_callback=_retry_callback(),
             )
     except Exception as exc:  # SQLAlchemy's ArgumentError, OperationalError, ImportError...
