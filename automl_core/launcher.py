@@ -174,8 +174,8 @@ def _alive(pid: int) -> bool:
     """Whether a process runs (reaping it first if it is our own finished child)."""
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
+        # our own running child (its command line may still be ours between fork and exec)
+        return done != pid
     except ChildProcessError:
         pass  # not our child: another dashboard process started it
     except OSError:

@@ -137,15 +137,27 @@ def read_board(study_names: tuple[str, ...], url: str):
     return studies_frame([store.load_study(name, url) for name in study_names])
 
 
-@st.cache_data(ttl=3, max_entries=32, show_spinner=False)
+def board_version(study_names: tuple[str, ...], url: str) -> tuple:
+    """A stamp per study that changes when a trial is added or finishes (one SQL query each)."""
+    from automl_core.leaderboard import storage_version
+
+    return tuple(storage_version(name, url) for name in study_names)
+
+
 def load_board(study_names: tuple[str, ...], url: str):
-    """The leaderboard of one or more studies (re-read every few seconds while searches run)."""
+    """The leaderboard of one or more studies, re-read only when a trial was added or finished."""
+    return _cached_board(study_names, url, board_version(study_names, url))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _cached_board(study_names: tuple[str, ...], url: str, version: tuple):
+    """The leaderboard, cached per storage version."""
     return read_board(study_names, url)
 
 
-@st.cache_data(ttl=10, max_entries=16, show_spinner="Drawing Optuna charts…")
-def study_figures(study_name: str, url: str, n_trials: int):
-    """Optuna's figures of a study; ``n_trials`` is part of the key, so new trials redraw."""
+@st.cache_data(max_entries=16, show_spinner="Drawing Optuna charts…")
+def study_figures(study_name: str, url: str, version: tuple):
+    """Optuna's figures of a study; ``version`` (see :func:`board_version`) keys the redraw."""
     from automl_core.leaderboard import study_figures as build
 
     return build(store.load_study(study_name, url))

@@ -6,7 +6,13 @@ import streamlit as st
 
 from automl_core.errors import AutoMLError
 from automl_core.leaderboard import (
-    STATES, as_display_images, filter_frame, loss_curves, loss_curves_figure, summary,
+    STATES,
+    as_display_images,
+    display_columns,
+    filter_frame,
+    loss_curves,
+    loss_curves_figure,
+    summary,
 )  # fmt: skip
 from dashboard import state
 
@@ -44,8 +50,7 @@ def table_ui(frame) -> list[tuple[str, int]]:
     """The leaderboard table with row selection; returns the picked (study, trial) pairs."""
     labels = [f"{r.study} #{int(r.trial)}" for r in frame.itertuples()]
     st.session_state["_shown"] = labels
-    multi = frame["study"].nunique() > 1
-    columns = [c for c in frame.columns if c != "study" or multi]
+    columns = display_columns(frame, with_study=frame["study"].nunique() > 1)
     st.dataframe(frame[columns], hide_index=True, key="board", on_select=_sync_compare,
                  selection_mode="multi-row", column_config=state.BOARD_COLUMNS)  # fmt: skip
     st.session_state["compare"] = [c for c in st.session_state.get("compare", []) if c in labels]
@@ -79,9 +84,9 @@ def compare_ui(picks: list[tuple[str, int]], url: str) -> None:
                  clamp=True)  # fmt: skip
 
 
-def charts_ui(study_name: str, url: str, n_trials: int) -> None:
-    """Optuna's figures for the main study, one tab each."""
-    figures, notes = state.study_figures(study_name, url, n_trials)
+def charts_ui(study_name: str, url: str) -> None:
+    """Optuna's figures for the main study, one tab each (redrawn when a trial finishes)."""
+    figures, notes = state.study_figures(study_name, url, state.board_version((study_name,), url))
     for note in notes:
         st.caption(note)
     if figures:
@@ -110,4 +115,4 @@ if picks:
     st.subheader("Compare")
     compare_ui(picks, url)
 st.subheader(f"Optuna charts — {names[0]}")
-charts_ui(names[0], url, len(board[board["study"] == names[0]]))
+charts_ui(names[0], url)

@@ -163,9 +163,7 @@ class TestSearchPage:
         url = store.default_storage_url()
         deadline = time.time() + 150
         complete = []
-        while time.time() < deadline:
-            if not launcher.is_running("page-tiny"):
-                break
+        while time.time() < deadline and launcher.is_running("page-tiny"):
             time.sleep(1.0)
         if "page-tiny" in store.study_names(url):
             study = optuna.load_study(study_name="page-tiny", storage=store.open_storage(url))

@@ -33,7 +33,7 @@ def server(runs_dir):
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM}")
     port = _free_port()
-    log = open(runs_dir.parent / "streamlit.log", "wb")
+    log = open(runs_dir.parent / "streamlit.log", "wb")  # noqa: SIM115 - closed in finally
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1",

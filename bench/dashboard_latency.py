@@ -1,0 +1,145 @@
+"""Server-side render time of the dashboard's pages (Streamlit AppTest), cold and warm.
+
+Builds (or reuses, in bench/out/latency_home) a study of 500 trials without training:
+trials are added with ``study.add_trial`` and the user attributes the search writes
+(``config``, ``metrics``, ``live``). Then each page is run twice in one AppTest (cold = first
+run, warm = second run) and the table is printed and written to bench/RESULTS.md under
+"## Dashboard latency".
+
+Usage: python bench/dashboard_latency.py [--trials 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out" / "latency_home"
+STUDY = "bench-500"
+sys.path.insert(0, str(ROOT))
+os.environ["AUTOML_HOME"] = str(OUT)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def build_study(n_trials: int) -> None:
+    """A study of ``n_trials`` synthetic finished trials with realistic attributes."""
+    import numpy as np
+    import optuna
+
+    from automl_core import store
+    from automl_core.search import SearchSettings
+    from automl_core.space import DEFAULT_SPACE, SearchSpace
+
+    url = store.default_storage_url()
+    if STUDY in store.study_names(url):
+        study = store.load_study(STUDY, url)
+        if len(study.trials) >= n_trials:
+            return
+        optuna.delete_study(study_name=STUDY, storage=store.open_storage(url))
+    space = SearchSpace.from_dict(DEFAULT_SPACE)
+    settings = SearchSettings(study=STUDY, dataset="mnist-5k", space=space.to_dict(),
+                              strategy="random", trials=n_trials, max_epochs=10)  # fmt: skip
+    study = optuna.create_study(study_name=STUDY, storage=store.open_storage(url))
+    study.set_user_attr(store.SETTINGS_ATTR, settings.to_dict())
+    study.set_user_attr(store.ARTIFACT_ROOT_ATTR, str(store.artifact_root()))
+    grid = space.grid()
+    distributions = {name: optuna.distributions.CategoricalDistribution(values)
+                     for name, values in grid.items()}  # fmt: skip
+    rng = np.random.default_rng(0)
+    trials = []
+    for number in range(n_trials):
+        params = {name: values[rng.integers(len(values))] for name, values in grid.items()}
+        val = float(0.01 + 0.03 * rng.random() / params["latent_dim"] * 8)
+        epochs = 10
+        loss = [float(val * (1 + 2.0 / (e + 1))) for e in range(epochs)]
+        metrics = {"val_mse": val, "test_psnr": float(-10 * np.log10(val)),
+                   "test_ssim": float(0.6 + 0.3 * rng.random()), "test_mse": val * 1.02,
+                   "param_count": int(2000 * params["filters"] * params["num_conv_layers"]),
+                   "compression_ratio": 784 / params["latent_dim"],
+                   "train_seconds": float(5 + 20 * rng.random()), "epochs": epochs,
+                   "best_epoch": epochs}  # fmt: skip
+        state = optuna.trial.TrialState.COMPLETE if number % 10 else optuna.trial.TrialState.PRUNED
+        trials.append(optuna.trial.create_trial(
+            params=params, distributions=distributions, state=state,
+            value=val if state == optuna.trial.TrialState.COMPLETE else None,
+            user_attrs={"config": {**params}, "metrics": metrics,
+                        "live": {"epoch": epochs, "loss": loss, "val_loss": loss}},
+        ))  # fmt: skip
+    study.add_trials(trials)
+
+
+def measure(page: str, study: str | None) -> tuple[float, float]:
+    """(cold, warm) seconds of one page's script run."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / page), default_timeout=300)
+    if study:
+        at.query_params["study"] = study
+    start = time.perf_counter()
+    at.run()
+    cold = time.perf_counter() - start
+    if at.exception:
+        raise RuntimeError(f"{page}: {at.exception[0].message}")
+    start = time.perf_counter()
+    at.run()
+    warm = time.perf_counter() - start
+    return cold, warm
+
+
+def write_results(table: str) -> None:
+    """Replaces (or appends) the "## Dashboard latency" section of bench/RESULTS.md."""
+    path = ROOT / "bench" / "RESULTS.md"
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
+    section = "## Dashboard latency\n\n" + table + "\n"
+    pattern = re.compile(r"## Dashboard latency\n.*?(?=\n## |\Z)", re.DOTALL)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section.rstrip("\n") + "\n", text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text, encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=500)
+    args = parser.parse_args()
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    start = time.perf_counter()
+    build_study(args.trials)
+    built = time.perf_counter() - start
+    pages = [("app.py (Search)", "app.py", None), ("Search", "pages/search.py", None),
+             ("Leaderboard, demo study (8 trials)", "pages/leaderboard.py", "demo-mnist-5k"),
+             (f"Leaderboard, {args.trials} trials", "pages/leaderboard.py", STUDY)]  # fmt: skip
+    for extra in ("filters", "activations", "latent_space", "reconstructions"):
+        if (ROOT / "pages" / f"{extra}.py").exists():
+            pages.append((extra.replace("_", " ").capitalize(), f"pages/{extra}.py", "demo-mnist-5k"))
+    rows = []
+    for label, page, study in pages:
+        cold, warm = measure(page, study)
+        rows.append(f"| {label} | {cold:.2f} | {warm:.2f} | {'yes' if warm < 1 else 'NO'} |")
+        print(rows[-1], flush=True)
+    table = "\n".join([
+        (f"`python bench/dashboard_latency.py` on {platform.node() or 'this machine'}, "
+         f"{os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}; study of {args.trials} "
+         f"synthetic trials built in {built:.1f} s (cached in bench/out/). Server-side script "
+         "time with Streamlit AppTest: cold = first run of a fresh session (caches empty in "
+         "this process), warm = the same session's next run."),
+        "",
+        "| page | cold (s) | warm (s) | warm < 1 s |",
+        "|---|---:|---:|:-:|",
+        *rows,
+    ])
+    print(table)
+    write_results(table)
+
+
+if __name__ == "__main__":
+    main()
