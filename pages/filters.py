@@ -14,10 +14,14 @@ def channel_ui(layer: inspect.LayerFilters):
     if n == 1:
         return 0
     options = (["rgb"] if n == 3 else []) + ["mean", *range(n)]
-    names = {"rgb": "RGB composite", "mean": "mean over channels"}
     return st.selectbox("Input channel", options, key=f"channel_{layer.layer}",
-                        format_func=lambda c: names.get(c, f"channel {c + 1}") if isinstance(
-                            c, str) else f"channel {c + 1}")  # fmt: skip
+                        format_func=channel_name)
+
+
+def channel_name(channel) -> str:
+    """How a channel choice reads in the select box."""
+    names = {"rgb": "RGB composite", "mean": "mean over channels"}
+    return names[channel] if isinstance(channel, str) else f"channel {channel + 1}"
 
 
 st.title("Filters")
