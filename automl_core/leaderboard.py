@@ -123,6 +123,8 @@ def loss_curves_figure(frame: pd.DataFrame, title: str = "Loss per epoch") -> go
             ))  # fmt: skip
     figure.update_layout(title=title, xaxis_title="epoch", yaxis_title="MSE", **_LAYOUT)
     figure.update_yaxes(type="log")
+    if not frame.empty and frame["epoch"].max() <= 20:
+        figure.update_xaxes(dtick=1)
     return figure
 
 

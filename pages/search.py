@@ -101,8 +101,11 @@ def live_ui(study: str) -> None:
                                    "train_seconds", "note") if c in board]  # fmt: skip
             st.dataframe(board[columns], hide_index=True, key="live_board",
                          column_config=state.BOARD_COLUMNS)  # fmt: skip
-        if not progress.running and progress.done:
+        if not progress.running and progress.done >= budget:
             st.success(f"Search finished with {progress.done} trials: open the Leaderboard.")
+        elif not progress.running:
+            st.warning(f"Search stopped after {progress.done} of {budget} trials; launch the "
+                       "same study name again to resume it.")  # fmt: skip
     with st.expander("Log"):
         st.code(launcher.log_tail(study) or "(no output yet)", language=None)
 
