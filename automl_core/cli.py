@@ -53,6 +53,9 @@ def _build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--study", required=True)
     worker.add_argument("--seed-offset", type=int, default=None,
                         help="added to the sampler seed (default: from the process id)")  # fmt: skip
+    worker.add_argument("--max-trials", type=int, default=None,
+                        help="stop after this many trials (default: until the budget is spent)")  # fmt: skip
+    worker.add_argument("--quiet", action="store_true", help="print nothing per trial")
     _add_storage(worker)
 
     board = commands.add_parser("leaderboard", help="print a study's trials, best first")
@@ -171,7 +174,8 @@ def _cmd_worker(args) -> int:
 
     offset = args.seed_offset if args.seed_offset is not None else os.getpid()
     try:
-        run_worker(args.study, args.storage, on_trial=_print_trial, seed_offset=offset)
+        run_worker(args.study, args.storage, on_trial=None if args.quiet else _print_trial,
+                   seed_offset=offset, max_trials=args.max_trials)  # fmt: skip
     except KeyboardInterrupt:
         return 130
     return 0

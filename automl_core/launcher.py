@@ -31,6 +31,7 @@ from automl_core.search import (
     LIVE_ATTR,
     SearchSettings,
     get_strategy,
+    settings_conflict,
     study_settings,
 )
 
@@ -38,7 +39,6 @@ UPLOAD_LIMIT_BYTES = 50 * 2**20
 UPLOAD_SUFFIXES = (".npz", ".zip")
 _ROOT = Path(__file__).resolve().parent.parent
 # settings a re-run may change without making it another search (as in search.prepare_study)
-_RESUMABLE = ("trials", "timeout", "max_epochs")
 
 
 def launches_dir() -> Path:
@@ -129,13 +129,9 @@ def check_settings(settings: SearchSettings, storage_url: str | None = None) -> 
         stored = study_settings(store.load_study(settings.study, storage_url)).to_dict()
     except StorageError as exc:
         raise ConfigError(str(exc)) from None
-    wanted = {**settings.to_dict(), "space": space.to_dict()}
-    for key, value in wanted.items():
-        if key not in _RESUMABLE and stored.get(key) != value:
-            raise ConfigError(
-                f"study {settings.study!r} already exists with {key}={stored.get(key)!r}, not "
-                f"{value!r}; resume it with the same settings or pick a new study name"
-            )
+    conflict = settings_conflict(settings, stored)
+    if conflict:
+        raise ConfigError(conflict)
 
 
 @dataclass(frozen=True)

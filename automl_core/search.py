@@ -188,7 +188,30 @@ class SearchSettings:
 
 
 # settings a re-run may change without making it another search
-_RESUMABLE = ("trials", "timeout", "max_epochs")
+RESUMABLE_SETTINGS = ("trials", "timeout", "max_epochs")
+# a worker process ends after this many trials and a fresh one takes over: TensorFlow keeps
+# ~10 MB per trained model even after clear_session(), so a long-lived process would grow
+TRIALS_PER_PROCESS = int(os.environ.get("AUTOML_TRIALS_PER_PROCESS", "16"))
+
+
+def settings_conflict(settings: SearchSettings, stored: dict[str, Any]) -> str | None:
+    """Why a re-run with ``settings`` cannot resume a study stored with ``stored``, or None.
+
+    Args:
+        settings: The new run's settings.
+        stored: The study's stored settings (:meth:`SearchSettings.to_dict`).
+
+    Returns:
+        A message naming the first differing setting, or None when they match.
+    """
+    wanted = {**settings.to_dict(), "space": settings.search_space().to_dict()}
+    for key, value in wanted.items():
+        if key not in RESUMABLE_SETTINGS and stored.get(key) != value:
+            return (
+                f"study {settings.study!r} already exists with {key}={stored.get(key)!r}, not "
+                f"{value!r}; resume it with the same settings or pick a new study name"
+            )
+    return None
 
 
 def _count_trials(study: optuna.Study) -> tuple[int, int]:
@@ -239,18 +262,11 @@ def prepare_study(settings: SearchSettings, storage_url: str | None = None) -> o
         study.set_user_attr(store.SETTINGS_ATTR, settings.to_dict())
         study.set_user_attr(store.ARTIFACT_ROOT_ATTR, str(store.artifact_root()))
     else:
-        differing = [
-            key for key, value in settings.to_dict().items()
-            if key not in _RESUMABLE and stored.get(key) != value
-        ]  # fmt: skip
-        if differing:
-            key = differing[0]
-            raise ConfigError(
-                f"study {settings.study!r} already exists with {key}={stored.get(key)!r}, not "
-                f"{getattr(settings, key)!r}; resume it with the same settings or pick a new "
-                "--study name"
-            )
-        study.set_user_attr(store.SETTINGS_ATTR, {**stored, **{k: getattr(settings, k) for k in _RESUMABLE}})
+        conflict = settings_conflict(settings, stored)
+        if conflict:
+            raise ConfigError(conflict)
+        resumed = {**stored, **{k: getattr(settings, k) for k in RESUMABLE_SETTINGS}}
+        study.set_user_attr(store.SETTINGS_ATTR, resumed)
     deadline = time.time() + settings.timeout if settings.timeout else None
     study.set_user_attr(DEADLINE_ATTR, deadline)
     return study
@@ -341,11 +357,26 @@ def _retry_interrupted(study: optuna.Study, trial: optuna.trial.FrozenTrial | No
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
 
 
+def budget_left(study: optuna.Study, settings: SearchSettings) -> bool:
+    """Whether the study still has trials to start (trial budget, grid and deadline).
+
+    Stale trials of killed workers are failed first, so they are retried, not counted.
+    """
+    deadline = study.user_attrs.get(DEADLINE_ATTR)
+    if deadline is not None and time.time() >= deadline:
+        return False
+    # a killed worker's trial stays RUNNING until someone fails it; it is then re-queued
+    optuna.storages.fail_stale_trials(study)
+    done, running = _count_trials(study)
+    return done + running < settings.trial_budget()
+
+
 def run_worker(
     study_name: str,
     storage_url: str | None = None,
     on_trial: TrialCallback | None = None,
     seed_offset: int = 0,
+    max_trials: int | None = None,
 ) -> optuna.Study:
     """Runs trials of an existing study until its budget (trials or deadline) is spent.
 
@@ -358,6 +389,8 @@ def run_worker(
         storage_url: Its storage. Defaults to :func:`store.default_storage_url`.
         on_trial: Called with ``(study, trial)`` after each trial this worker finishes.
         seed_offset: Added to the sampler's seed, so workers propose different points.
+        max_trials: Stop after this many trials of this call (the process is then replaced
+            by a fresh one). Defaults to no limit.
 
     Returns:
         The study.
@@ -381,22 +414,13 @@ def run_worker(
         pruner=strategy.make_pruner(settings.max_epochs),
     )
     objective = _objective(settings, dataset, strategy, study)
-    budget = settings.trial_budget()
     callbacks = [on_trial] if on_trial else []
     import keras
 
-    while True:
-        deadline = study.user_attrs.get(DEADLINE_ATTR)
-        if deadline is not None and time.time() >= deadline:
-            break
-        # a killed worker's trial stays RUNNING until someone fails it; it is then re-queued
-        optuna.storages.fail_stale_trials(study)
-        done, running = _count_trials(study)
-        if done + running >= budget:
-            break
-        if strategy.needs_grid and done >= (space.grid_size() or 0):
-            break
+    ran = 0
+    while budget_left(study, settings) and (max_trials is None or ran < max_trials):
         before = {t.number for t in study.get_trials(deepcopy=False)}
+        ran += 1
         try:
             study.optimize(objective, n_trials=1, catch=(TrialFailure,), callbacks=callbacks)
         except KeyboardInterrupt:
@@ -414,18 +438,23 @@ def run_search(
     storage_url: str | None = None,
     on_trial: TrialCallback | None = None,
     workers: int = 1,
+    poll_seconds: float = 0.5,
 ) -> optuna.Study:
-    """Runs (or resumes) a search to its budget.
+    """Runs (or resumes) a search to its budget with worker processes, and follows it.
 
-    Finished trials are never retrained: a re-run of the same study continues where it
-    stopped. With ``workers > 1``, ``workers - 1`` extra processes run ``python -m
-    automl_core worker`` on the same study; they end with this call, Ctrl-C included.
+    Trials run in ``workers`` child processes (``python -m automl_core worker``); each runs
+    at most :data:`TRIALS_PER_PROCESS` trials and is then replaced, so memory stays flat
+    however long the search. This process only reads the storage and reports finished
+    trials, in order, through ``on_trial``. Finished trials are never retrained: a re-run of
+    the same study continues where it stopped. Ctrl-C (or SIGINT) stops the workers: their
+    running trials are queued again for the next run.
 
     Args:
         settings: The search.
         storage_url: Where the study lives. Defaults to :func:`store.default_storage_url`.
-        on_trial: Called with ``(study, trial)`` after each trial of this process.
-        workers: Worker processes in all, this one included. Defaults to 1.
+        on_trial: Called with ``(study, trial)`` for each trial that finishes.
+        workers: Worker processes on this machine. Defaults to 1.
+        poll_seconds: How often the storage is read. Defaults to 0.5.
 
     Returns:
         The study.
@@ -434,40 +463,74 @@ def run_search(
         ConfigError: Invalid settings, space, strategy or dataset for the space.
         DatasetError: The dataset cannot be loaded.
         StorageError: The storage cannot be reached.
+        TrialFailure: Worker processes keep dying without finishing a trial.
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be a positive integer, got workers={workers!r}")
+    get_strategy(settings.strategy)
     dataset = load_dataset(
         settings.dataset, settings.seed, settings.val_fraction, settings.test_fraction,
         settings.max_images,
     )  # fmt: skip
     settings.search_space().validate_for(dataset.input_shape)
     study = prepare_study(settings, storage_url)
-    children = [spawn_worker(settings.study, storage_url, index) for index in range(1, workers)]
+    settings = study_settings(study)
+    reported = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+    children: list = []
+    spawned = crashes = 0
     try:
-        run_worker(settings.study, storage_url, on_trial)
+        while True:
+            for child in [c for c in children if c.poll() is not None]:
+                children.remove(child)
+                crashes = crashes + 1 if child.returncode != 0 else 0
+            progressed = _report_finished(study, reported, on_trial)
+            crashes = 0 if progressed else crashes
+            if crashes >= 3 * workers:
+                raise TrialFailure(
+                    f"worker processes of study {settings.study!r} exited {crashes} times in a "
+                    "row without finishing a trial; see their messages above"
+                )
+            more = budget_left(study, settings)
+            if not more and not children:
+                break
+            while more and len(children) < workers:
+                children.append(spawn_worker(settings.study, storage_url, spawned))
+                spawned += 1
+            time.sleep(poll_seconds)
     except BaseException:
         stop_workers(children)
+        _report_finished(study, reported, on_trial)
         raise
-    for child in children:
-        child.wait()
+    _report_finished(study, reported, on_trial)
     return study
 
 
+def _report_finished(study: optuna.Study, reported: set[int], on_trial: TrialCallback | None) -> bool:
+    """Calls ``on_trial`` for trials finished since the last call; True if there were any."""
+    new = [t for t in study.get_trials(deepcopy=False)
+           if t.state.is_finished() and t.number not in reported]  # fmt: skip
+    for trial in sorted(new, key=lambda t: t.number):
+        reported.add(trial.number)
+        if on_trial:
+            on_trial(study, trial)
+    return bool(new)
+
+
 def spawn_worker(study_name: str, storage_url: str | None, index: int):
-    """Starts ``python -m automl_core worker`` for a study as a child process."""
+    """Starts a quiet ``python -m automl_core worker`` for a study as a child process."""
     import subprocess
     import sys
 
     command = [sys.executable, "-m", "automl_core", "worker", "--study", study_name,
-               "--seed-offset", str(index)]  # fmt: skip
+               "--seed-offset", str(index), "--max-trials", str(TRIALS_PER_PROCESS), "--quiet"]  # fmt: skip
     if storage_url:
         command += ["--storage", storage_url]
-    return subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            stdout=subprocess.DEVNULL)  # fmt: skip
 
 
 def stop_workers(children: list, wait_seconds: float = 30.0) -> None:
-    """Stops worker processes: SIGINT (they mark their trial for retry), then SIGKILL."""
+    """Stops worker processes: SIGINT (they queue their trial again), then SIGKILL."""
     import signal
     import subprocess
 

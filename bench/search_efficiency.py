@@ -1,0 +1,177 @@
+"""Search efficiency: every strategy under the same wall-clock budget against the full grid.
+
+On ``mnist-5k`` (3,900 train / 1,000 validation / 100 test images, shuffled with seed 0) and
+one shared space (1-3 conv layers, 8/16/32/64 filters, relu/elu/sigmoid/tanh, latent
+8/16/32/64, learning rate 1e-4..1e-2 log), each strategy runs as its own process for the same
+budget (300 s by default). Next to them, the exhaustive seed grid (1-2 layers, 16/32 filters,
+relu/sigmoid, latent 8/16) runs to completion. Prints, per strategy, the best validation MSE
+and when it was first reached, then the peak memory of one process over 50 tiny trials.
+
+    python bench/search_efficiency.py [--budget 300] [--strategies hyperband,random,...]
+    python bench/search_efficiency.py --memory-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+SHARED_SPACE = {
+    "num_conv_layers": [1, 2, 3],
+    "filters": [8, 16, 32, 64],
+    "activation": ["relu", "elu", "sigmoid", "tanh"],
+    "latent_dim": [8, 16, 32, 64],
+    "learning_rate": {"low": 1e-4, "high": 1e-2, "log": True},
+}
+SEED_GRID = {
+    "num_conv_layers": [1, 2],
+    "filters": [16, 32],
+    "activation": ["relu", "sigmoid"],
+    "latent_dim": [8, 16],
+}
+SPLIT = {"val_fraction": 0.2, "test_fraction": 0.02}
+MAX_EPOCHS = 20
+
+
+def run_one(strategy: str, space: dict, budget: float | None, home: Path) -> dict:
+    """Runs one search in a child process and reads its trials back from the storage."""
+    code = f"""
+import json, sys
+sys.path.insert(0, {str(ROOT)!r})
+from automl_core.search import SearchSettings, run_search
+settings = SearchSettings(study={strategy!r}, dataset="mnist-5k", space=json.loads({json.dumps(space)!r}),
+    strategy={strategy!r}, trials={None if budget else None}, timeout={budget!r},
+    max_epochs={MAX_EPOCHS}, seed=0, val_fraction={SPLIT['val_fraction']},
+    test_fraction={SPLIT['test_fraction']})
+run_search(settings)
+"""
+    env = {**os.environ, "AUTOML_HOME": str(home / strategy), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    started = time.time()
+    subprocess.run([sys.executable, "-c", code], env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    wall = time.time() - started
+    import optuna
+
+    from automl_core import store
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{home / strategy / 'studies.db'}")
+    study = optuna.load_study(study_name=strategy, storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    t0 = min(t.datetime_start for t in trials).timestamp()
+    curve = sorted(
+        (t.datetime_complete.timestamp() - t0, t.user_attrs["metrics"]["val_mse"])
+        for t in trials if t.state == optuna.trial.TrialState.COMPLETE
+        and store.ARTIFACT_ATTR in t.user_attrs
+    )  # fmt: skip
+    best = min(v for _, v in curve)
+    first = next(t for t, v in curve if v == best)
+    counts = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    return {"strategy": strategy, "best": best, "first_at": first, "wall": wall, "curve": curve,
+            **counts}  # fmt: skip
+
+
+def time_to_reach(curve: list[tuple[float, float]], target: float) -> float | None:
+    """Seconds until the first trial at or below ``target``, or None."""
+    return next((t for t, v in curve if v <= target), None)
+
+
+def memory_over_trials(n_trials: int = 50, trials_per_process: int | None = None) -> list[tuple]:
+    """Worker memory over one tiny search (digits, 1 epoch each), read after every trial.
+
+    Returns rows ``(trial, worker RSS MiB, worker peak RSS MiB so far)``; the workers are
+    the search's child processes, replaced every ``trials_per_process`` trials.
+    """
+    code = f"""
+import glob, sys
+sys.path.insert(0, {str(ROOT)!r})
+from automl_core.search import SearchSettings, run_search
+peak = 0.0
+def field(pid, name):
+    try:
+        with open(f"/proc/{{pid}}/status") as status:
+            return next(int(l.split()[1]) for l in status if l.startswith(name)) / 1024
+    except (OSError, StopIteration):
+        return 0.0
+def report(study, trial):
+    global peak
+    pids = [p for f in glob.glob("/proc/self/task/*/children") for p in open(f).read().split()]
+    rss = max([field(p, "VmRSS") for p in pids] or [0.0])
+    peak = max([peak] + [field(p, "VmHWM") for p in pids])
+    print(trial.number + 1, rss, peak, flush=True)
+space = {{"num_conv_layers": [1, 2, 3], "filters": [4, 8, 16], "latent_dim": [4, 8, 16],
+          "learning_rate": {{"low": 1e-4, "high": 1e-2, "log": True}}}}
+run_search(SearchSettings(study="memory", dataset="digits", space=space, strategy="random",
+           trials={n_trials}, max_epochs=1, seed=0), on_trial=report, poll_seconds=0.05)
+"""
+    with tempfile.TemporaryDirectory() as home:
+        env = {**os.environ, "AUTOML_HOME": home, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        if trials_per_process:
+            env["AUTOML_TRIALS_PER_PROCESS"] = str(trials_per_process)
+        out = subprocess.run([sys.executable, "-c", code], env=env, check=True, text=True,
+                             capture_output=True).stdout  # fmt: skip
+    rows = [line.split() for line in out.splitlines() if line and line[0].isdigit()]
+    return [(int(n), float(rss), float(peak)) for n, rss, peak in rows]
+
+
+def main() -> None:
+    """Runs the grid, then each strategy for the budget, then the memory check; prints tables."""
+    from automl_core.search import DEFAULT_STRATEGY
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=float, default=300.0)
+    parser.add_argument("--strategies", default="hyperband,tpe,asha,random,nsga2")
+    parser.add_argument("--memory-only", action="store_true")
+    parser.add_argument("--out", default=None, help="also write the raw results as JSON here")
+    args = parser.parse_args()
+    results = []
+    if not args.memory_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            home = Path(tmp)
+            grid = run_one("grid", SEED_GRID, None, home)
+            print(f"seed grid: 16 configurations, {grid['COMPLETE']} finished in {grid['wall']:.0f} s, "
+                  f"best val MSE {grid['best']:.5f} (first reached at {grid['first_at']:.0f} s)",
+                  flush=True)  # fmt: skip
+            for strategy in args.strategies.split(","):
+                results.append(run_one(strategy, SHARED_SPACE, args.budget, home))
+                print(f"  done: {strategy}", flush=True)
+        random_best = next((r["best"] for r in results if r["strategy"] == "random"), None)
+        print(f"\nbudget {args.budget:.0f} s per strategy, {os.cpu_count()} CPUs, max {MAX_EPOCHS} epochs")
+        print(f"{'strategy':12s} {'best val MSE':>12s} {'first at s':>10s} {'beats grid at s':>15s} "
+              f"{'vs grid time':>12s} {'vs random':>9s} {'done/pruned/failed':>19s}")  # fmt: skip
+        rows = [{"strategy": "grid (full)", **{k: grid[k] for k in ("best", "first_at", "curve",
+                 "COMPLETE", "PRUNED", "FAIL")}}] + results  # fmt: skip
+        for r in rows:
+            reach = time_to_reach(r["curve"], grid["best"] * (1 - 1e-9)) if r is not rows[0] else None
+            ratio = f"{reach / grid['wall']:.2f}x" if reach is not None else "-"
+            vs_random = f"{r['best'] / random_best:.2f}" if random_best else "-"
+            name = r["strategy"] + (" *" if r["strategy"] == DEFAULT_STRATEGY else "")
+            print(f"{name:12s} {r['best']:12.5f} {r['first_at']:10.0f} "
+                  f"{(f'{reach:.0f}' if reach is not None else 'never'):>15s} {ratio:>12s} "
+                  f"{vs_random:>9s} {r['COMPLETE']:>7d}/{r['PRUNED']}/{r['FAIL']:<9d}")  # fmt: skip
+        print("* the default strategy; 'vs grid time' = time to beat the grid's best / grid's total time")
+    ours = memory_over_trials()
+    single = memory_over_trials(trials_per_process=10_000)
+    print("\nworker memory over 50 tiny trials (digits, 1 epoch each), MiB:")
+    print(f"{'after trial':>11s} {'ours RSS':>9s} {'ours peak':>10s} {'one process RSS':>16s} "
+          f"{'one process peak':>17s}")  # fmt: skip
+    for (n, rss, peak), (_, rss1, peak1) in zip(ours, single):
+        if n in (1, 5, 10, 20, 30, 40, 50):
+            print(f"{n:11d} {rss:9.0f} {peak:10.0f} {rss1:16.0f} {peak1:17.0f}")
+    print(f"peak ratio ours / one long-lived process: {ours[-1][2] / single[-1][2]:.2f}")
+    memory = {"ours": ours, "one_process": single}
+    if args.out:
+        Path(args.out).write_text(json.dumps({"results": results, "memory": memory}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
