@@ -29,7 +29,7 @@ def _grid(count: int, max_cols: int) -> tuple[int, int]:
 
 def _square_axes(fig: go.Figure) -> None:
     """Hides ticks and keeps pixels square in every subplot (one layout update: it is faster)."""
-    plain = {"showticklabels": False, "showgrid": False, "zeroline": False}
+    plain = {"showticklabels": False, "showgrid": False, "zeroline": False, "ticks": ""}
     updates = {}
     for name in fig.layout.to_plotly_json():
         if name.startswith("xaxis"):
@@ -267,7 +267,8 @@ def score_histograms_figure(scores: pd.DataFrame, bins: int = 30) -> go.Figure:
                                    showlegend=False), row=1, col=col)  # fmt: skip
         mean = float(scores[name].mean())
         fig.add_vline(x=mean, line_dash="dash", line_color="black", row=1, col=col,
-                      annotation_text=f"mean {mean:.4g}", annotation_font_size=10)  # fmt: skip
+                      annotation_text=f"mean {mean:.4g}", annotation_font_size=10,
+                      annotation_position="bottom right")  # fmt: skip
     fig.update_yaxes(title_text="images", row=1, col=1)
     fig.update_layout(height=300, margin={"t": 50}, title="Per-image reconstruction quality")
     return fig

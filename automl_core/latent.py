@@ -6,8 +6,8 @@ parameter widgets come from :data:`PROJECTIONS`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -154,7 +154,7 @@ def projection_params(method: str, params: dict[str, Any] | None = None) -> dict
     params = dict(params or {})
     unknown = set(params) - set(spec)
     if unknown:
-        raise ConfigError(f"projection {method!r} has no parameter {sorted(unknown)[0]!r}; "
+        raise ConfigError(f"projection {method!r} has no parameter {min(unknown)!r}; "
                           f"expected {', '.join(spec) or 'none'}")  # fmt: skip
     out = {}
     for name, p in spec.items():

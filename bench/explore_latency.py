@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 def _timed(function):
@@ -90,7 +90,7 @@ def main() -> None:
             continue
         params = tuple(latent.projection_params(method).items())
 
-        def render():
+        def render(n=n, method=method, params=params):
             proj = projection(n, method, params)
             return inspect_charts.projection_figure(proj, labels[:n], data.class_names)
 

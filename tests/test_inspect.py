@@ -15,8 +15,8 @@ from automl_core import inspect_charts
 from automl_core.errors import ConfigError, DatasetError
 from automl_core.inspect import (
     ActivationProbe,
-    conv_filters,
     compression_curve,
+    conv_filters,
     decode,
     encode,
     filters_frame,
