@@ -6,7 +6,7 @@ import argparse
 import math
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from automl_core.errors import AutoMLError
 

@@ -13,8 +13,8 @@ Layer names are a contract the inspection code relies on:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import keras
 from keras import layers

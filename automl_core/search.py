@@ -11,15 +11,16 @@ import gc
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 
+from automl_core import store
 from automl_core.datasets import Dataset, load_dataset
 from automl_core.errors import ConfigError, StorageError, TrialFailure
 from automl_core.space import SearchSpace
-from automl_core import store
 
 TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 FAIL_REASON_ATTR = "fail_reason"

@@ -11,7 +11,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from automl_core.errors import ConfigError
 
@@ -135,7 +135,7 @@ class Range:
         return out
 
 
-Parameter = Union[Choice, Range]
+Parameter = Choice | Range
 
 DEFAULT_SPACE: dict[str, Any] = {
     "num_conv_layers": [1, 2],
@@ -165,7 +165,7 @@ def _parse_parameter(name: str, spec: Any) -> Parameter:
             )
         low, high, log, step = spec["low"], spec["high"], bool(spec.get("log", False)), spec.get("step")
         if kind == "int":
-            for label, v in (("low", low), ("high", high)):
+            for v in (low, high):
                 if isinstance(v, float) and v.is_integer():
                     v = int(v)
                 _check_value(name, v)
@@ -257,7 +257,7 @@ class SearchSpace:
         """Every configuration of the grid, in a stable order."""
         grid = self.grid()
         names = list(grid)
-        return [ModelConfig(**dict(zip(names, combo))) for combo in itertools.product(*grid.values())]
+        return [ModelConfig(**dict(zip(names, combo, strict=True))) for combo in itertools.product(*grid.values())]
 
     def validate_for(self, input_shape: tuple[int, ...]) -> None:
         """Checks that every configuration fits images of ``input_shape`` (H, W, C).

@@ -164,7 +164,7 @@ def main() -> None:
     print("\nworker memory over 50 tiny trials (digits, 1 epoch each), MiB:")
     print(f"{'after trial':>11s} {'ours RSS':>9s} {'ours peak':>10s} {'one process RSS':>16s} "
           f"{'one process peak':>17s}")  # fmt: skip
-    for (n, rss, peak), (_, rss1, peak1) in zip(ours, single):
+    for (n, rss, peak), (_, rss1, peak1) in zip(ours, single, strict=False):
         if n in (1, 5, 10, 20, 30, 40, 50):
             print(f"{n:11d} {rss:9.0f} {peak:10.0f} {rss1:16.0f} {peak1:17.0f}")
     print(f"peak ratio ours / one long-lived process: {ours[-1][2] / single[-1][2]:.2f}")

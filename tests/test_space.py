@@ -9,7 +9,13 @@ import pytest
 
 from automl_core.errors import ConfigError
 from automl_core.space import (
-    DEFAULT_SPACE, Choice, ModelConfig, Range, SearchSpace, load_space, parse_parameter_text,
+    DEFAULT_SPACE,
+    Choice,
+    ModelConfig,
+    Range,
+    SearchSpace,
+    load_space,
+    parse_parameter_text,
 )  # fmt: skip
 
 
