@@ -275,12 +275,16 @@ def image_from_bytes(
                            "expected a PNG or JPEG") from exc  # fmt: skip
 
 
-def image_from_canvas(rgba: np.ndarray | None, input_shape: tuple[int, int, int]) -> np.ndarray:
+def image_from_canvas(
+    rgba: np.ndarray | None, input_shape: tuple[int, int, int], center: bool = True
+) -> np.ndarray:
     """Turns a drawing (RGBA, strokes painted on a transparent or black background) into input.
 
     Args:
         rgba: The canvas image, (H, W, 4) uint8, or None before anything was drawn.
         input_shape: The model's (H, W, C).
+        center: Crop to the strokes and centre them with a margin, as MNIST digits are
+            (a digit drawn in a corner still reads as that digit). Defaults to True.
 
     Returns:
         float32 array (H, W, C) in [0, 1]: bright strokes on black, like MNIST.
@@ -296,7 +300,20 @@ def image_from_canvas(rgba: np.ndarray | None, input_shape: tuple[int, int, int]
     rgb = rgba[..., :3].astype(np.float32) * alpha
     if rgb.max() <= 0:
         raise DatasetError("the canvas is blank: draw something first")
+    if center:
+        rgb = _center_like_mnist(rgb)
     return _fit_to_model(Image.fromarray(rgb.clip(0, 255).astype(np.uint8), "RGB"), input_shape)
+
+
+def _center_like_mnist(rgb: np.ndarray) -> np.ndarray:
+    """Crops to the strokes and pads them into a square, strokes filling 20/28 of the side."""
+    rows, cols = np.nonzero(rgb.max(axis=-1))
+    crop = rgb[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    side = int(np.ceil(max(crop.shape[:2]) * 28 / 20))
+    out = np.zeros((side, side, 3), rgb.dtype)
+    top, left = (side - crop.shape[0]) // 2, (side - crop.shape[1]) // 2
+    out[top : top + crop.shape[0], left : left + crop.shape[1]] = crop
+    return out
 
 
 # --- activations, encode, decode -----------------------------------------------------------

@@ -46,7 +46,8 @@ def canvas_ui(input_shape) -> tuple[np.ndarray | None, str]:
                        height=224, width=224, drawing_mode="freedraw", key="act_canvas")  # fmt: skip
     image_data = getattr(result, "image_data", None)
     if image_data is None or not np.asarray(image_data)[..., :3].any():
-        st.info("The canvas is blank: draw something.")
+        st.info("The canvas is blank: draw something (strokes are cropped and centred, like "
+                "MNIST digits).")
         return None, ""
     return inspect.image_from_canvas(np.asarray(image_data), input_shape), "drawing"
 

@@ -206,6 +206,16 @@ class TestUserImages:
         image = image_from_canvas(drawing, (8, 8, 1))
         assert image.shape == (8, 8, 1) and image.max() > 0.5 and image[0, 0, 0] == 0
 
+    def test_canvas_drawing_in_a_corner_is_centred(self):
+        drawing = np.zeros((100, 100, 4), np.uint8)
+        drawing[2:30, 2:12] = 255
+        image = image_from_canvas(drawing, (28, 28, 1))[..., 0]
+        rows, cols = np.nonzero(image > 0.5)
+        assert 11 <= rows.mean() <= 16 and 11 <= cols.mean() <= 16
+        assert rows.max() - rows.min() >= 16  # strokes fill about 20 of 28 pixels
+        raw = image_from_canvas(drawing, (28, 28, 1), center=False)[..., 0]
+        assert np.nonzero(raw > 0.5)[0].mean() < 8
+
 
 class TestReconstructionTables:
     def test_worst_first(self):
