@@ -253,7 +253,7 @@ def projection_figure(
     params = ", ".join(f"{k}={v:g}" for k, v in projection.params.items())
     fig.update_layout(
         title=title or f"{projection.method.upper()}{f' ({params})' if params else ''}",
-        height=480, legend={"itemsizing": "constant"}, dragmode="select",
+        height=480, legend={"itemsizing": "constant"},
         xaxis={"title": "dim 1"}, yaxis={"title": "dim 2"}, margin={"t": 50},
     )  # fmt: skip
     return fig
