@@ -249,3 +249,58 @@ def test_unlabelled_rgb_pages(unlabelled):
     assert at.selectbox(key="channel_encoder_conv_1").value == "rgb"
     for page in ("activations", "reconstructions"):
         _ok(_page(page, study=unlabelled))
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_clicking_a_point_in_chromium_picks_that_image(runs_dir):
+    """A real click on the WebGL scatter selects a point (Streamlit's clickmode) and decodes it."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    from urllib.request import urlopen
+
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("no Chromium at /usr/bin/chromium")
+    from playwright.sync_api import sync_playwright
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1"],
+        cwd=ROOT, env={**os.environ, "AUTOML_HOME": str(runs_dir)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.5)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1600})
+            page.goto(url, wait_until="networkidle")
+            page.get_by_role("link", name="Latent space", exact=True).click()
+            heading = page.get_by_text("Decode by hand: image #0")
+            heading.wait_for(timeout=90_000)
+            point = page.evaluate("""() => {
+                const gd = document.querySelector('.js-plotly-plot');
+                const t = gd._fullData[3], xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+                const r = gd.getBoundingClientRect();
+                return {x: r.left + xa._offset + xa.d2p(t.x[5]),
+                        y: r.top + ya._offset + ya.d2p(t.y[5]), index: t.customdata[5][0]}; }""")
+            page.mouse.move(point["x"], point["y"])
+            page.mouse.click(point["x"], point["y"])
+            page.get_by_text(f"Decode by hand: image #{int(point['index'])}").wait_for(timeout=60_000)
+            assert page.locator('[data-testid="stException"]').count() == 0
+            browser.close()
+    finally:
+        os.killpg(process.pid, 15)
+        process.wait(timeout=20)
