@@ -301,17 +301,33 @@ def install_study(
     """
     if study_name in study_names(storage_url):
         return False
-    if study_name not in study_names(source_storage_url):
-        raise StorageError(f"no study named {study_name!r} in {source_storage_url!r}")
-    source_folder = Path(source_artifact_root) / study_name
-    target_folder = artifact_root() / study_name
-    if source_folder.is_dir() and not target_folder.exists():
-        shutil.copytree(source_folder, target_folder)
-    optuna.copy_study(
-        from_study_name=study_name,
-        from_storage=open_storage(source_storage_url),
-        to_storage=open_storage(storage_url),
-    )
+    with tempfile.TemporaryDirectory() as scratch:
+        source = _read_only_source(source_storage_url, Path(scratch))
+        if study_name not in [s.study_name for s in optuna.get_all_study_summaries(source, False)]:
+            raise StorageError(f"no study named {study_name!r} in {source_storage_url!r}")
+        source_folder = Path(source_artifact_root) / study_name
+        target_folder = artifact_root() / study_name
+        if source_folder.is_dir() and not target_folder.exists():
+            shutil.copytree(source_folder, target_folder)
+        optuna.copy_study(
+            from_study_name=study_name, from_storage=source, to_storage=open_storage(storage_url)
+        )
+        source.engine.dispose()
     copied = optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
     copied.set_user_attr(ARTIFACT_ROOT_ATTR, str(artifact_root()))
     return True
+
+
+def _read_only_source(url: str, scratch: Path) -> optuna.storages.RDBStorage:
+    """A storage to copy from; a SQLite file is copied first so the original is never touched."""
+    if url.startswith("sqlite:///"):
+        original = Path(url.split(":///", 1)[1])
+        if not original.is_file():
+            raise StorageError(f"no SQLite file at {original}")
+        copy = scratch / original.name
+        shutil.copyfile(original, copy)
+        url = f"sqlite:///{copy}"
+    try:
+        return optuna.storages.RDBStorage(url, skip_table_creation=True)
+    except Exception as exc:
+        raise StorageError(f"storage {url!r} cannot be read ({exc})") from exc

@@ -60,8 +60,30 @@ def test_timeout_stops_cleanly(runs_dir):
     assert optuna.trial.TrialState.RUNNING not in states and COMPLETE in states
 
 
-def test_two_local_workers_share_a_study(runs_dir):
-    study = run_search(_settings(trials=4), workers=2)
+def test_two_local_workers_share_a_study_while_a_reader_polls(runs_dir):
+    import threading
+
+    errors: list[Exception] = []
+    finished = threading.Event()
+
+    def reader():  # what the dashboard does while a search runs
+        while not finished.is_set():
+            try:
+                trials_frame(store.load_study("p"))
+            except store.StorageError:
+                pass  # not created yet
+            except Exception as exc:  # "database is locked" would land here
+                errors.append(exc)
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        study = run_search(_settings(trials=4), workers=2)
+    finally:
+        finished.set()
+        thread.join()
+    assert not errors, errors
     complete = [t for t in study.get_trials() if t.state == COMPLETE]
     assert 4 <= len(complete) <= 5  # two workers may both start the last trial
     numbers = [t.number for t in complete]

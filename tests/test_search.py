@@ -139,3 +139,13 @@ def test_every_strategy_is_registered_with_a_description():
         assert strategy.description
         if strategy.requires is None:
             assert get_strategy(name) is strategy
+
+
+def test_gp_without_torch_says_how_to_enable_it(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch" else real(name, *a))  # fmt: skip
+    with pytest.raises(ConfigError, match="strategy 'gp' needs the package 'torch'.*pip install torch"):
+        get_strategy("gp")
