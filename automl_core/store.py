@@ -17,6 +17,7 @@ import re
 import shutil
 import sqlite3
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,9 @@ STUDY_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 ARTIFACT_ATTR = "artifact_dir"
 ARTIFACT_ROOT_ATTR = "artifact_root"
 SETTINGS_ATTR = "settings"
+
+
+_OPEN_LOCK = threading.Lock()
 
 
 def _heartbeat_settings() -> tuple[int, int]:
@@ -111,7 +115,8 @@ def open_storage(url: str | None = None) -> optuna.storages.RDBStorage:
     Raises:
         StorageError: The URL is malformed or the database is unreachable.
     """
-    return _open_storage(url or default_storage_url())
+    with _OPEN_LOCK:  # two threads creating one database's tables at once would collide
+        return _open_storage(url or default_storage_url())
 
 
 @functools.lru_cache(maxsize=8)
