@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from automl_core import inspect, inspect_charts, metrics
@@ -84,6 +85,9 @@ cols[1].metric("PSNR", f"{scores.psnr[0]:.2f} dB")
 cols[2].metric("SSIM", f"{scores.ssim[0]:.3f}")
 latent_act = next(a for a in activations if a.layer == "latent")
 iw.chart(inspect_charts.latent_bar_figure(latent_act.values), key="fig_latent")
+iw.csv_download(pd.DataFrame({"unit": np.arange(1, len(latent_act.values) + 1),
+                              "value": latent_act.values}), "Latent vector (CSV)",
+                f"{picked.study}-trial{picked.trial}-latent.csv", "latent_csv")  # fmt: skip
 
 for part, tab in zip(("encoder", "decoder"), st.tabs(["Encoder layers", "Decoder layers"])):
     with tab:

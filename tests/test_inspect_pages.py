@@ -123,11 +123,9 @@ class TestLatentSpacePage:
         at.slider(key="steps").set_value(4).run()
         _ok(at)
 
-    def test_selection_callback_picks_points(self, tiny_study, no_demo):
-        from streamlit.runtime.state import SessionStateProxy  # noqa: F401
-
+    def test_selection_in_session_state_picks_points(self, tiny_study, no_demo):
         at = _page("latent_space")
-        # the chart's selection state, as the browser sends it after a click + shift-click
+        # what the chart's on_select callback writes after a click + shift-click
         at.session_state["pick_a"] = 7
         at.session_state["pick_b"] = 3
         at.run()
