@@ -89,7 +89,8 @@ iw.csv_download(pd.DataFrame({"unit": np.arange(1, len(latent_act.values) + 1),
                               "value": latent_act.values}), "Latent vector (CSV)",
                 f"{picked.study}-trial{picked.trial}-latent.csv", "latent_csv")  # fmt: skip
 
-for part, tab in zip(("encoder", "decoder"), st.tabs(["Encoder layers", "Decoder layers"])):
+for part, tab in zip(("encoder", "decoder"), st.tabs(["Encoder layers", "Decoder layers"]),
+                     strict=True):
     with tab:
         for act in activations:
             if act.part == part and act.is_map:

@@ -30,8 +30,9 @@ if picked is None:
     st.stop()
 with_decoder = st.sidebar.toggle("Include the decoder's convolutions", key="with_decoder")
 filters = inspect.conv_filters(picked.model, include_decoder=with_decoder)
+plural = "s" if len(filters) != 1 else ""
 st.caption(f"Study **{picked.study}**, trial **#{picked.trial}**: {len(filters)} convolution "
-           "layers. Colours are centred on 0 (red positive, blue negative), one scale per "
+           f"layer{plural}. Colours are centred on 0 (red positive, blue negative), one scale per "
            "layer; hover a cell for its exact weight.")  # fmt: skip
 
 kernels_tab, weights_tab = st.tabs(["Kernels", "Weights and parameters"])
