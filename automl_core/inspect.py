@@ -385,9 +385,9 @@ class ActivationProbe:
         image = check_images(image[None], self.input_shape)
         enc = [np.asarray(v)[0] for v in _as_list(self._enc(image, training=False))]
         dec = [np.asarray(v)[0] for v in _as_list(self._dec(enc[-1][None], training=False))]
-        return [LayerActivation("encoder", layer.name, v) for layer, v in zip(self._enc_layers, enc)] + [
-            LayerActivation("decoder", layer.name, v) for layer, v in zip(self._dec_layers, dec)
-        ]
+        pairs = [("encoder", layer, v) for layer, v in zip(self._enc_layers, enc, strict=True)]
+        pairs += [("decoder", layer, v) for layer, v in zip(self._dec_layers, dec, strict=True)]
+        return [LayerActivation(part, layer.name, v) for part, layer, v in pairs]
 
 
 def _as_list(outputs) -> list:
