@@ -21,9 +21,12 @@ def storage_url() -> str:
 
 @st.cache_resource(show_spinner=False)
 def ensure_demo_study(url: str) -> bool:
-    """Copies the bundled demo study into the storage once, so a fresh install shows results."""
+    """Copies the bundled demo study into an empty storage, so a fresh install shows results.
+
+    A storage that already holds studies (a user's, a shared one) is left as it is.
+    """
     demo_db = DEMO_DIR / "studies.db"
-    if not demo_db.is_file():
+    if not demo_db.is_file() or store.study_names(url):
         return False
     try:
         return store.install_study(f"sqlite:///{demo_db}", DEMO_DIR / "artifacts", DEMO_STUDY, url)

@@ -209,6 +209,11 @@ class TestLeaderboardPage:
         assert len(at.get("image")) == 3  # originals + two reconstructions
 
     def test_several_studies_on_one_table(self, tiny_copy):
+        from automl_core import store
+        from dashboard.state import DEMO_DIR, DEMO_STUDY
+
+        store.install_study(f"sqlite:///{DEMO_DIR / 'studies.db'}", DEMO_DIR / "artifacts",
+                            DEMO_STUDY)  # fmt: skip
         at = _run("pages/leaderboard.py")
         at.selectbox(key="study").set_value("tiny").run()
         at.multiselect(key="extra_studies").set_value(["demo-mnist-5k"]).run()
