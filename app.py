@@ -6,6 +6,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from dashboard.state import mark_routed
+
 ROOT = Path(__file__).resolve().parent
 SECTIONS = {
     "Search": [("pages/search.py", "Search", ":material/rocket_launch:"),
@@ -19,6 +21,7 @@ SECTIONS = {
 st.set_page_config(page_title="Autoencoder AutoML", page_icon=":material/hub:", layout="wide")
 st.logo(str(ROOT / "assets" / "logo.svg"))
 st.html(f"<style>{(ROOT / 'assets' / 'style.css').read_text(encoding='utf-8')}</style>")
+mark_routed()
 pages = {
     section: [st.Page(path, title=title, icon=icon) for path, title, icon in entries
               if (ROOT / path).exists()]

@@ -43,14 +43,15 @@ def _build_parser() -> argparse.ArgumentParser:
     search.add_argument("--max-epochs", type=int, default=20, help="most epochs per trial (default 20)")
     search.add_argument("--study", default=None, help="study name (default: <dataset>-<strategy>)")
     search.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
-    search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--seed", type=int, default=0,
+                        help="seed of the data split, the sampler and the weights (default 0)")  # fmt: skip
     search.add_argument("--max-images", type=int, default=None, help="use only this many images")
     search.add_argument("--second-objective", default="compression_ratio",
                         choices=list(SECOND_OBJECTIVES), help="second objective of nsga2")  # fmt: skip
     _add_storage(search)
 
     worker = commands.add_parser("worker", help="join an existing study and run its trials")
-    worker.add_argument("--study", required=True)
+    worker.add_argument("--study", required=True, help="the study to join")
     worker.add_argument("--seed-offset", type=int, default=None,
                         help="added to the sampler seed (default: from the process id)")  # fmt: skip
     worker.add_argument("--max-trials", type=int, default=None,
@@ -59,12 +60,12 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_storage(worker)
 
     board = commands.add_parser("leaderboard", help="print a study's trials, best first")
-    board.add_argument("--study", required=True)
+    board.add_argument("--study", required=True, help="the study to print")
     board.add_argument("--top", type=int, default=None, help="print only the best N")
     _add_storage(board)
 
     filters = commands.add_parser("filters", help="print the encoder filters of a trial")
-    filters.add_argument("--study", required=True)
+    filters.add_argument("--study", required=True, help="the study of the trial")
     filters.add_argument("--trial", type=int, default=None, help="trial number (default: best)")
     filters.add_argument("--all-channels", action="store_true", help="every input channel")
     _add_storage(filters)
@@ -150,14 +151,26 @@ def _cmd_search(args) -> int:
         trials=args.trials, timeout=args.timeout, max_epochs=args.max_epochs, seed=args.seed,
         max_images=args.max_images, second_objective=args.second_objective,
     )  # fmt: skip
+    from automl_core.search import get_strategy
+
+    get_strategy(settings.strategy)
     print(f"study {settings.study}: dataset {settings.dataset}, strategy {settings.strategy}, "
           f"budget {settings.trial_budget()} trials"
           + (f" / {settings.timeout:g} s" if settings.timeout else ""), flush=True)  # fmt: skip
+    printed: list[int] = []
+
+    def on_trial(study, trial):
+        printed.append(trial.number)
+        _print_trial(study, trial)
+
     try:
-        study = run_search(settings, args.storage, on_trial=_print_trial, workers=args.workers)
+        study = run_search(settings, args.storage, on_trial=on_trial, workers=args.workers)
     except KeyboardInterrupt:
         print("\nstopped; run the same command again to resume", file=sys.stderr)
         return 130
+    if not printed:
+        print(f"nothing to train: study {settings.study} has already spent its budget "
+              "(raise --trials or --timeout to continue it)")  # fmt: skip
     print("\nLeaderboard:")
     _print_leaderboard(study)
     from automl_core.errors import ArtifactMissing
@@ -173,12 +186,30 @@ def _cmd_worker(args) -> int:
     from automl_core.search import run_worker
 
     offset = args.seed_offset if args.seed_offset is not None else os.getpid()
+    _interrupt_once()
     try:
         run_worker(args.study, args.storage, on_trial=None if args.quiet else _print_trial,
                    seed_offset=offset, max_trials=args.max_trials)  # fmt: skip
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _interrupt_once() -> None:
+    """First SIGINT or SIGTERM raises KeyboardInterrupt; later ones are ignored.
+
+    Ctrl-C reaches a worker both from the terminal and from its supervisor; a second
+    interrupt during cleanup would leave the trial marked RUNNING instead of re-queued.
+    """
+    import signal
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _cmd_leaderboard(args) -> int:

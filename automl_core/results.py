@@ -36,6 +36,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             note = f"pruned after epoch {live.get('epoch', '?')}"
         elif trial.state == optuna.trial.TrialState.FAIL and not note:
             note = "interrupted or worker lost; retried"
+        elif "duplicate_of" in trial.user_attrs:
+            note = f"same configuration as trial {trial.user_attrs['duplicate_of']}: not retrained"
         row = {"study": study.study_name, "trial": trial.number, "state": trial.state.name}
         row.update(trial.user_attrs.get(CONFIG_ATTR, trial.params))
         for column in METRIC_COLUMNS:

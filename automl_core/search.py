@@ -11,8 +11,10 @@ import gc
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -28,6 +30,7 @@ LIVE_ATTR = "live"
 METRICS_ATTR = "metrics"
 CONFIG_ATTR = "config"
 DEADLINE_ATTR = "deadline"
+DUPLICATE_ATTR = "duplicate_of"
 SECOND_OBJECTIVES = {"compression_ratio": "maximize", "param_count": "minimize"}
 
 
@@ -288,7 +291,7 @@ def study_settings(study: optuna.Study) -> SearchSettings:
 class TrialReporter:
     """Keras callback factory: reports each epoch to Optuna, publishes live progress, prunes."""
 
-    def __new__(cls, trial: optuna.Trial, prune: bool, deadline: float | None):
+    def __new__(cls, trial: optuna.Trial, prune: bool, deadline: float | None, max_epochs: int):
         """Builds the callback (a ``keras.callbacks.Callback`` subclass instance)."""
         import keras
 
@@ -306,12 +309,22 @@ class TrialReporter:
                 val_loss = float(logs.get("val_loss", math.nan))
                 if prune and math.isfinite(val_loss):
                     trial.report(val_loss, epoch + 1)
-                    if trial.should_prune():
+                    # a trial that has run all its epochs is finished, not pruned
+                    if epoch + 1 < max_epochs and trial.should_prune():
                         raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
                 if deadline is not None and time.time() >= deadline:
                     self.model.stop_training = True
 
         return _Reporter()
+
+
+def _finished_twin(study: optuna.Study, config: dict) -> optuna.trial.FrozenTrial | None:
+    """An earlier complete trial of the same configuration with a saved model, if any."""
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if (trial.user_attrs.get(CONFIG_ATTR) == config and store.ARTIFACT_ATTR in trial.user_attrs
+                and DUPLICATE_ATTR not in trial.user_attrs):  # fmt: skip
+            return trial
+    return None
 
 
 def _objective(settings: SearchSettings, dataset: Dataset, strategy: Strategy, study: optuna.Study):
@@ -323,8 +336,16 @@ def _objective(settings: SearchSettings, dataset: Dataset, strategy: Strategy, s
     def objective(trial: optuna.Trial):
         config = space.suggest(trial)
         trial.set_user_attr(CONFIG_ATTR, config.to_dict())
+        earlier = _finished_twin(study, config.to_dict())
+        if earlier is not None:
+            # samplers may propose a configuration again; training is seeded, so reuse it
+            for key in (METRICS_ATTR, store.ARTIFACT_ATTR):
+                trial.set_user_attr(key, earlier.user_attrs[key])
+            trial.set_user_attr(DUPLICATE_ATTR, earlier.number)
+            return earlier.values[0] if len(earlier.values) == 1 else tuple(earlier.values)
         deadline = study.user_attrs.get(DEADLINE_ATTR)
-        reporter = TrialReporter(trial, prune=not strategy.multi_objective, deadline=deadline)
+        reporter = TrialReporter(trial, prune=not strategy.multi_objective, deadline=deadline,
+                                 max_epochs=settings.max_epochs)  # fmt: skip
         try:
             trained = train_autoencoder(
                 config, dataset, settings.max_epochs, settings.seed + trial.number, [reporter]
@@ -367,7 +388,9 @@ def budget_left(study: optuna.Study, settings: SearchSettings) -> bool:
     if deadline is not None and time.time() >= deadline:
         return False
     # a killed worker's trial stays RUNNING until someone fails it; it is then re-queued
-    optuna.storages.fail_stale_trials(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
     done, running = _count_trials(study)
     return done + running < settings.trial_budget()
 
@@ -477,29 +500,32 @@ def run_search(
     study = prepare_study(settings, storage_url)
     settings = study_settings(study)
     reported = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
-    children: list = []
+    children: dict[int, Any] = {}
     spawned = crashes = 0
+    last_error = ""
     try:
         while True:
-            for child in [c for c in children if c.poll() is not None]:
-                children.remove(child)
-                crashes = crashes + 1 if child.returncode != 0 else 0
+            for index, child in [(i, c) for i, c in children.items() if c.poll() is not None]:
+                del children[index]
+                if child.returncode != 0:
+                    crashes += 1
+                    last_error = _last_error_line(settings.study, index) or f"exit status {child.returncode}"
             progressed = _report_finished(study, reported, on_trial)
             crashes = 0 if progressed else crashes
             if crashes >= 3 * workers:
                 raise TrialFailure(
                     f"worker processes of study {settings.study!r} exited {crashes} times in a "
-                    "row without finishing a trial; see their messages above"
+                    f"row without finishing a trial; the last said: {last_error}"
                 )
             more = budget_left(study, settings)
             if not more and not children:
                 break
             while more and len(children) < workers:
-                children.append(spawn_worker(settings.study, storage_url, spawned))
+                children[spawned] = spawn_worker(settings.study, storage_url, spawned)
                 spawned += 1
             time.sleep(poll_seconds)
     except BaseException:
-        stop_workers(children)
+        stop_workers(list(children.values()))
         _report_finished(study, reported, on_trial)
         raise
     _report_finished(study, reported, on_trial)
@@ -517,8 +543,16 @@ def _report_finished(study: optuna.Study, reported: set[int], on_trial: TrialCal
     return bool(new)
 
 
+def worker_log_path(study_name: str, index: int) -> Path:
+    """Where a supervised worker's stderr goes: ``<runs>/logs/<study>-worker-<index>.log``."""
+    return store.runs_home() / "logs" / f"{store.validate_study_name(study_name)}-worker-{index}.log"
+
+
 def spawn_worker(study_name: str, storage_url: str | None, index: int):
-    """Starts a quiet ``python -m automl_core worker`` for a study as a child process."""
+    """Starts a quiet ``python -m automl_core worker`` for a study as a child process.
+
+    Its stderr (TensorFlow's start-up chatter included) goes to :func:`worker_log_path`.
+    """
     import subprocess
     import sys
 
@@ -526,8 +560,21 @@ def spawn_worker(study_name: str, storage_url: str | None, index: int):
                "--seed-offset", str(index), "--max-trials", str(TRIALS_PER_PROCESS), "--quiet"]  # fmt: skip
     if storage_url:
         command += ["--storage", storage_url]
-    return subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                            stdout=subprocess.DEVNULL)  # fmt: skip
+    log = worker_log_path(study_name, index)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as stderr:
+        return subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                stdout=subprocess.DEVNULL, stderr=stderr)  # fmt: skip
+
+
+def _last_error_line(study_name: str, index: int) -> str:
+    """The last meaningful line a worker wrote to its log (its error), or ''."""
+    try:
+        lines = worker_log_path(study_name, index).read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    meaningful = [line for line in lines if line.strip() and not line.startswith(("I0000", "W0000", "WARNING: All log"))]
+    return meaningful[-1].strip() if meaningful else ""
 
 
 def stop_workers(children: list, wait_seconds: float = 30.0) -> None:

@@ -173,3 +173,30 @@ def reconstructions(study_name: str, trial_number: int, url: str, count: int):
 
     images = load_study_dataset(study_name, url).x_test[:count]
     return reconstruct(load_model(study_name, trial_number, url), images)
+
+
+ROUTED_FLAG = "_routed_by_app"
+
+
+def mark_routed() -> None:
+    """Called by ``app.py`` before its navigation runs: pages are now shown through it."""
+    st.session_state[ROUTED_FLAG] = True
+
+
+def ensure_routed(page_file: str) -> None:
+    """Reruns through ``app.py`` when Streamlit ran a page file straight from ``pages/``.
+
+    On the first run of a fresh server, Streamlit still treats ``pages/`` as an old-style
+    page folder: a deep link such as ``/filters`` then runs that file alone, without the
+    router, its layout and its navigation. That first run switches the old mode off, so one
+    rerun lands on ``app.py`` with the same URL. A page run on its own as the main script
+    (``streamlit run pages/x.py``, ``AppTest.from_file``) is left alone.
+    """
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is None or st.session_state.get(ROUTED_FLAG):
+        return
+    main_script = Path(ctx.main_script_path).resolve()
+    if main_script != Path(page_file).resolve() and main_script.name == "app.py":
+        st.rerun()

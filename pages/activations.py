@@ -9,6 +9,7 @@ import streamlit as st
 from automl_core import inspect, inspect_charts, metrics
 from automl_core.errors import AutoMLError
 from dashboard import inspect_widgets as iw
+from dashboard import state
 
 SOURCES = ("Test image", "Upload", "Draw")
 
@@ -53,6 +54,7 @@ def canvas_ui(input_shape) -> tuple[np.ndarray | None, str]:
     return inspect.image_from_canvas(np.asarray(image_data), input_shape), "drawing"
 
 
+state.ensure_routed(__file__)
 st.title("Activations")
 picked = iw.inspected_trial()
 if picked is None:

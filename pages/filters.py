@@ -6,6 +6,7 @@ import streamlit as st
 
 from automl_core import inspect, inspect_charts
 from dashboard import inspect_widgets as iw
+from dashboard import state
 
 
 def channel_ui(layer: inspect.LayerFilters):
@@ -24,6 +25,7 @@ def channel_name(channel) -> str:
     return names[channel] if isinstance(channel, str) else f"channel {channel + 1}"
 
 
+state.ensure_routed(__file__)
 st.title("Filters")
 picked = iw.inspected_trial()
 if picked is None:

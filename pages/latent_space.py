@@ -9,6 +9,7 @@ import streamlit as st
 from automl_core import inspect, inspect_charts, latent
 from automl_core.errors import AutoMLError
 from dashboard import inspect_widgets as iw
+from dashboard import state
 
 MAX_SLIDERS = 32
 
@@ -64,6 +65,7 @@ def sliders_ui(z: np.ndarray, low: np.ndarray, high: np.ndarray, key: str) -> np
     return edited
 
 
+state.ensure_routed(__file__)
 st.title("Latent space")
 picked = iw.inspected_trial()
 if picked is None:

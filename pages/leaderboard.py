@@ -90,10 +90,11 @@ def charts_ui(study_name: str, url: str) -> None:
     for note in notes:
         st.caption(note)
     if figures:
-        for tab, (title, figure) in zip(st.tabs(list(figures)), figures.items()):
+        for tab, (title, figure) in zip(st.tabs(list(figures)), figures.items(), strict=False):
             tab.plotly_chart(figure, key=f"chart_{title}")
 
 
+state.ensure_routed(__file__)
 st.title("Leaderboard")
 url = state.storage_url()
 names = studies_ui(url)
@@ -105,7 +106,7 @@ try:
 except AutoMLError as exc:
     st.error(str(exc))
     st.stop()
-for column, (label, value) in zip(st.columns(4), summary(board).items()):
+for column, (label, value) in zip(st.columns(4), summary(board).items(), strict=False):
     column.metric(label, value)
 shown = filters_ui(board)
 picks = table_ui(shown)

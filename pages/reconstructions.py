@@ -7,7 +7,9 @@ import streamlit as st
 
 from automl_core import inspect, inspect_charts
 from dashboard import inspect_widgets as iw
+from dashboard import state
 
+state.ensure_routed(__file__)
 st.title("Reconstructions")
 picked = iw.inspected_trial()
 if picked is None:

@@ -110,6 +110,7 @@ def live_ui(study: str) -> None:
         st.code(launcher.log_tail(study) or "(no output yet)", language=None)
 
 
+state.ensure_routed(__file__)
 st.title("Search")
 st.caption("Choose a dataset and a search space in the sidebar, then launch. The search runs "
            "in its own process: reloading or closing this tab does not stop it.")  # fmt: skip
