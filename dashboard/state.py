@@ -184,14 +184,16 @@ def mark_routed() -> None:
 
 
 def ensure_routed(page_file: str) -> None:
-    """Reruns through ``app.py`` when Streamlit ran a page file straight from ``pages/``.
+    """Reloads the browser tab when Streamlit ran a page file straight from ``pages/``.
 
     On the first run of a fresh server, Streamlit still treats ``pages/`` as an old-style
     page folder: a deep link such as ``/filters`` then runs that file alone, without the
-    router, its layout and its navigation. That first run switches the old mode off, so one
-    rerun lands on ``app.py`` with the same URL. A page run on its own as the main script
-    (``streamlit run pages/x.py``, ``AppTest.from_file``) is left alone.
+    router, its layout and its navigation. This switches the old mode off for the server, as
+    ``st.navigation`` itself does, and reloads the tab: the same URL then lands on
+    ``app.py``. A page run on its own as the main script (``streamlit run pages/x.py``,
+    ``AppTest.from_file``) is left alone.
     """
+    from streamlit.runtime.pages_manager import PagesManager
     from streamlit.runtime.scriptrunner import get_script_run_ctx
 
     ctx = get_script_run_ctx()
@@ -199,4 +201,6 @@ def ensure_routed(page_file: str) -> None:
         return
     main_script = Path(ctx.main_script_path).resolve()
     if main_script != Path(page_file).resolve() and main_script.name == "app.py":
-        st.rerun()
+        PagesManager.uses_pages_directory = False
+        st.html("<script>window.location.reload()</script>", unsafe_allow_javascript=True)
+        st.stop()
