@@ -10,7 +10,8 @@ from dashboard.state import mark_routed
 
 ROOT = Path(__file__).resolve().parent
 SECTIONS = {
-    "Search": [("pages/search.py", "Search", ":material/rocket_launch:"),
+    "Search": [("pages/overview.py", "Overview", ":material/home:"),
+               ("pages/search.py", "Search", ":material/rocket_launch:"),
                ("pages/leaderboard.py", "Leaderboard", ":material/leaderboard:")],
     "Inspect": [("pages/filters.py", "Filters", ":material/grid_on:"),
                 ("pages/activations.py", "Activations", ":material/layers:"),

@@ -66,7 +66,10 @@ def inspected_trial() -> Inspected | None:
     wanted = st.query_params.get("trial")
     trial = state.trial_picker(study)
     frame = trials_table(study, url)
-    if wanted is not None and wanted.isdigit() and int(wanted) != trial:
+    with_model = set(frame.loc[frame["has_model"], "trial"].astype(int)) if not frame.empty else set()
+    # the URL still holds the previous pick on the rerun after a new one: only a trial
+    # without a model needs explaining
+    if wanted is not None and wanted.isdigit() and int(wanted) not in with_model:
         _explain_missing(frame, int(wanted), trial)
     if trial is None:
         st.warning(f"Study {study!r} has no finished trial with a model yet; failed and pruned "

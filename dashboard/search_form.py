@@ -136,9 +136,16 @@ def budget_ui() -> Budget:
 
 
 def study_name_ui(dataset: str | None, strategy: str) -> str | None:
-    """The study name, validated by the core (no HTML, spaces or path characters)."""
-    if "study_name" not in st.session_state:
-        st.session_state["study_name"] = launcher.default_study_name(dataset or "data", strategy)
+    """The study name, validated by the core (no HTML, spaces or path characters).
+
+    The suggested name follows the dataset and strategy until the user types their own.
+    """
+    suggested = launcher.default_study_name(dataset or "data", strategy)
+    previous = st.session_state.get("_suggested_study_name")
+    if "study_name" not in st.session_state or st.session_state["study_name"] == previous:
+        if previous is None or not previous.startswith(suggested.rsplit("-", 2)[0] + "-"):
+            st.session_state["study_name"] = suggested
+            st.session_state["_suggested_study_name"] = suggested
     name = st.sidebar.text_input("Study name", key="study_name",
                                  help="Re-use a name to resume that study.").strip()  # fmt: skip
     try:

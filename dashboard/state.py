@@ -204,3 +204,14 @@ def ensure_routed(page_file: str) -> None:
         PagesManager.uses_pages_directory = False
         st.html("<script>window.location.reload()</script>", unsafe_allow_javascript=True)
         st.stop()
+
+
+def study_settings_of(study_name: str, url: str):
+    """The search settings stored on a study, or None for a study made elsewhere."""
+    from automl_core.errors import StorageError
+    from automl_core.search import study_settings
+
+    try:
+        return study_settings(store.load_study(study_name, url))
+    except StorageError:
+        return None

@@ -52,10 +52,22 @@ def tiny_copy(tiny_study_home, runs_dir):
 
 
 class TestApp:
-    def test_router_opens_search_first(self, runs_dir):
+    def test_router_opens_the_overview_of_the_demo_study(self, runs_dir):
         at = _run("app.py")
         assert not at.exception
-        assert at.title[0].value == "Search"
+        assert at.title[0].value == "Autoencoder AutoML"
+        assert at.selectbox(key="study").value == "demo-mnist-5k"
+        assert {m.label for m in at.metric} >= {"Trials", "Best val MSE"}
+        assert any(s.value.startswith("Best trial: #") for s in at.subheader)
+        assert len(at.get("image")) == 2  # originals and reconstructions
+
+    def test_overview_alone_and_without_a_study(self, runs_dir, monkeypatch):
+        from dashboard import state
+
+        monkeypatch.setattr(state, "DEMO_DIR", runs_dir / "no-demo")
+        at = _run("pages/overview.py")
+        assert not at.exception and at.title[0].value == "Autoencoder AutoML"
+        assert "No study yet" in _texts(at.sidebar.info)
 
     def test_router_lists_only_pages_that_exist(self, runs_dir):
         source = (ROOT / "app.py").read_text()
@@ -72,6 +84,16 @@ class TestApp:
 
 
 class TestSearchPage:
+    def test_suggested_study_name_follows_dataset_and_strategy(self, runs_dir):
+        at = _run("pages/search.py")
+        assert at.text_input(key="study_name").value.startswith("mnist-5k-hyperband-")
+        at.selectbox(key="dataset").set_value("digits").run()
+        at.selectbox(key="strategy").set_value("tpe").run()
+        assert at.text_input(key="study_name").value.startswith("digits-tpe-")
+        at.text_input(key="study_name").set_value("mine").run()
+        at.selectbox(key="strategy").set_value("random").run()
+        assert at.text_input(key="study_name").value == "mine"
+
     def test_default_form_shows_grid_size_and_enables_launch(self, runs_dir):
         at = _run("pages/search.py")
         assert not at.exception and not at.error
