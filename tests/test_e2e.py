@@ -81,7 +81,7 @@ def test_launch_a_tiny_search_and_see_it_on_the_leaderboard(server):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(30_000)
         expect.set_options(timeout=30_000)
-        page.goto(server)
+        page.goto(f"{server}/search")
         expect(page.get_by_role("heading", name="Search").first).to_be_visible(timeout=60_000)
         sidebar = page.get_by_test_id("stSidebar")
         sidebar.get_by_test_id("stSelectbox").filter(has_text="Dataset").locator("input").click()
