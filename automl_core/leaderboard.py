@@ -121,8 +121,11 @@ def loss_curves_figure(frame: pd.DataFrame, title: str = "Loss per epoch") -> go
                 x=part["epoch"], y=part["value"], mode="lines+markers", name=f"{label} {split}",
                 line={"color": colour, "dash": dash}, legendgroup=label,
             ))  # fmt: skip
-    figure.update_layout(title=title, xaxis_title="epoch", yaxis_title="MSE", **_LAYOUT)
-    figure.update_yaxes(type="log")
+    figure.update_layout(title=title, xaxis_title="epoch", yaxis_title="MSE (log scale)",
+                         **_LAYOUT)  # fmt: skip
+    figure.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0})
+    # full numbers on every tick: Plotly's default log ticks label 0.02..0.09 as "2".."9"
+    figure.update_yaxes(type="log", tickformat=".2g")
     if not frame.empty and frame["epoch"].max() <= 20:
         figure.update_xaxes(dtick=1)
     return figure
@@ -214,6 +217,8 @@ def study_figures(study: optuna.Study) -> tuple[dict[str, go.Figure], list[str]]
     target = (lambda t: t.values[0]) if multi else None
     kwargs = {"target": target, "target_name": "val MSE"}
     figures["Optimization history"] = _plot(vis.plot_optimization_history, study, **kwargs)
+    if len(study.trials) <= 20:  # whole trial numbers, not 0.2 steps
+        figures["Optimization history"].update_xaxes(dtick=1)
     varying = [name for name in finished[0].params
                if len({repr(t.params.get(name)) for t in finished}) > 1]  # fmt: skip
     if varying:
