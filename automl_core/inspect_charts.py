@@ -92,7 +92,7 @@ def filters_figure(filters: LayerFilters, channel: int | str = 0, max_cols: int 
     what = {"rgb": "RGB composite", "mean": "mean over input channels"}.get(
         channel, f"input channel {channel + 1 if isinstance(channel, int) else channel}"
     )
-    fig.update_layout(title=f"{filters.layer}: {count} filters of "
+    fig.update_layout(title=f"{filters.layer}: {count} filter{'s' if count != 1 else ''} of "
                       f"{kernels.shape[0]}x{kernels.shape[1]}, {what}",
                       height=max(220, 150 * rows + 80), margin={"t": 70, "l": 10, "r": 10})  # fmt: skip
     fig.update_annotations(font_size=10)
@@ -163,7 +163,7 @@ def activation_figure(activation: LayerActivation, max_maps: int = 32, max_cols:
     fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x", scaleratio=1)
     more = f" (first {count} of {values.shape[-1]})" if count < values.shape[-1] else ""
     cell = max(40, min(110, 880 // cols))
-    fig.update_layout(title=f"{activation.layer}: {values.shape[-1]} maps of "
+    fig.update_layout(title=f"{activation.layer}: {values.shape[-1]} map{'s' if values.shape[-1] != 1 else ''} of "
                       f"{values.shape[0]}x{values.shape[1]}{more}, channels left to right",
                       height=max(180, cell * rows + 70), margin={"t": 50, "l": 10, "r": 10,
                                                                  "b": 10})  # fmt: skip

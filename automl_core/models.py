@@ -108,7 +108,7 @@ def build_autoencoder(config: ModelConfig, input_shape: tuple[int, int, int]) ->
     height, width, channels = (int(d) for d in input_shape)
     if 2**config.num_conv_layers > min(height, width):
         raise ConfigError(
-            f"num_conv_layers={config.num_conv_layers} would shrink a {height}x{width} image "
+            f"num_conv_layers={config.num_conv_layers} would shrink the {height}x{width} image "
             "below 1x1"
         )
     if config.block not in BLOCKS:

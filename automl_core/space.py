@@ -274,7 +274,7 @@ class SearchSpace:
         if 2**deepest > side:
             limit = int(math.log2(side))
             raise ConfigError(
-                f"num_conv_layers={deepest} would shrink a {input_shape[0]}x{input_shape[1]} image "
+                f"num_conv_layers={deepest} would shrink the {input_shape[0]}x{input_shape[1]} image "
                 f"below 1x1; at most {limit} layers fit this image size"
             )
         kernel = self.parameters["kernel_size"]

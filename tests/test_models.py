@@ -43,5 +43,5 @@ def test_decode_of_encode_is_the_autoencoder():
 
 
 def test_depth_too_large():
-    with pytest.raises(ConfigError, match="num_conv_layers=4 would shrink a 8x8 image"):
+    with pytest.raises(ConfigError, match="num_conv_layers=4 would shrink the 8x8 image"):
         build_autoencoder(ModelConfig(num_conv_layers=4), (8, 8, 1))

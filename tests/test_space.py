@@ -71,7 +71,7 @@ def test_invalid_spaces_name_the_parameter(spec, message):
 def test_depth_too_large_for_the_image():
     space = SearchSpace.from_dict({"num_conv_layers": [1, 4]})
     space.validate_for((28, 28, 1))
-    with pytest.raises(ConfigError, match="num_conv_layers=4 would shrink a 8x8 image below 1x1; at most 3"):
+    with pytest.raises(ConfigError, match="num_conv_layers=4 would shrink the 8x8 image below 1x1; at most 3"):
         space.validate_for((8, 8, 1))
 
 
