@@ -131,19 +131,32 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=300.0)
     parser.add_argument("--strategies", default="hyperband,tpe,asha,random,nsga2")
     parser.add_argument("--memory-only", action="store_true")
+    parser.add_argument("--reuse-grid", action="store_true",
+                        help="take the grid's result from bench/out/search_grid.json if present")
+    parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--out", default=None, help="also write the raw results as JSON here")
     args = parser.parse_args()
     results = []
     if not args.memory_only:
-        with tempfile.TemporaryDirectory() as tmp:
-            home = Path(tmp)
+        home = ROOT / "bench" / "out" / "search_efficiency"
+        if home.exists():
+            import shutil
+
+            shutil.rmtree(home)
+        home.mkdir(parents=True)
+        cached = ROOT / "bench" / "out" / "search_grid.json"
+        if args.reuse_grid and cached.is_file():
+            grid = json.loads(cached.read_text())
+            print("seed grid: reused from bench/out/search_grid.json", flush=True)
+        else:
             grid = run_one("grid", SEED_GRID, None, home)
-            print(f"seed grid: 16 configurations, {grid['COMPLETE']} finished in {grid['wall']:.0f} s, "
-                  f"best val MSE {grid['best']:.5f} (first reached at {grid['first_at']:.0f} s)",
-                  flush=True)  # fmt: skip
-            for strategy in args.strategies.split(","):
-                results.append(run_one(strategy, SHARED_SPACE, args.budget, home))
-                print(f"  done: {strategy}", flush=True)
+            cached.write_text(json.dumps(grid))
+        print(f"seed grid: 16 configurations, {grid['COMPLETE']} finished in {grid['wall']:.0f} s, "
+              f"best val MSE {grid['best']:.5f} (first reached at {grid['first_at']:.0f} s)",
+              flush=True)  # fmt: skip
+        for strategy in args.strategies.split(","):
+            results.append(run_one(strategy, SHARED_SPACE, args.budget, home))
+            print(f"  done: {strategy}", flush=True)
         random_best = next((r["best"] for r in results if r["strategy"] == "random"), None)
         print(f"\nbudget {args.budget:.0f} s per strategy, {os.cpu_count()} CPUs, max {MAX_EPOCHS} epochs")
         print(f"{'strategy':12s} {'best val MSE':>12s} {'first at s':>10s} {'beats grid at s':>15s} "
@@ -159,6 +172,10 @@ def main() -> None:
                   f"{(f'{reach:.0f}' if reach is not None else 'never'):>15s} {ratio:>12s} "
                   f"{vs_random:>9s} {r['COMPLETE']:>7d}/{r['PRUNED']}/{r['FAIL']:<9d}")  # fmt: skip
         print("* the default strategy; 'vs grid time' = time to beat the grid's best / grid's total time")
+    if args.skip_memory:
+        if args.out:
+            Path(args.out).write_text(json.dumps({"results": results}, indent=1))
+        return
     ours = memory_over_trials()
     single = memory_over_trials(trials_per_process=10_000)
     print("\nworker memory over 50 tiny trials (digits, 1 epoch each), MiB:")
