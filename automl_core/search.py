@@ -103,7 +103,7 @@ STRATEGIES: dict[str, Strategy] = {
         multi_objective=True,
     ),
 }
-DEFAULT_STRATEGY = "hyperband"
+DEFAULT_STRATEGY = "tpe"
 
 
 def get_strategy(name: str) -> Strategy:
