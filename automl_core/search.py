@@ -31,6 +31,33 @@ METRICS_ATTR = "metrics"
 CONFIG_ATTR = "config"
 DEADLINE_ATTR = "deadline"
 DUPLICATE_ATTR = "duplicate_of"
+WORKER_ATTR = "worker"
+
+
+def worker_id(pid: int | None = None) -> str:
+    """``host:pid`` of a worker process (this one by default), as recorded on its trials."""
+    import socket
+
+    return f"{socket.gethostname()}:{pid or os.getpid()}"
+
+
+def requeue_orphans(study: optuna.Study, workers: set[str]) -> int:
+    """Fails and queues again the RUNNING trials of worker processes that are gone.
+
+    Used after a supervisor stopped its workers: a worker interrupted at an awkward moment
+    may leave its trial RUNNING, which heartbeats would only fix a minute later.
+
+    Returns:
+        How many trials were queued again.
+    """
+    queued = 0
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if trial.user_attrs.get(WORKER_ATTR) in workers:
+            study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            if trial.params:
+                study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            queued += 1
+    return queued
 SECOND_OBJECTIVES = {"compression_ratio": "maximize", "param_count": "minimize"}
 
 
@@ -339,6 +366,7 @@ def _objective(settings: SearchSettings, dataset: Dataset, strategy: Strategy, s
     space = settings.search_space()
 
     def objective(trial: optuna.Trial):
+        trial.set_user_attr(WORKER_ATTR, worker_id())
         config = space.suggest(trial)
         trial.set_user_attr(CONFIG_ATTR, config.to_dict())
         earlier = _finished_twin(study, config.to_dict())
@@ -531,6 +559,7 @@ def run_search(
             time.sleep(poll_seconds)
     except BaseException:
         stop_workers(list(children.values()))
+        requeue_orphans(study, {worker_id(c.pid) for c in children.values()})
         _report_finished(study, reported, on_trial)
         raise
     _report_finished(study, reported, on_trial)
