@@ -116,7 +116,7 @@ def main() -> None:
     start = time.perf_counter()
     fresh = build_study(args.trials)
     built = f"built in {time.perf_counter() - start:.1f} s" if fresh else "reused"
-    pages = [("app.py (Search)", "app.py", None), ("Search", "pages/search.py", None),
+    pages = [("app.py (Overview)", "app.py", None), ("Search", "pages/search.py", None),
              ("Leaderboard, demo study (8 trials)", "pages/leaderboard.py", "demo-mnist-5k"),
              (f"Leaderboard, {args.trials} trials", "pages/leaderboard.py", STUDY)]  # fmt: skip
     for extra in ("filters", "activations", "latent_space", "reconstructions"):
