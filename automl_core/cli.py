@@ -77,13 +77,15 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _space_from_args(args) -> dict:
     """The search space from ``--space`` and the per-parameter flags."""
-    from automl_core.space import PARAMETER_KINDS, SearchSpace, load_space, parse_parameter_text
+    from automl_core.space import (
+        DEFAULT_SPACE,
+        PARAMETER_KINDS,
+        SearchSpace,
+        load_space,
+        parse_parameter_text,
+    )  # fmt: skip
 
-    spec = load_space(args.space).to_dict() if args.space else SearchSpace.from_dict({}).to_dict()
-    if not args.space:
-        from automl_core.space import DEFAULT_SPACE
-
-        spec = dict(DEFAULT_SPACE)
+    spec = load_space(args.space).to_dict() if args.space else dict(DEFAULT_SPACE)
     for name in PARAMETER_KINDS:
         text = getattr(args, f"param_{name}")
         if text is not None:

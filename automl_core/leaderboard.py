@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 
 from automl_core import store
 from automl_core.errors import AutoMLError
-from automl_core.results import METRIC_COLUMNS, trials_frame
+from automl_core.results import EMPTY_COLUMNS, METRIC_COLUMNS, sort_trials, trials_frame
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 _LAYOUT = {"margin": {"l": 10, "r": 10, "t": 40, "b": 10}, "height": 380,
@@ -34,20 +34,10 @@ def studies_frame(studies: list[optuna.Study]) -> pd.DataFrame:
         One row per trial, as :func:`automl_core.results.trials_frame` gives them.
     """
     frames = [trials_frame(study) for study in studies]
-    frames = [f for f in frames if not f.empty] or frames[:1]
+    frames = [f for f in frames if not f.empty]
     if not frames:
-        return trials_frame_empty()
-    if len(frames) == 1:
-        return frames[0]
-    frame = pd.concat(frames, ignore_index=True, sort=False)
-    order = frame["state"].map({"COMPLETE": 0, "PRUNED": 1, "RUNNING": 2}).fillna(3)
-    return (frame.assign(_order=order).sort_values(["_order", "val_mse", "study", "trial"])
-            .drop(columns="_order").reset_index(drop=True))  # fmt: skip
-
-
-def trials_frame_empty() -> pd.DataFrame:
-    """An empty leaderboard table with the usual columns."""
-    return pd.DataFrame(columns=["study", "trial", "state", "val_mse", "has_model", "note"])
+        return pd.DataFrame(columns=EMPTY_COLUMNS)
+    return sort_trials(pd.concat(frames, ignore_index=True, sort=False))
 
 
 def filter_frame(

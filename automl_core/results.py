@@ -12,6 +12,7 @@ from automl_core.search import CONFIG_ATTR, FAIL_REASON_ATTR, LIVE_ATTR, METRICS
 
 METRIC_COLUMNS = ("val_mse", "test_psnr", "test_ssim", "param_count", "compression_ratio",
                   "train_seconds", "epochs")  # fmt: skip
+EMPTY_COLUMNS = ["study", "trial", "state", *METRIC_COLUMNS, "has_model", "note"]
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
@@ -48,11 +49,15 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row["has_model"] = store.ARTIFACT_ATTR in trial.user_attrs
         row["note"] = note
         rows.append(row)
-    frame = pd.DataFrame(rows)
+    return sort_trials(pd.DataFrame(rows, columns=None if rows else EMPTY_COLUMNS))
+
+
+def sort_trials(frame: pd.DataFrame) -> pd.DataFrame:
+    """Complete trials first, then pruned, running and the rest; lowest validation MSE first."""
     if frame.empty:
-        return pd.DataFrame(columns=["study", "trial", "state", *METRIC_COLUMNS, "has_model", "note"])
+        return frame.reset_index(drop=True)
     finished_first = frame["state"].map({"COMPLETE": 0, "PRUNED": 1, "RUNNING": 2}).fillna(3)
-    frame = frame.assign(_order=finished_first).sort_values(["_order", "val_mse", "trial"])
+    frame = frame.assign(_order=finished_first).sort_values(["_order", "val_mse", "study", "trial"])
     return frame.drop(columns="_order").reset_index(drop=True)
 
 

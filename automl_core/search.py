@@ -320,34 +320,41 @@ def study_settings(study: optuna.Study) -> SearchSettings:
     return SearchSettings.from_dict(stored)
 
 
-class TrialReporter:
-    """Keras callback factory: reports each epoch to Optuna, publishes live progress, prunes."""
+def trial_reporter(trial: optuna.Trial, prune: bool, deadline: float | None, max_epochs: int):
+    """A Keras callback that reports each epoch to Optuna, publishes live progress, prunes.
 
-    def __new__(cls, trial: optuna.Trial, prune: bool, deadline: float | None, max_epochs: int):
-        """Builds the callback (a ``keras.callbacks.Callback`` subclass instance)."""
-        import keras
+    Args:
+        trial: The running trial.
+        prune: Report the validation loss and let the pruner stop the trial.
+        deadline: Unix time at which training stops (the trial is kept), or None.
+        max_epochs: The trial's epoch budget; a trial that reaches it is never pruned.
 
-        class _Reporter(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.curves: dict[str, list[float]] = {"loss": [], "val_loss": []}
+    Returns:
+        A ``keras.callbacks.Callback``.
+    """
+    import keras
 
-            def on_epoch_end(self, epoch, logs=None):
-                logs = logs or {}
-                for key in self.curves:
-                    if key in logs:
-                        self.curves[key].append(float(logs[key]))
-                trial.set_user_attr(LIVE_ATTR, {"epoch": epoch + 1, **self.curves})
-                val_loss = float(logs.get("val_loss", math.nan))
-                if prune and math.isfinite(val_loss):
-                    trial.report(val_loss, epoch + 1)
-                    # a trial that has run all its epochs is finished, not pruned
-                    if epoch + 1 < max_epochs and trial.should_prune():
-                        raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
-                if deadline is not None and time.time() >= deadline:
-                    self.model.stop_training = True
+    class Reporter(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.curves: dict[str, list[float]] = {"loss": [], "val_loss": []}
 
-        return _Reporter()
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            for key in self.curves:
+                if key in logs:
+                    self.curves[key].append(float(logs[key]))
+            trial.set_user_attr(LIVE_ATTR, {"epoch": epoch + 1, **self.curves})
+            val_loss = float(logs.get("val_loss", math.nan))
+            if prune and math.isfinite(val_loss):
+                trial.report(val_loss, epoch + 1)
+                # a trial that has run all its epochs is finished, not pruned
+                if epoch + 1 < max_epochs and trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
+            if deadline is not None and time.time() >= deadline:
+                self.model.stop_training = True
+
+    return Reporter()
 
 
 def _finished_twin(study: optuna.Study, config: dict) -> optuna.trial.FrozenTrial | None:
@@ -377,7 +384,7 @@ def _objective(settings: SearchSettings, dataset: Dataset, strategy: Strategy, s
             trial.set_user_attr(DUPLICATE_ATTR, earlier.number)
             return earlier.values[0] if len(earlier.values) == 1 else tuple(earlier.values)
         deadline = study.user_attrs.get(DEADLINE_ATTR)
-        reporter = TrialReporter(trial, prune=not strategy.multi_objective, deadline=deadline,
+        reporter = trial_reporter(trial, prune=not strategy.multi_objective, deadline=deadline,
                                  max_epochs=settings.max_epochs)  # fmt: skip
         try:
             trained = train_autoencoder(

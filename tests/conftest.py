@@ -28,28 +28,34 @@ def runs_dir(tmp_path, monkeypatch):
     return home
 
 
+def _search_in(home, settings) -> None:
+    """Runs a search to its end with AUTOML_HOME (inherited by its workers) set to ``home``."""
+    from automl_core.search import run_search
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AUTOML_HOME", str(home))
+        run_search(settings, f"sqlite:///{home / 'studies.db'}")
+
+
+@pytest.fixture(scope="session")
+def search_in():
+    """``search_in(home, settings)``: a finished study in a runs directory of its own."""
+    return _search_in
+
+
 @pytest.fixture(scope="session")
 def tiny_study_home(tmp_path_factory):
     """A runs directory holding study ``tiny`` on ``digits``: 4 grid trials, 2 epochs each.
 
     Session-scoped and read-only for tests: copy it (``shutil.copytree``) before writing.
     """
-    from automl_core.search import SearchSettings, run_search
+    from automl_core.search import SearchSettings
 
     home = tmp_path_factory.mktemp("tiny_runs")
-    previous = os.environ.get("AUTOML_HOME")
-    os.environ["AUTOML_HOME"] = str(home)
-    try:
-        settings = SearchSettings(
-            study="tiny", dataset="digits", space=TINY_SPACE, strategy="grid",
-            max_epochs=2, max_images=150, seed=0,
-        )  # fmt: skip
-        run_search(settings, f"sqlite:///{home / 'studies.db'}")
-    finally:
-        if previous is None:
-            os.environ.pop("AUTOML_HOME", None)
-        else:
-            os.environ["AUTOML_HOME"] = previous
+    _search_in(home, SearchSettings(
+        study="tiny", dataset="digits", space=TINY_SPACE, strategy="grid",
+        max_epochs=2, max_images=150, seed=0,
+    ))  # fmt: skip
     return home
 
 

@@ -203,25 +203,16 @@ def test_study_without_finished_trials(tiny_with_failure, no_demo):
 
 
 @pytest.fixture(scope="module")
-def unlabelled_home(tmp_path_factory):
+def unlabelled_home(tmp_path_factory, search_in):
     """A one-trial study on 40 unlabelled RGB 8x8 images from an .npz file."""
-    from automl_core.search import SearchSettings, run_search
+    from automl_core.search import SearchSettings
 
     home = tmp_path_factory.mktemp("unlabelled")
     x = np.random.default_rng(0).random((40, 8, 8, 3), dtype=np.float32)
     np.savez(home / "plain.npz", x=x)
-    previous = os.environ.get("AUTOML_HOME")
-    os.environ["AUTOML_HOME"] = str(home)
-    try:
-        space = {"num_conv_layers": [1], "filters": [3], "latent_dim": [4], "batch_size": [16]}
-        run_search(SearchSettings(study="plain", dataset=str(home / "plain.npz"), space=space,
-                                  strategy="grid", max_epochs=1, seed=0),
-                   f"sqlite:///{home / 'studies.db'}")  # fmt: skip
-    finally:
-        if previous is None:
-            os.environ.pop("AUTOML_HOME", None)
-        else:
-            os.environ["AUTOML_HOME"] = previous
+    space = {"num_conv_layers": [1], "filters": [3], "latent_dim": [4], "batch_size": [16]}
+    search_in(home, SearchSettings(study="plain", dataset=str(home / "plain.npz"), space=space,
+                                   strategy="grid", max_epochs=1, seed=0))  # fmt: skip
     return home
 
 
