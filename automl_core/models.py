@@ -12,6 +12,7 @@ Layer names are a contract the inspection code relies on:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -164,3 +165,43 @@ def encoder_conv_layers(model: keras.Model) -> list[keras.layers.Layer]:
 def split_autoencoder(model: keras.Model) -> Autoencoder:
     """Finds the encoder and decoder inside a (loaded) autoencoder."""
     return Autoencoder(model, model.get_layer("encoder"), model.get_layer("decoder"))
+
+
+def multiply_accumulates(model: keras.Model) -> int:
+    """Multiply-accumulate operations of one image's forward pass through ``model``.
+
+    Counts the convolutions (transposed ones included) and dense layers, which dominate a
+    convolutional autoencoder's work; nested models (encoder, decoder) are walked into.
+    """
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += multiply_accumulates(layer)
+        elif isinstance(layer, layers.Conv2DTranspose):
+            kernel = math.prod(layer.kernel.shape)  # kh * kw * out * in
+            total += math.prod(layer.input.shape[1:3]) * kernel
+        elif isinstance(layer, layers.Conv2D):
+            kernel = math.prod(layer.kernel.shape[:3])  # kh * kw * in
+            total += math.prod(layer.output.shape[1:]) * kernel
+        elif isinstance(layer, layers.Dense):
+            total += math.prod(layer.kernel.shape)
+    return int(total)
+
+
+@functools.lru_cache(maxsize=1024)
+def _architecture_work(input_shape: tuple[int, int, int], num_conv_layers: int, filters: int,
+                       kernel_size: int, latent_dim: int, block: str) -> int:  # fmt: skip
+    """Multiply-accumulates per image of one architecture (cached: building costs ~50 ms)."""
+    config = ModelConfig(num_conv_layers=num_conv_layers, filters=filters,
+                         kernel_size=kernel_size, latent_dim=latent_dim, block=block)  # fmt: skip
+    return multiply_accumulates(build_autoencoder(config, input_shape).autoencoder)
+
+
+def architecture_work(config: ModelConfig, input_shape: tuple[int, int, int]) -> int:
+    """Multiply-accumulates of one image's forward pass through ``config``'s autoencoder.
+
+    Training time per epoch grows with it; learning rate, optimizer and activation do not
+    change it, so configurations differing only in those share one cached count.
+    """
+    return _architecture_work(tuple(int(d) for d in input_shape), config.num_conv_layers,
+                              config.filters, config.kernel_size, config.latent_dim, config.block)  # fmt: skip

@@ -67,7 +67,8 @@ class Strategy:
 
     Attributes:
         description: One line for ``--help`` and the sidebar.
-        make_sampler: ``(space, seed) -> optuna sampler``.
+        make_sampler: ``(space, seed, input_shape) -> optuna sampler``; ``input_shape`` is
+            one image's (H, W, C), for samplers that weigh a model's cost.
         make_pruner: ``(max_epochs) -> optuna pruner``.
         multi_objective: Whether trials return (val_mse, second objective).
         needs_grid: Whether every parameter must be a list of choices.
@@ -75,7 +76,7 @@ class Strategy:
     """
 
     description: str
-    make_sampler: Callable[[SearchSpace, int | None], optuna.samplers.BaseSampler]
+    make_sampler: Callable[[SearchSpace, int | None, tuple[int, int, int]], optuna.samplers.BaseSampler]
     make_pruner: Callable[[int], optuna.pruners.BasePruner] = lambda max_epochs: (
         optuna.pruners.NopPruner()
     )
@@ -84,7 +85,7 @@ class Strategy:
     requires: str | None = None
 
 
-def _tpe(space: SearchSpace, seed: int | None) -> optuna.samplers.BaseSampler:
+def _tpe(space: SearchSpace, seed: int | None, input_shape=None) -> optuna.samplers.BaseSampler:
     """TPE with a short random start, modelling parameters jointly.
 
     Three random trials, not Optuna's ten: a search on two cores often runs only a dozen
@@ -94,20 +95,38 @@ def _tpe(space: SearchSpace, seed: int | None) -> optuna.samplers.BaseSampler:
                                       constant_liar=True)  # fmt: skip
 
 
+def _cost_aware_tpe(space: SearchSpace, seed: int | None, input_shape: tuple[int, int, int]):
+    """TPE ranking proposals by improvement per predicted second of training."""
+    from automl_core.models import architecture_work
+    from automl_core.samplers import CostAwareTPESampler
+    from automl_core.space import ModelConfig
+
+    def work_of(params: dict) -> float:
+        return architecture_work(ModelConfig(**params), input_shape)
+
+    return CostAwareTPESampler(space.distributions(), work_of, seed=seed)
+
+
+def _random(space: SearchSpace, seed: int | None, input_shape=None) -> optuna.samplers.BaseSampler:
+    """Uniform random draws."""
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
 STRATEGIES: dict[str, Strategy] = {
     "grid": Strategy(
         "every configuration of the grid, each once",
-        lambda space, seed: optuna.samplers.GridSampler(space.grid(), seed=seed),
+        lambda space, seed, input_shape: optuna.samplers.GridSampler(space.grid(), seed=seed),
         needs_grid=True,
     ),
-    "random": Strategy(
-        "configurations drawn uniformly at random",
-        lambda space, seed: optuna.samplers.RandomSampler(seed=seed),
+    "random": Strategy("configurations drawn uniformly at random", _random),
+    "tpe-cost": Strategy(
+        "Bayesian (TPE), improvement per second of training: cheap models first",
+        _cost_aware_tpe,
     ),
     "tpe": Strategy("Bayesian: tree-structured Parzen estimator", _tpe),
     "gp": Strategy(
         "Bayesian: Gaussian process (needs PyTorch: pip install torch)",
-        lambda space, seed: optuna.samplers.GPSampler(seed=seed),
+        lambda space, seed, input_shape: optuna.samplers.GPSampler(seed=seed),
         requires="torch",
     ),
     "hyperband": Strategy(
@@ -119,18 +138,18 @@ STRATEGIES: dict[str, Strategy] = {
     ),
     "asha": Strategy(
         "random proposals, asynchronous successive halving stops poor trials early",
-        lambda space, seed: optuna.samplers.RandomSampler(seed=seed),
+        _random,
         make_pruner=lambda max_epochs: optuna.pruners.SuccessiveHalvingPruner(
             min_resource=1, reduction_factor=3
         ),
     ),
     "nsga2": Strategy(
         "multi-objective genetic search: validation MSE against compression (Pareto front)",
-        lambda space, seed: optuna.samplers.NSGAIISampler(seed=seed, population_size=10),
+        lambda space, seed, input_shape: optuna.samplers.NSGAIISampler(seed=seed, population_size=10),
         multi_objective=True,
     ),
 }
-DEFAULT_STRATEGY = "tpe"
+DEFAULT_STRATEGY = "tpe-cost"
 
 
 def get_strategy(name: str) -> Strategy:
@@ -474,7 +493,7 @@ def run_worker(
     study = optuna.load_study(
         study_name=study_name,
         storage=store.open_storage(storage_url),
-        sampler=strategy.make_sampler(space, settings.seed + seed_offset),
+        sampler=strategy.make_sampler(space, settings.seed + seed_offset, dataset.input_shape),
         pruner=strategy.make_pruner(settings.max_epochs),
     )
     objective = _objective(settings, dataset, strategy, study)

@@ -284,6 +284,25 @@ class SearchSpace:
                 f"kernel_size={widest} is larger than the {input_shape[0]}x{input_shape[1]} image"
             )
 
+    def distributions(self) -> dict[str, Any]:
+        """Every parameter as an Optuna distribution, in the order trials suggest them."""
+        from optuna.distributions import (
+            CategoricalDistribution,
+            FloatDistribution,
+            IntDistribution,
+        )
+
+        result: dict[str, Any] = {}
+        for name, p in self.parameters.items():
+            if isinstance(p, Choice):
+                result[name] = CategoricalDistribution(list(p.values))
+            elif PARAMETER_KINDS[name] == "int":
+                step = int(p.step) if p.step else 1
+                result[name] = IntDistribution(int(p.low), int(p.high), step=step, log=p.log)
+            else:
+                result[name] = FloatDistribution(p.low, p.high, step=p.step, log=p.log)
+        return result
+
     def suggest(self, trial) -> ModelConfig:
         """Asks an Optuna trial for one value of every parameter.
 
@@ -293,15 +312,16 @@ class SearchSpace:
         Returns:
             The configuration the trial's sampler chose.
         """
+        from optuna.distributions import CategoricalDistribution, IntDistribution
+
         values: dict[str, Any] = {}
-        for name, p in self.parameters.items():
-            if isinstance(p, Choice):
-                values[name] = trial.suggest_categorical(name, list(p.values))
-            elif PARAMETER_KINDS[name] == "int":
-                step = int(p.step) if p.step else 1
-                values[name] = trial.suggest_int(name, int(p.low), int(p.high), step=step, log=p.log)
+        for name, d in self.distributions().items():
+            if isinstance(d, CategoricalDistribution):
+                values[name] = trial.suggest_categorical(name, list(d.choices))
+            elif isinstance(d, IntDistribution):
+                values[name] = trial.suggest_int(name, d.low, d.high, step=d.step, log=d.log)
             else:
-                values[name] = trial.suggest_float(name, p.low, p.high, step=p.step, log=p.log)
+                values[name] = trial.suggest_float(name, d.low, d.high, step=d.step, log=d.log)
         return ModelConfig(**values)
 
 

@@ -86,7 +86,7 @@ class TestApp:
 class TestSearchPage:
     def test_suggested_study_name_follows_dataset_and_strategy(self, runs_dir):
         at = _run("pages/search.py")
-        assert at.text_input(key="study_name").value.startswith("mnist-5k-tpe-")
+        assert at.text_input(key="study_name").value.startswith("mnist-5k-tpe-cost-")
         at.selectbox(key="dataset").set_value("digits").run()
         at.selectbox(key="strategy").set_value("tpe").run()
         assert at.text_input(key="study_name").value.startswith("digits-tpe-")
