@@ -82,7 +82,7 @@ def filters_figure(filters: LayerFilters, channel: int | str = 0, max_cols: int 
         limit = float(np.abs(plane).max()) or 1.0
         traces = [go.Heatmap(
             z=plane[..., f], zmid=0, zmin=-limit, zmax=limit, colorscale=DIVERGING,
-            showscale=f == 0, colorbar={"title": "weight", "len": 0.9},
+            showscale=f == 0, colorbar={"title": "weight", "len": 0.9, "thickness": 12},
             hovertemplate=f"filter {f + 1}<br>row %{{y}}, col %{{x}}<br>w = %{{z:.5f}}"
                           "<extra></extra>",
         ) for f in range(count)]  # fmt: skip
@@ -94,7 +94,7 @@ def filters_figure(filters: LayerFilters, channel: int | str = 0, max_cols: int 
     )
     fig.update_layout(title=f"{filters.layer}: {count} filter{'s' if count != 1 else ''} of "
                       f"{kernels.shape[0]}x{kernels.shape[1]}, {what}",
-                      height=max(220, 150 * rows + 80), margin={"t": 70, "l": 10, "r": 10})  # fmt: skip
+                      height=max(220, 150 * rows + 80), margin={"t": 70, "l": 10, "r": 70})  # fmt: skip
     fig.update_annotations(font_size=10)
     return fig
 
@@ -268,7 +268,7 @@ def score_histograms_figure(scores: pd.DataFrame, bins: int = 30) -> go.Figure:
         mean = float(scores[name].mean())
         fig.add_vline(x=mean, line_dash="dash", line_color="black", row=1, col=col,
                       annotation_text=f"mean {mean:.4g}", annotation_font_size=10,
-                      annotation_position="bottom right")  # fmt: skip
+                      annotation_position="top right", annotation_bgcolor="rgba(255,255,255,0.8)")  # fmt: skip
     fig.update_yaxes(title_text="images", row=1, col=1)
     fig.update_layout(height=300, margin={"t": 50}, title="Per-image reconstruction quality")
     return fig

@@ -102,7 +102,10 @@ def _cost_aware_tpe(space: SearchSpace, seed: int | None, input_shape: tuple[int
     from automl_core.space import ModelConfig
 
     def work_of(params: dict) -> float:
-        return architecture_work(ModelConfig(**params), input_shape)
+        try:
+            return architecture_work(ModelConfig(**params), input_shape)
+        except (ConfigError, ValueError):
+            return 0.0  # it cannot be built: the trial fails at once, costing nothing
 
     return CostAwareTPESampler(space.distributions(), work_of, seed=seed)
 

@@ -129,7 +129,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=300.0)
-    parser.add_argument("--strategies", default="hyperband,tpe,asha,random,nsga2")
+    parser.add_argument("--strategies", default="tpe-cost,tpe,hyperband,asha,random,nsga2")
     parser.add_argument("--memory-only", action="store_true")
     parser.add_argument("--reuse-grid", action="store_true",
                         help="take the grid's result from bench/out/search_grid.json if present")

@@ -122,7 +122,11 @@ def strategy_ui() -> str:
 def budget_ui() -> Budget:
     """Trials, minutes, epochs, workers; seed and an image cap under Advanced."""
     with st.sidebar.expander("Budget", expanded=True):
-        trials = st.number_input("Trials (0 = whole grid / 20)", 0, 10_000, 8, key="trials")
+        trials = st.number_input(
+            "Trials", 0, 10_000, 8, key="trials",
+            help="Trials to finish. 0: the whole grid for grid search; otherwise 20, or no limit "
+            "when a time limit is set.",
+        )  # fmt: skip
         minutes = st.number_input("Time limit, minutes (0 = none)", 0.0, 24 * 60.0, 0.0,
                                   step=1.0, key="minutes")  # fmt: skip
         max_epochs = st.number_input("Max epochs per trial", 1, 500, 10, key="max_epochs")
@@ -140,12 +144,14 @@ def study_name_ui(dataset: str | None, strategy: str) -> str | None:
 
     The suggested name follows the dataset and strategy until the user types their own.
     """
-    suggested = launcher.default_study_name(dataset or "data", strategy)
     previous = st.session_state.get("_suggested_study_name")
-    if "study_name" not in st.session_state or st.session_state["study_name"] == previous:
-        if previous is None or not previous.startswith(suggested.rsplit("-", 2)[0] + "-"):
-            st.session_state["study_name"] = suggested
-            st.session_state["_suggested_study_name"] = suggested
+    untouched = "study_name" not in st.session_state or st.session_state["study_name"] == previous
+    # a new suggestion only when what it is made of changed, not on every rerun (its time)
+    if untouched and st.session_state.get("_suggested_for") != (dataset, strategy):
+        suggested = launcher.default_study_name(dataset or "data", strategy)
+        st.session_state["study_name"] = suggested
+        st.session_state["_suggested_study_name"] = suggested
+        st.session_state["_suggested_for"] = (dataset, strategy)
     name = st.sidebar.text_input("Study name", key="study_name",
                                  help="Re-use a name to resume that study.").strip()  # fmt: skip
     try:

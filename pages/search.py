@@ -9,7 +9,7 @@ import streamlit as st
 from automl_core import launcher
 from automl_core.errors import AutoMLError
 from automl_core.leaderboard import live_curves, loss_curves_figure
-from automl_core.search import SearchSettings
+from automl_core.search import SearchSettings, get_strategy
 from dashboard import search_form, state
 
 LIVE_SECONDS = 2.0
@@ -44,8 +44,9 @@ def summary_ui(settings: SearchSettings) -> None:
     """Grid size and budget of the search about to launch."""
     size = settings.search_space().grid_size()
     left, middle, right = st.columns(3)
-    left.metric("Grid configurations", "—" if size is None else f"{size:,}",
-                help="None when a parameter is a range")  # fmt: skip
+    label = "Grid configurations" if get_strategy(settings.strategy).needs_grid else "Distinct configurations"
+    left.metric(label, "—" if size is None else f"{size:,}",
+                help="How many different configurations the space holds; — when a parameter is a range")  # fmt: skip
     middle.metric("Trial budget", f"{settings.trial_budget():,}")
     right.metric("Max epochs", settings.max_epochs)
 

@@ -90,6 +90,9 @@ class TestSearchPage:
         at.selectbox(key="dataset").set_value("digits").run()
         at.selectbox(key="strategy").set_value("tpe").run()
         assert at.text_input(key="study_name").value.startswith("digits-tpe-")
+        assert not at.text_input(key="study_name").value.startswith("digits-tpe-cost-")
+        at.selectbox(key="strategy").set_value("tpe-cost").run()
+        assert at.text_input(key="study_name").value.startswith("digits-tpe-cost-")
         at.text_input(key="study_name").set_value("mine").run()
         at.selectbox(key="strategy").set_value("random").run()
         assert at.text_input(key="study_name").value == "mine"
@@ -97,8 +100,10 @@ class TestSearchPage:
     def test_default_form_shows_grid_size_and_enables_launch(self, runs_dir):
         at = _run("pages/search.py")
         assert not at.exception and not at.error
-        assert at.metric[0].label == "Grid configurations" and at.metric[0].value == "16"
+        assert at.metric[0].label == "Distinct configurations" and at.metric[0].value == "16"
         assert not at.button(key="launch").disabled
+        at.selectbox(key="strategy").set_value("grid").run()
+        assert at.metric[0].label == "Grid configurations" and at.metric[0].value == "16"
 
     def test_range_parameter_has_no_grid_size(self, runs_dir):
         at = _run("pages/search.py")

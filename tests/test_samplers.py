@@ -102,3 +102,12 @@ def test_cost_aware_strategy_is_registered_with_the_real_work_model():
     cheap = {"num_conv_layers": 1, "filters": 8, "latent_dim": 8, "learning_rate": 1e-3}
     costly = {**cheap, "num_conv_layers": 3, "filters": 64}
     assert sampler.predicted_cost(costly) > 5 * sampler.predicted_cost(cheap)
+
+
+def test_unbuildable_configuration_costs_only_the_overhead():
+    space = SearchSpace.from_dict({"num_conv_layers": [1, 2], "kernel_size": [3, 5], "filters": [4]})
+    sampler = STRATEGIES["tpe-cost"].make_sampler(space, 0, (4, 4, 1))
+    # a 4x4 image halved twice is 1x1; nothing fails here, and an unknown block cannot be built
+    assert sampler.predicted_cost({"num_conv_layers": 2, "kernel_size": 5, "filters": 4}) > PRIOR_OVERHEAD_WORK
+    assert sampler.predicted_cost({"num_conv_layers": 2, "kernel_size": 5, "filters": 4,
+                                   "block": "nonexistent"}) == PRIOR_OVERHEAD_WORK  # fmt: skip
