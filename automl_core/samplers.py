@@ -56,6 +56,7 @@ class CostAwareTPESampler(optuna.samplers.TPESampler):
         self._work_of = work_of
         self._start_up = n_startup_trials
         self._overhead_work = PRIOR_OVERHEAD_WORK
+        self._tried: set[tuple] = set()
         self._uniform = optuna.samplers.RandomSampler(seed=seed)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
@@ -96,6 +97,10 @@ class CostAwareTPESampler(optuna.samplers.TPESampler):
         if not search_space:
             return {}
         self.fit_time_model(study)
+        # configurations already run or running: in a discrete space, proposing one again
+        # would spend a trial on a known answer
+        self._tried = {_key(t.params, search_space) for t in study.get_trials(deepcopy=False)
+                       if set(search_space) <= set(t.params)}  # fmt: skip
         finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
         if len(finished) < self._start_up:
             return self._cheap_random_draw(search_space)
@@ -107,16 +112,24 @@ class CostAwareTPESampler(optuna.samplers.TPESampler):
         # RandomSampler.sample_independent only uses its own generator, not the study
         candidates = [{name: self._uniform.sample_independent(None, None, name, d)  # type: ignore[arg-type]
                        for name, d in search_space.items()} for _ in range(START_UP_CANDIDATES)]  # fmt: skip
-        weights = np.array([1.0 / self.predicted_cost(c) for c in candidates])
+        weights = np.array([0.0 if _key(c, search_space) in self._tried else 1.0 / self.predicted_cost(c)
+                            for c in candidates])  # fmt: skip
+        if not weights.any():
+            weights[:] = 1.0
         return candidates[rng.choice(len(candidates), p=weights / weights.sum())]
 
     def _compute_acquisition_func(self, samples: dict[str, np.ndarray], mpe_below, mpe_above) -> np.ndarray:
         # TPE's log l(x) / g(x), minus log predicted seconds: improvement per second
         scores = super()._compute_acquisition_func(samples, mpe_below, mpe_above)
         names = list(samples)
-        costs = np.array([
-            self.predicted_cost({n: self._distributions[n].to_external_repr(samples[n][i]) for n in names})
-            for i in range(len(scores))
-        ])  # fmt: skip
-        return scores - np.log(costs)
+        candidates = [{n: self._distributions[n].to_external_repr(samples[n][i]) for n in names}
+                      for i in range(len(scores))]  # fmt: skip
+        costs = np.array([self.predicted_cost(c) for c in candidates])
+        tried = np.array([_key(c, self._distributions) in self._tried for c in candidates])
+        return np.where(tried, -np.inf, scores - np.log(costs))
+
+
+def _key(params: dict[str, Any], names) -> tuple:
+    """A hashable identity of a configuration over the given parameter names."""
+    return tuple((name, repr(params[name])) for name in sorted(names) if name in params)
 

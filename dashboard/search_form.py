@@ -113,10 +113,13 @@ class Budget:
 def strategy_ui() -> str:
     """The search strategy (registry :data:`automl_core.search.STRATEGIES`)."""
     names = list(STRATEGIES)
-    return st.sidebar.selectbox(
+    choice = st.sidebar.selectbox(
         "Strategy", names, index=names.index(DEFAULT_STRATEGY), key="strategy",
         format_func=lambda n: f"{n} — {STRATEGIES[n].description}",
     )  # fmt: skip
+    # the select box cuts long descriptions; the chosen one is shown whole
+    st.sidebar.caption(STRATEGIES[choice].description)
+    return choice
 
 
 def budget_ui() -> Budget:

@@ -111,3 +111,13 @@ def test_unbuildable_configuration_costs_only_the_overhead():
     assert sampler.predicted_cost({"num_conv_layers": 2, "kernel_size": 5, "filters": 4}) > PRIOR_OVERHEAD_WORK
     assert sampler.predicted_cost({"num_conv_layers": 2, "kernel_size": 5, "filters": 4,
                                    "block": "nonexistent"}) == PRIOR_OVERHEAD_WORK  # fmt: skip
+
+
+def test_a_discrete_space_is_not_proposed_twice_before_it_is_covered():
+    space = SearchSpace.from_dict({"num_conv_layers": [1, 2], "filters": [8, 16], "latent_dim": [8, 16]})
+    sampler = CostAwareTPESampler(space.distributions(), work_of, seed=0, n_startup_trials=3)
+    study = optuna.create_study(sampler=sampler)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(lambda trial: loss_of({**space.suggest(trial).to_dict()}), n_trials=8)
+    configs = {(t.params["num_conv_layers"], t.params["filters"], t.params["latent_dim"]) for t in study.trials}
+    assert len(configs) == 8
