@@ -29,6 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 # ~0.15 s per million multiply-accumulates, i.e. the overhead is worth ~3 M of work.
 PRIOR_OVERHEAD_WORK = 3.0e6
 START_UP_CANDIDATES = 24
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 class CostAwareTPESampler(optuna.samplers.TPESampler):
@@ -53,6 +54,8 @@ class CostAwareTPESampler(optuna.samplers.TPESampler):
         super().__init__(seed=seed, n_startup_trials=n_startup_trials, multivariate=True,
                          constant_liar=True)  # fmt: skip
         self._distributions = dict(distributions)
+        # single-valued parameters are not sampled, but the work of a configuration needs them
+        self._fixed = {name: _only_value(d) for name, d in self._distributions.items() if d.single()}
         self._work_of = work_of
         self._start_up = n_startup_trials
         self._overhead_work = PRIOR_OVERHEAD_WORK
@@ -65,23 +68,18 @@ class CostAwareTPESampler(optuna.samplers.TPESampler):
 
     def predicted_cost(self, params: dict[str, Any]) -> float:
         """Relative seconds per epoch of a configuration under the current time model."""
-        return self._overhead_work + self._work_of(self._complete(params))
+        return self._overhead_work + self._work_of({**self._fixed, **params})
 
-    def _complete(self, params: dict[str, Any]) -> dict[str, Any]:
-        """``params`` plus the only value of every single-valued parameter."""
-        fixed = {name: d.to_external_repr(0) for name, d in self._distributions.items()
-                 if d.single() and name not in params}  # fmt: skip
-        return {**fixed, **params}
-
-    def fit_time_model(self, study: optuna.Study) -> None:
-        """Re-estimates the per-epoch overhead from the study's finished, timed trials.
+    def fit_time_model(self, trials: list[FrozenTrial]) -> None:
+        """Re-estimates the per-epoch overhead from the finished, timed trials among ``trials``.
 
         Needs two architectures of different work; until then the prior stays.
         """
         points = []
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        for trial in trials:
             epochs = len(trial.intermediate_values)
-            if epochs and trial.duration is not None and set(self._distributions) <= set(trial.params):
+            if (trial.state in FINISHED and epochs and trial.duration is not None
+                    and set(self._distributions) <= set(trial.params)):  # fmt: skip
                 points.append((self._work_of(trial.params), trial.duration.total_seconds() / epochs))
         work = np.array([w for w, _ in points], dtype=float)
         if len(np.unique(work)) < 2:
@@ -96,13 +94,12 @@ class CostAwareTPESampler(optuna.samplers.TPESampler):
         # overrides TPESampler's private hook (stable from Optuna 3.x to 5.0; tested)
         if not search_space:
             return {}
-        self.fit_time_model(study)
+        trials = study.get_trials(deepcopy=False)
+        self.fit_time_model(trials)
         # configurations already run or running: in a discrete space, proposing one again
         # would spend a trial on a known answer
-        self._tried = {_key(t.params, search_space) for t in study.get_trials(deepcopy=False)
-                       if set(search_space) <= set(t.params)}  # fmt: skip
-        finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-        if len(finished) < self._start_up:
+        self._tried = {_key(t.params, search_space) for t in trials if set(search_space) <= set(t.params)}
+        if sum(t.state in FINISHED for t in trials) < self._start_up:
             return self._cheap_random_draw(search_space)
         return self._sample(study, trial, search_space)
 
@@ -125,11 +122,18 @@ class CostAwareTPESampler(optuna.samplers.TPESampler):
         candidates = [{n: self._distributions[n].to_external_repr(samples[n][i]) for n in names}
                       for i in range(len(scores))]  # fmt: skip
         costs = np.array([self.predicted_cost(c) for c in candidates])
-        tried = np.array([_key(c, self._distributions) in self._tried for c in candidates])
+        tried = np.array([_key(c, names) in self._tried for c in candidates])
         return np.where(tried, -np.inf, scores - np.log(costs))
 
 
 def _key(params: dict[str, Any], names) -> tuple:
     """A hashable identity of a configuration over the given parameter names."""
-    return tuple((name, repr(params[name])) for name in sorted(names) if name in params)
+    return tuple((name, repr(params[name])) for name in sorted(names))
+
+
+def _only_value(distribution: BaseDistribution) -> Any:
+    """The one value of a single-valued distribution."""
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return distribution.choices[0]
+    return distribution.low
 

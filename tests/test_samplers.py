@@ -72,7 +72,7 @@ def test_first_trial_is_already_cost_weighted():
 
 def _timed_trial(params: dict, seconds_per_epoch: float, epochs: int = 4) -> optuna.trial.FrozenTrial:
     distributions = SPACE.distributions()
-    fixed = {name: d.to_external_repr(0) for name, d in distributions.items() if d.single()}
+    fixed = {name: d.choices[0] for name, d in distributions.items() if d.single()}
     trial = optuna.trial.create_trial(
         params={**fixed, **params}, distributions=distributions, value=0.01,
         intermediate_values={step: 0.02 for step in range(1, epochs + 1)},
@@ -87,12 +87,12 @@ def test_time_model_is_learned_from_the_study():
     base = {"num_conv_layers": 1, "latent_dim": 8, "learning_rate": 1e-3}
     # one architecture timed: not enough to fit, the prior stays
     study.add_trial(_timed_trial({**base, "filters": 8}, 0.5 + 1e-8 * work_of({**base, "filters": 8})))
-    sampler.fit_time_model(study)
+    sampler.fit_time_model(study.get_trials())
     assert sampler.predicted_cost({**base, "filters": 8}) == pytest.approx(PRIOR_OVERHEAD_WORK + 64e4)
     for filters in (16, 64):
         params = {**base, "filters": filters}
         study.add_trial(_timed_trial(params, 0.5 + 1e-8 * work_of(params)))
-    sampler.fit_time_model(study)
+    sampler.fit_time_model(study.get_trials())
     # seconds = 0.5 + 1e-8 * work, so the overhead is worth 5e7 units of work
     assert sampler.predicted_cost({**base, "filters": 8}) == pytest.approx(5e7 + 64e4, rel=0.02)
 
@@ -121,3 +121,10 @@ def test_a_discrete_space_is_not_proposed_twice_before_it_is_covered():
     study.optimize(lambda trial: loss_of({**space.suggest(trial).to_dict()}), n_trials=8)
     configs = {(t.params["num_conv_layers"], t.params["filters"], t.params["latent_dim"]) for t in study.trials}
     assert len(configs) == 8
+
+
+def test_single_valued_ranges_enter_the_cost_with_their_value():
+    space = SearchSpace.from_dict({"num_conv_layers": {"low": 2, "high": 2}, "filters": {"low": 16, "high": 16},
+                                   "latent_dim": [8, 16], "learning_rate": [1e-3]})  # fmt: skip
+    sampler = CostAwareTPESampler(space.distributions(), work_of, seed=0)
+    assert sampler.predicted_cost({"latent_dim": 8}) == PRIOR_OVERHEAD_WORK + 2 * 16**2 * 1e4
