@@ -14,9 +14,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _add_storage(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--storage", default=None,
-                        help="SQLAlchemy URL of the study storage (default: AUTOML_STORAGE or "
-                             "sqlite:///<AUTOML_HOME>/studies.db)")  # fmt: skip
+    parser.add_argument(
+        "--storage",
+        default=None,
+        help="SQLAlchemy URL of the study storage (default: AUTOML_STORAGE or "
+        "sqlite:///<AUTOML_HOME>/studies.db)",
+    )
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -30,32 +33,61 @@ def _build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     search = commands.add_parser("search", help="run or resume a search")
-    search.add_argument("--dataset", default="mnist-5k", help="registry name or path (default mnist-5k)")
+    search.add_argument(
+        "--dataset", default="mnist-5k", help="registry name or path (default mnist-5k)"
+    )
     search.add_argument("--space", default=None, help="JSON or YAML search-space file")
     for name in PARAMETER_KINDS:
-        search.add_argument(f"--{name.replace('_', '-')}", dest=f"param_{name}", default=None,
-                            metavar="V[,V..]|LOW:HIGH[:log]",
-                            help=f"choices or range for {name} (overrides --space)")  # fmt: skip
-    search.add_argument("--strategy", default=DEFAULT_STRATEGY,
-                        help=f"one of {', '.join(STRATEGIES)} (default {DEFAULT_STRATEGY})")  # fmt: skip
+        search.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=f"param_{name}",
+            default=None,
+            metavar="V[,V..]|LOW:HIGH[:log]",
+            help=f"choices or range for {name} (overrides --space)",
+        )
+    search.add_argument(
+        "--strategy",
+        default=DEFAULT_STRATEGY,
+        help=f"one of {', '.join(STRATEGIES)} (default {DEFAULT_STRATEGY})",
+    )
     search.add_argument("--trials", type=int, default=None, help="trials to finish in the study")
-    search.add_argument("--timeout", type=float, default=None, help="wall-clock seconds for the search")
-    search.add_argument("--max-epochs", type=int, default=20, help="most epochs per trial (default 20)")
+    search.add_argument(
+        "--timeout", type=float, default=None, help="wall-clock seconds for the search"
+    )
+    search.add_argument(
+        "--max-epochs", type=int, default=20, help="most epochs per trial (default 20)"
+    )
     search.add_argument("--study", default=None, help="study name (default: <dataset>-<strategy>)")
     search.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
-    search.add_argument("--seed", type=int, default=0,
-                        help="seed of the data split, the sampler and the weights (default 0)")  # fmt: skip
+    search.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the data split, the sampler and the weights (default 0)",
+    )
     search.add_argument("--max-images", type=int, default=None, help="use only this many images")
-    search.add_argument("--second-objective", default="compression_ratio",
-                        choices=list(SECOND_OBJECTIVES), help="second objective of nsga2")  # fmt: skip
+    search.add_argument(
+        "--second-objective",
+        default="compression_ratio",
+        choices=list(SECOND_OBJECTIVES),
+        help="second objective of nsga2",
+    )
     _add_storage(search)
 
     worker = commands.add_parser("worker", help="join an existing study and run its trials")
     worker.add_argument("--study", required=True, help="the study to join")
-    worker.add_argument("--seed-offset", type=int, default=None,
-                        help="added to the sampler seed (default: from the process id)")  # fmt: skip
-    worker.add_argument("--max-trials", type=int, default=None,
-                        help="stop after this many trials (default: until the budget is spent)")  # fmt: skip
+    worker.add_argument(
+        "--seed-offset",
+        type=int,
+        default=None,
+        help="added to the sampler seed (default: from the process id)",
+    )
+    worker.add_argument(
+        "--max-trials",
+        type=int,
+        default=None,
+        help="stop after this many trials (default: until the budget is spent)",
+    )
     worker.add_argument("--quiet", action="store_true", help="print nothing per trial")
     _add_storage(worker)
 
@@ -71,7 +103,9 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_storage(filters)
 
     datasets = commands.add_parser("datasets", help="list the dataset registry")
-    datasets.add_argument("--details", action="store_true", help="load each offline one and show its shape")
+    datasets.add_argument(
+        "--details", action="store_true", help="load each offline one and show its shape"
+    )
     return parser
 
 
@@ -83,7 +117,7 @@ def _space_from_args(args) -> dict:
         SearchSpace,
         load_space,
         parse_parameter_text,
-    )  # fmt: skip
+    )
 
     spec = load_space(args.space).to_dict() if args.space else dict(DEFAULT_SPACE)
     for name in PARAMETER_KINDS:
@@ -94,7 +128,11 @@ def _space_from_args(args) -> dict:
 
 
 def _format_number(value) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.5g}"
+    return (
+        "-"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else f"{value:.5g}"
+    )
 
 
 def _print_trial(study, trial) -> None:
@@ -104,8 +142,10 @@ def _print_trial(study, trial) -> None:
     params = " ".join(f"{k}={v}" for k, v in trial.params.items())
     metrics = trial.user_attrs.get(METRICS_ATTR)
     if metrics:
-        tail = (f"val_mse={metrics['val_mse']:.5f} psnr={metrics['test_psnr']:.2f}dB "
-                f"ssim={metrics['test_ssim']:.3f} {metrics['train_seconds']:.1f}s")  # fmt: skip
+        tail = (
+            f"val_mse={metrics['val_mse']:.5f} psnr={metrics['test_psnr']:.2f}dB "
+            f"ssim={metrics['test_ssim']:.3f} {metrics['train_seconds']:.1f}s"
+        )
     else:
         tail = trial.user_attrs.get(FAIL_REASON_ATTR, "")
     print(f"trial {trial.number:4d} {trial.state.name:8s} {params}  {tail}", flush=True)
@@ -120,7 +160,9 @@ def _print_leaderboard(study, top: int | None = None) -> None:
     if top:
         frame = frame.head(top)
     columns = [c for c in frame.columns if c not in ("study", "has_model")]
-    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_colwidth", 40):
+    with pd.option_context(
+        "display.width", 200, "display.max_columns", 30, "display.max_colwidth", 40
+    ):
         print(frame[columns].to_string(index=False, float_format=_format_number))
 
 
@@ -134,8 +176,10 @@ def _print_best_and_filters(study, number: int | None = None, all_channels: bool
     model = store.load_trial_model(study, trial.number)
     if number is None:
         metrics = trial.user_attrs[METRICS_ATTR]
-        print(f"\nBest trial: {trial.number} (val_mse={metrics['val_mse']:.5f}, "
-              f"psnr={metrics['test_psnr']:.2f} dB, ssim={metrics['test_ssim']:.3f})")  # fmt: skip
+        print(
+            f"\nBest trial: {trial.number} (val_mse={metrics['val_mse']:.5f}, "
+            f"psnr={metrics['test_psnr']:.2f} dB, ssim={metrics['test_ssim']:.3f})"
+        )
         print("Best configuration:")
         for key, value in trial.user_attrs.get("config", trial.params).items():
             print(f"  {key}: {value}")
@@ -147,18 +191,30 @@ def _cmd_search(args) -> int:
     from automl_core.search import SearchSettings, run_search
 
     space = _space_from_args(args)
-    study_name = args.study or f"{os.path.basename(str(args.dataset)).split('.')[0]}-{args.strategy}"
+    study_name = (
+        args.study or f"{os.path.basename(str(args.dataset)).split('.')[0]}-{args.strategy}"
+    )
     settings = SearchSettings(
-        study=study_name, dataset=args.dataset, space=space, strategy=args.strategy,
-        trials=args.trials, timeout=args.timeout, max_epochs=args.max_epochs, seed=args.seed,
-        max_images=args.max_images, second_objective=args.second_objective,
-    )  # fmt: skip
+        study=study_name,
+        dataset=args.dataset,
+        space=space,
+        strategy=args.strategy,
+        trials=args.trials,
+        timeout=args.timeout,
+        max_epochs=args.max_epochs,
+        seed=args.seed,
+        max_images=args.max_images,
+        second_objective=args.second_objective,
+    )
     from automl_core.search import get_strategy
 
     get_strategy(settings.strategy)
-    print(f"study {settings.study}: dataset {settings.dataset}, strategy {settings.strategy}, "
-          f"budget {settings.trial_budget()} trials"
-          + (f" / {settings.timeout:g} s" if settings.timeout else ""), flush=True)  # fmt: skip
+    print(
+        f"study {settings.study}: dataset {settings.dataset}, strategy {settings.strategy}, "
+        f"budget {settings.trial_budget()} trials"
+        + (f" / {settings.timeout:g} s" if settings.timeout else ""),
+        flush=True,
+    )
     printed: list[int] = []
 
     def on_trial(study, trial):
@@ -171,8 +227,10 @@ def _cmd_search(args) -> int:
         print("\nstopped; run the same command again to resume", file=sys.stderr)
         return 130
     if not printed:
-        print(f"nothing to train: study {settings.study} has already spent its budget "
-              "(raise --trials or --timeout to continue it)")  # fmt: skip
+        print(
+            f"nothing to train: study {settings.study} has already spent its budget "
+            "(raise --trials or --timeout to continue it)"
+        )
     print("\nLeaderboard:")
     _print_leaderboard(study)
     from automl_core.errors import ArtifactMissing
@@ -190,8 +248,13 @@ def _cmd_worker(args) -> int:
     offset = args.seed_offset if args.seed_offset is not None else os.getpid()
     _interrupt_once()
     try:
-        run_worker(args.study, args.storage, on_trial=None if args.quiet else _print_trial,
-                   seed_offset=offset, max_trials=args.max_trials)  # fmt: skip
+        run_worker(
+            args.study,
+            args.storage,
+            on_trial=None if args.quiet else _print_trial,
+            seed_offset=offset,
+            max_trials=args.max_trials,
+        )
     except KeyboardInterrupt:
         return 130
     return 0
@@ -239,7 +302,9 @@ def _cmd_datasets(args) -> int:
             data = load_dataset(name)
             line += f"  [{data.num_images} images of {data.input_shape}]"
         print(line)
-    print("or a path: an .npz with 'x' (and 'y'), a .zip or folder of images (labels from sub-folders)")
+    print(
+        "or a path: an .npz with 'x' (and 'y'), a .zip or folder of images (labels from sub-folders)"
+    )
     return 0
 
 

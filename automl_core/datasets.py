@@ -170,19 +170,28 @@ def _keras_loader(module_name: str, class_names: tuple[str, ...]):
     return load
 
 
-_FASHION = ("T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
-            "Bag", "Ankle boot")  # fmt: skip
-_CIFAR = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-          "truck")  # fmt: skip
+_FASHION = (
+    "T-shirt",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+_CIFAR = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 register_dataset("mnist", "70,000 28x28 MNIST digits (downloaded once)", offline=False)(
     _keras_loader("mnist", tuple(str(d) for d in range(10)))
 )
 register_dataset("fashion-mnist", "70,000 28x28 Zalando clothes (downloaded once)", offline=False)(
     _keras_loader("fashion_mnist", _FASHION)
 )
-register_dataset("cifar10", "60,000 32x32 RGB photos in 10 classes (downloaded once)", offline=False)(
-    _keras_loader("cifar10", _CIFAR)
-)
+register_dataset(
+    "cifar10", "60,000 32x32 RGB photos in 10 classes (downloaded once)", offline=False
+)(_keras_loader("cifar10", _CIFAR))
 
 
 def _to_unit_float(x: np.ndarray, source: str) -> np.ndarray:
@@ -223,7 +232,9 @@ def _labels(y: np.ndarray, n: int, source: str) -> np.ndarray:
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1 or len(y) != n:
-        raise DatasetError(f"{source}: 'y' must have one label per image ({n}), got shape {y.shape}")
+        raise DatasetError(
+            f"{source}: 'y' must have one label per image ({n}), got shape {y.shape}"
+        )
     if not np.issubdtype(y.dtype, np.integer):
         if np.issubdtype(y.dtype, np.floating) and np.isfinite(y).all() and (y == y.round()).all():
             y = y.astype(np.int64)
@@ -255,7 +266,9 @@ def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, tuple[str
         raise DatasetError(f"{source}: not a readable .npz file ({exc})") from exc
     with archive:
         if not hasattr(archive, "files"):
-            raise DatasetError(f"{source}: expected an .npz archive with an array 'x', got one array")
+            raise DatasetError(
+                f"{source}: expected an .npz archive with an array 'x', got one array"
+            )
         if "x" not in archive.files:
             raise DatasetError(
                 f"{source}: the .npz file must contain an array named 'x', found {archive.files}"
@@ -290,7 +303,9 @@ def _decode_images(
             f"{source}: no images found (expected files ending in {', '.join(IMAGE_SUFFIXES)})"
         )
     if len(files) > MAX_IMAGE_FILES:
-        raise DatasetError(f"{source}: {len(files)} images is more than the {MAX_IMAGE_FILES} allowed")
+        raise DatasetError(
+            f"{source}: {len(files)} images is more than the {MAX_IMAGE_FILES} allowed"
+        )
     pictures = []
     for relative, content in files:
         try:
@@ -305,7 +320,9 @@ def _decode_images(
     height, width = Counter((p.height, p.width) for _, p in pictures).most_common(1)[0][0]
     scale = min(1.0, MAX_IMAGE_SIDE / max(height, width))
     size = (max(2, round(width * scale)), max(2, round(height * scale)))
-    arrays = [np.asarray(p.convert(mode).resize(size), dtype=np.float32) / 255.0 for _, p in pictures]
+    arrays = [
+        np.asarray(p.convert(mode).resize(size), dtype=np.float32) / 255.0 for _, p in pictures
+    ]
     x = np.stack(arrays)
     if x.ndim == 3:
         x = x[..., None]
@@ -320,9 +337,8 @@ def _decode_images(
 def _is_image_name(name: str) -> bool:
     """Whether a file name looks like an image (hidden and macOS resource files excluded)."""
     parts = Path(name).parts
-    return (
-        name.lower().endswith(IMAGE_SUFFIXES)
-        and not any(p.startswith((".", "__MACOSX")) for p in parts)
+    return name.lower().endswith(IMAGE_SUFFIXES) and not any(
+        p.startswith((".", "__MACOSX")) for p in parts
     )
 
 
@@ -356,7 +372,9 @@ def load_image_zip(path: str | Path):
     source = str(path)
     try:
         with zipfile.ZipFile(path) as archive:
-            infos = [i for i in archive.infolist() if not i.is_dir() and _is_image_name(i.filename)]
+            infos = [
+                i for i in archive.infolist() if not i.is_dir() and _is_image_name(i.filename)
+            ]
             total = sum(i.file_size for i in infos)
             if total > MAX_ARCHIVE_BYTES:
                 raise DatasetError(

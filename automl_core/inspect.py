@@ -60,7 +60,9 @@ def encoder_filters(model) -> list[LayerFilters]:
     return out
 
 
-def format_filters(filters: list[LayerFilters], all_channels: bool = False, decimals: int = 4) -> str:
+def format_filters(
+    filters: list[LayerFilters], all_channels: bool = False, decimals: int = 4
+) -> str:
     """Formats kernels as labelled matrices: ``Layer_1:``, ``Filter 1:``, one k x k matrix.
 
     Layers with one input channel (or ``all_channels``) print one matrix per input channel;
@@ -80,15 +82,20 @@ def format_filters(filters: list[LayerFilters], all_channels: bool = False, deci
         channels = layer.num_input_channels
         per_channel = all_channels or channels <= 3
         note = "" if per_channel or channels == 1 else f" (mean over {channels} input channels)"
-        lines.append(f"Layer_{index}: {layer.layer}, {layer.num_filters} filters of "
-                     f"{layer.kernels.shape[0]}x{layer.kernels.shape[1]}{note}")  # fmt: skip
+        lines.append(
+            f"Layer_{index}: {layer.layer}, {layer.num_filters} filters of "
+            f"{layer.kernels.shape[0]}x{layer.kernels.shape[1]}{note}"
+        )
         for f in range(layer.num_filters):
             kernel = layer.kernels[..., f]
             views = (
-                [(f" (input channel {c + 1})" if channels > 1 else "", kernel[:, :, c])
-                 for c in range(channels)]
-                if per_channel else [("", kernel.mean(axis=2))]
-            )  # fmt: skip
+                [
+                    (f" (input channel {c + 1})" if channels > 1 else "", kernel[:, :, c])
+                    for c in range(channels)
+                ]
+                if per_channel
+                else [("", kernel.mean(axis=2))]
+            )
             for label, matrix in views:
                 lines.append(f"Filter {f + 1}{label}:")
                 for row in matrix:
@@ -128,8 +135,11 @@ def conv_filters(model, include_decoder: bool = False) -> list[LayerFilters]:
         import keras
 
         decoder = model.get_layer("decoder")
-        convs = [layer for layer in decoder.layers
-                 if layer.name.startswith("decoder_conv_") or layer.name == "reconstruction"]
+        convs = [
+            layer
+            for layer in decoder.layers
+            if layer.name.startswith("decoder_conv_") or layer.name == "reconstruction"
+        ]
         for layer in sorted(convs, key=lambda layer: _conv_order(layer.name)):
             kernel, bias = (np.asarray(w) for w in layer.get_weights())
             if isinstance(layer, keras.layers.Conv2DTranspose):
@@ -154,15 +164,28 @@ def filters_frame(filters: list[LayerFilters]) -> pd.DataFrame:
         row, col, channel, number = np.meshgrid(
             np.arange(k_h), np.arange(k_w), np.arange(channels), np.arange(count), indexing="ij"
         )
-        parts.append(pd.DataFrame({
-            "layer": layer.layer, "filter": number.ravel() + 1, "input_channel": channel.ravel() + 1,
-            "row": row.ravel(), "col": col.ravel(), "value": layer.kernels.ravel(),
-        }))  # fmt: skip
-    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
-        columns=["layer", "filter", "input_channel", "row", "col", "value"])
-    return frame.sort_values(["layer", "filter", "input_channel", "row", "col"], kind="stable",
-                             key=lambda s: s.map(_conv_order) if s.name == "layer" else s
-                             ).reset_index(drop=True)  # fmt: skip
+        parts.append(
+            pd.DataFrame(
+                {
+                    "layer": layer.layer,
+                    "filter": number.ravel() + 1,
+                    "input_channel": channel.ravel() + 1,
+                    "row": row.ravel(),
+                    "col": col.ravel(),
+                    "value": layer.kernels.ravel(),
+                }
+            )
+        )
+    frame = (
+        pd.concat(parts, ignore_index=True)
+        if parts
+        else pd.DataFrame(columns=["layer", "filter", "input_channel", "row", "col", "value"])
+    )
+    return frame.sort_values(
+        ["layer", "filter", "input_channel", "row", "col"],
+        kind="stable",
+        key=lambda s: s.map(_conv_order) if s.name == "layer" else s,
+    ).reset_index(drop=True)
 
 
 def filters_json(filters: list[LayerFilters]) -> str:
@@ -171,11 +194,12 @@ def filters_json(filters: list[LayerFilters]) -> str:
         layer.layer: {
             "shape": list(layer.kernels.shape),
             "bias": layer.bias.tolist(),
-            "filters": [np.moveaxis(layer.kernels[..., f], 2, 0).tolist()
-                        for f in range(layer.num_filters)],
+            "filters": [
+                np.moveaxis(layer.kernels[..., f], 2, 0).tolist() for f in range(layer.num_filters)
+            ],
         }
         for layer in filters
-    }  # fmt: skip
+    }
     return json.dumps(payload, indent=1)
 
 
@@ -194,11 +218,15 @@ def layer_parameters(model) -> pd.DataFrame:
         for layer in model.get_layer(part).layers:
             if layer.__class__.__name__ == "InputLayer":
                 continue
-            rows.append({
-                "part": part, "layer": layer.name, "type": layer.__class__.__name__,
-                "output_shape": str(tuple(layer.output.shape[1:])),
-                "parameters": int(layer.count_params()),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "part": part,
+                    "layer": layer.name,
+                    "type": layer.__class__.__name__,
+                    "output_shape": str(tuple(layer.output.shape[1:])),
+                    "parameters": int(layer.count_params()),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -224,17 +252,21 @@ def _fit_to_model(image, input_shape: tuple[int, int, int]) -> np.ndarray:
     elif channels == 3:
         image = image.convert("RGB")
     else:
-        raise ConfigError(f"models with {channels} input channels take no uploaded images; "
-                          "expected 1 (grayscale) or 3 (RGB)")  # fmt: skip
+        raise ConfigError(
+            f"models with {channels} input channels take no uploaded images; "
+            "expected 1 (grayscale) or 3 (RGB)"
+        )
     image = image.resize((width, height), Image.Resampling.LANCZOS)
     array = np.asarray(image, dtype=np.float32) / 255.0
     return array.reshape(height, width, channels)
 
 
 def image_from_bytes(
-    data: bytes, input_shape: tuple[int, int, int], max_bytes: int = MAX_UPLOAD_BYTES,
+    data: bytes,
+    input_shape: tuple[int, int, int],
+    max_bytes: int = MAX_UPLOAD_BYTES,
     max_pixels: int = MAX_UPLOAD_PIXELS,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """Decodes an uploaded image file into one model input.
 
     Colour is converted to what the model reads: RGB to grayscale by luminance, grayscale to
@@ -258,8 +290,9 @@ def image_from_bytes(
     if len(data) == 0:
         raise DatasetError("the uploaded file is empty; expected a PNG or JPEG image")
     if len(data) > max_bytes:
-        raise DatasetError(f"the uploaded file has {len(data):,} bytes; at most {max_bytes:,} "
-                           "are accepted")  # fmt: skip
+        raise DatasetError(
+            f"the uploaded file has {len(data):,} bytes; at most {max_bytes:,} are accepted"
+        )
     try:
         with Image.open(io.BytesIO(data)) as image:
             pixels = image.width * image.height
@@ -271,8 +304,9 @@ def image_from_bytes(
             image.load()
             return _fit_to_model(image, input_shape)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise DatasetError(f"the uploaded file is not an image PIL can read ({exc}); "
-                           "expected a PNG or JPEG") from exc  # fmt: skip
+        raise DatasetError(
+            f"the uploaded file is not an image PIL can read ({exc}); expected a PNG or JPEG"
+        ) from exc
 
 
 def image_from_canvas(
@@ -358,14 +392,16 @@ class ActivationProbe:
         self.decoder = model.get_layer("decoder")
         self.input_shape = tuple(int(d) for d in self.encoder.input.shape[1:])
         self._enc_layers = [
-            layer for layer in self.encoder.layers
+            layer
+            for layer in self.encoder.layers
             if layer.name.startswith(("encoder_conv_", "encoder_down_")) or layer.name == "latent"
-        ]  # fmt: skip
+        ]
         self._dec_layers = [
-            layer for layer in self.decoder.layers
+            layer
+            for layer in self.decoder.layers
             if layer.name.startswith(("decoder_up_", "decoder_conv_", "decoder_crop"))
             or layer.name in ("decoder_reshape", "reconstruction")
-        ]  # fmt: skip
+        ]
         self._enc = keras.Model(self.encoder.input, [layer.output for layer in self._enc_layers])
         self._dec = keras.Model(self.decoder.input, [layer.output for layer in self._dec_layers])
 
@@ -403,8 +439,9 @@ def check_images(images: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray
     """
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 4 or tuple(images.shape[1:]) != tuple(input_shape):
-        raise ConfigError(f"images must have shape (N, {', '.join(map(str, input_shape))}), "
-                          f"got {images.shape}")  # fmt: skip
+        raise ConfigError(
+            f"images must have shape (N, {', '.join(map(str, input_shape))}), got {images.shape}"
+        )
     return images
 
 
@@ -448,8 +485,10 @@ def decode(model, latents: np.ndarray, batch_size: int = 256) -> np.ndarray:
 
 def _batched(part, inputs: np.ndarray, batch_size: int) -> np.ndarray:
     """Runs a model over inputs in batches by direct calls (faster than predict when small)."""
-    outs = [np.asarray(part(inputs[i : i + batch_size], training=False))
-            for i in range(0, len(inputs), batch_size)]  # fmt: skip
+    outs = [
+        np.asarray(part(inputs[i : i + batch_size], training=False))
+        for i in range(0, len(inputs), batch_size)
+    ]
     if not outs:
         return np.zeros((0, *part.output.shape[1:]), np.float32)
     return np.concatenate(outs).astype(np.float32)
@@ -471,16 +510,27 @@ def worst_reconstructions(scores: ReconstructionScores, count: int = 10) -> pd.D
     if count < 1:
         raise ConfigError(f"count must be a positive integer, got count={count}")
     order = np.argsort(-scores.mse, kind="stable")[:count]
-    return pd.DataFrame({
-        "rank": np.arange(1, len(order) + 1), "index": order, "mse": scores.mse[order],
-        "psnr": scores.psnr[order], "ssim": scores.ssim[order],
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "rank": np.arange(1, len(order) + 1),
+            "index": order,
+            "mse": scores.mse[order],
+            "psnr": scores.psnr[order],
+            "ssim": scores.ssim[order],
+        }
+    )
 
 
 def scores_frame(scores: ReconstructionScores, labels: np.ndarray | None = None) -> pd.DataFrame:
     """Per-image scores as a table (``index``, ``mse``, ``psnr``, ``ssim``, ``label``)."""
-    frame = pd.DataFrame({"index": np.arange(len(scores.mse)), "mse": scores.mse,
-                          "psnr": scores.psnr, "ssim": scores.ssim})  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "index": np.arange(len(scores.mse)),
+            "mse": scores.mse,
+            "psnr": scores.psnr,
+            "ssim": scores.ssim,
+        }
+    )
     if labels is not None:
         frame["label"] = labels
     return frame
@@ -505,10 +555,16 @@ def compression_curve(trials: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=columns)
     best = done.loc[done.groupby("latent_dim")["test_psnr"].idxmax()]
     counts = done.groupby("latent_dim").size()
-    return pd.DataFrame({
-        "latent_dim": best["latent_dim"].astype(int).to_numpy(),
-        "best_psnr": best["test_psnr"].to_numpy(dtype=float),
-        "trial": best["trial"].astype(int).to_numpy(),
-        "compression_ratio": best["compression_ratio"].to_numpy(dtype=float),
-        "trials": counts.loc[best["latent_dim"]].to_numpy(),
-    }).sort_values("latent_dim").reset_index(drop=True)  # fmt: skip
+    return (
+        pd.DataFrame(
+            {
+                "latent_dim": best["latent_dim"].astype(int).to_numpy(),
+                "best_psnr": best["test_psnr"].to_numpy(dtype=float),
+                "trial": best["trial"].astype(int).to_numpy(),
+                "compression_ratio": best["compression_ratio"].to_numpy(dtype=float),
+                "trials": counts.loc[best["latent_dim"]].to_numpy(),
+            }
+        )
+        .sort_values("latent_dim")
+        .reset_index(drop=True)
+    )

@@ -35,8 +35,12 @@ def _square_axes(fig: go.Figure) -> None:
         if name.startswith("xaxis"):
             updates[name] = plain
         elif name.startswith("yaxis"):
-            updates[name] = {**plain, "autorange": "reversed", "scaleratio": 1,
-                             "scaleanchor": "x" + name[5:]}  # fmt: skip
+            updates[name] = {
+                **plain,
+                "autorange": "reversed",
+                "scaleratio": 1,
+                "scaleanchor": "x" + name[5:],
+            }
     fig.update_layout(updates)
 
 
@@ -59,42 +63,70 @@ def filters_figure(filters: LayerFilters, channel: int | str = 0, max_cols: int 
     n_in = filters.num_input_channels
     if channel == "rgb":
         if n_in != 3:
-            raise ConfigError(f"an RGB composite needs 3 input channels; {filters.layer} has {n_in}")
+            raise ConfigError(
+                f"an RGB composite needs 3 input channels; {filters.layer} has {n_in}"
+            )
     elif channel == "mean":
         kernels = kernels.mean(axis=2, keepdims=True)
     elif not isinstance(channel, int) or not 0 <= channel < n_in:
-        raise ConfigError(f"channel must be 'rgb', 'mean' or an integer in [0, {n_in - 1}], "
-                          f"got channel={channel!r}")  # fmt: skip
+        raise ConfigError(
+            f"channel must be 'rgb', 'mean' or an integer in [0, {n_in - 1}], "
+            f"got channel={channel!r}"
+        )
     count = filters.num_filters
     rows, cols = _grid(count, max_cols)
-    fig = make_subplots(rows, cols, subplot_titles=[f"filter {f + 1}" for f in range(count)],
-                        horizontal_spacing=0.02, vertical_spacing=0.08)  # fmt: skip
+    fig = make_subplots(
+        rows,
+        cols,
+        subplot_titles=[f"filter {f + 1}" for f in range(count)],
+        horizontal_spacing=0.02,
+        vertical_spacing=0.08,
+    )
     if channel == "rgb":
         scale = float(np.abs(kernels).max()) or 1.0
-        traces = [go.Image(
-            z=((kernels[..., f] / scale + 1.0) * 127.5).clip(0, 255).astype(np.uint8),
-            customdata=kernels[..., f], hovertemplate=(
-                "row %{y}, col %{x}<br>R %{customdata[0]:.4f}<br>G %{customdata[1]:.4f}"
-                "<br>B %{customdata[2]:.4f}<extra></extra>"),
-        ) for f in range(count)]  # fmt: skip
+        traces = [
+            go.Image(
+                z=((kernels[..., f] / scale + 1.0) * 127.5).clip(0, 255).astype(np.uint8),
+                customdata=kernels[..., f],
+                hovertemplate=(
+                    "row %{y}, col %{x}<br>R %{customdata[0]:.4f}<br>G %{customdata[1]:.4f}"
+                    "<br>B %{customdata[2]:.4f}<extra></extra>"
+                ),
+            )
+            for f in range(count)
+        ]
     else:
         plane = kernels[:, :, 0 if channel == "mean" else channel, :]
         limit = float(np.abs(plane).max()) or 1.0
-        traces = [go.Heatmap(
-            z=plane[..., f], zmid=0, zmin=-limit, zmax=limit, colorscale=DIVERGING,
-            showscale=f == 0, colorbar={"title": "weight", "len": 0.9, "thickness": 12},
-            hovertemplate=f"filter {f + 1}<br>row %{{y}}, col %{{x}}<br>w = %{{z:.5f}}"
-                          "<extra></extra>",
-        ) for f in range(count)]  # fmt: skip
-    fig.add_traces(traces, rows=[f // cols + 1 for f in range(count)],
-                   cols=[f % cols + 1 for f in range(count)])  # fmt: skip
+        traces = [
+            go.Heatmap(
+                z=plane[..., f],
+                zmid=0,
+                zmin=-limit,
+                zmax=limit,
+                colorscale=DIVERGING,
+                showscale=f == 0,
+                colorbar={"title": "weight", "len": 0.9, "thickness": 12},
+                hovertemplate=f"filter {f + 1}<br>row %{{y}}, col %{{x}}<br>w = %{{z:.5f}}"
+                "<extra></extra>",
+            )
+            for f in range(count)
+        ]
+    fig.add_traces(
+        traces,
+        rows=[f // cols + 1 for f in range(count)],
+        cols=[f % cols + 1 for f in range(count)],
+    )
     _square_axes(fig)
     what = {"rgb": "RGB composite", "mean": "mean over input channels"}.get(
         channel, f"input channel {channel + 1 if isinstance(channel, int) else channel}"
     )
-    fig.update_layout(title=f"{filters.layer}: {count} filter{'s' if count != 1 else ''} of "
-                      f"{kernels.shape[0]}x{kernels.shape[1]}, {what}",
-                      height=max(220, 150 * rows + 80), margin={"t": 70, "l": 10, "r": 70})  # fmt: skip
+    fig.update_layout(
+        title=f"{filters.layer}: {count} filter{'s' if count != 1 else ''} of "
+        f"{kernels.shape[0]}x{kernels.shape[1]}, {what}",
+        height=max(220, 150 * rows + 80),
+        margin={"t": 70, "l": 10, "r": 70},
+    )
     fig.update_annotations(font_size=10)
     return fig
 
@@ -104,22 +136,35 @@ def weight_histogram_figure(weights: dict[str, np.ndarray], bins: int = 40) -> g
     fig = go.Figure()
     for name, values in weights.items():
         fig.add_trace(go.Histogram(x=values, name=name, nbinsx=bins, opacity=0.6))
-    fig.update_layout(barmode="overlay", title="Weight distribution per layer",
-                      xaxis_title="weight", yaxis_title="count", height=340)  # fmt: skip
+    fig.update_layout(
+        barmode="overlay",
+        title="Weight distribution per layer",
+        xaxis_title="weight",
+        yaxis_title="count",
+        height=340,
+    )
     return fig
 
 
 def parameters_figure(params: pd.DataFrame) -> go.Figure:
     """Horizontal bars of parameters per layer (from ``inspect.layer_parameters``)."""
     shown = params[params["parameters"] > 0]
-    fig = go.Figure(go.Bar(
-        x=shown["parameters"], y=shown["part"] + " / " + shown["layer"], orientation="h",
-        text=shown["parameters"].map("{:,}".format), textposition="auto",
-        marker_color=np.where(shown["part"] == "encoder", "#1f77b4", "#ff7f0e"),
-    ))  # fmt: skip
-    fig.update_layout(title=f"Parameters per layer (total {int(params['parameters'].sum()):,})",
-                      yaxis={"autorange": "reversed"}, xaxis_title="parameters",
-                      height=max(240, 28 * len(shown) + 100))  # fmt: skip
+    fig = go.Figure(
+        go.Bar(
+            x=shown["parameters"],
+            y=shown["part"] + " / " + shown["layer"],
+            orientation="h",
+            text=shown["parameters"].map("{:,}".format),
+            textposition="auto",
+            marker_color=np.where(shown["part"] == "encoder", "#1f77b4", "#ff7f0e"),
+        )
+    )
+    fig.update_layout(
+        title=f"Parameters per layer (total {int(params['parameters'].sum()):,})",
+        yaxis={"autorange": "reversed"},
+        xaxis_title="parameters",
+        height=max(240, 28 * len(shown) + 100),
+    )
     return fig
 
 
@@ -133,11 +178,15 @@ def _mosaic(maps: np.ndarray, cols: int) -> tuple[np.ndarray, np.ndarray]:
     for n in range(count):
         top, left = (n // cols) * (height + 1), (n % cols) * (width + 1)
         mosaic[top : top + height, left : left + width] = maps[..., n]
-        where[top : top + height, left : left + width] = np.stack([np.full_like(r, n + 1), r, c], -1)
+        where[top : top + height, left : left + width] = np.stack(
+            [np.full_like(r, n + 1), r, c], -1
+        )
     return mosaic, where
 
 
-def activation_figure(activation: LayerActivation, max_maps: int = 32, max_cols: int = 8) -> go.Figure:
+def activation_figure(
+    activation: LayerActivation, max_maps: int = 32, max_cols: int = 8
+) -> go.Figure:
     """One layer's feature maps as small multiples in one heatmap (a bar chart for vectors).
 
     The maps are tiled into a single trace (fast to build and draw); hover names the channel,
@@ -154,65 +203,97 @@ def activation_figure(activation: LayerActivation, max_maps: int = 32, max_cols:
     count = min(values.shape[-1], max_maps)
     rows, cols = _grid(count, max_cols)
     mosaic, where = _mosaic(values[..., :count], cols)
-    fig = go.Figure(go.Heatmap(
-        z=mosaic, customdata=where, colorscale=SEQUENTIAL, hoverongaps=False,
-        hovertemplate="channel %{customdata[0]}<br>row %{customdata[1]}, col %{customdata[2]}"
-                      "<br>%{z:.4f}<extra></extra>",
-    ))  # fmt: skip
+    fig = go.Figure(
+        go.Heatmap(
+            z=mosaic,
+            customdata=where,
+            colorscale=SEQUENTIAL,
+            hoverongaps=False,
+            hovertemplate="channel %{customdata[0]}<br>row %{customdata[1]}, col %{customdata[2]}"
+            "<br>%{z:.4f}<extra></extra>",
+        )
+    )
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x", scaleratio=1)
     more = f" (first {count} of {values.shape[-1]})" if count < values.shape[-1] else ""
     cell = max(40, min(110, 880 // cols))
-    fig.update_layout(title=f"{activation.layer}: {values.shape[-1]} map{'s' if values.shape[-1] != 1 else ''} of "
-                      f"{values.shape[0]}x{values.shape[1]}{more}, channels left to right",
-                      height=max(180, cell * rows + 70), margin={"t": 50, "l": 10, "r": 10,
-                                                                 "b": 10})  # fmt: skip
+    fig.update_layout(
+        title=f"{activation.layer}: {values.shape[-1]} map{'s' if values.shape[-1] != 1 else ''} of "
+        f"{values.shape[0]}x{values.shape[1]}{more}, channels left to right",
+        height=max(180, cell * rows + 70),
+        margin={"t": 50, "l": 10, "r": 10, "b": 10},
+    )
     return fig
 
 
 def latent_bar_figure(latent: np.ndarray, title: str = "latent vector") -> go.Figure:
     """The bottleneck values of one image as bars."""
     latent = np.asarray(latent).ravel()
-    fig = go.Figure(go.Bar(x=np.arange(1, len(latent) + 1), y=latent,
-                           marker_color=np.where(latent >= 0, "#1f77b4", "#d62728"),
-                           hovertemplate="z%{x} = %{y:.4f}<extra></extra>"))  # fmt: skip
-    fig.update_layout(title=title, xaxis_title="latent unit", yaxis_title="value", height=280,
-                      margin={"t": 50})  # fmt: skip
+    fig = go.Figure(
+        go.Bar(
+            x=np.arange(1, len(latent) + 1),
+            y=latent,
+            marker_color=np.where(latent >= 0, "#1f77b4", "#d62728"),
+            hovertemplate="z%{x} = %{y:.4f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title, xaxis_title="latent unit", yaxis_title="value", height=280, margin={"t": 50}
+    )
     return fig
 
 
 def image_strip_figure(
-    images: np.ndarray, titles: list[str] | None = None, max_cols: int = 10, height: int | None = None
-) -> go.Figure:  # fmt: skip
+    images: np.ndarray,
+    titles: list[str] | None = None,
+    max_cols: int = 10,
+    height: int | None = None,
+) -> go.Figure:
     """Images side by side (grayscale or RGB, values in [0, 1]) with their pixel values on hover."""
     images = np.asarray(images)
     count = len(images)
     if count == 0:
         raise ConfigError("no images to draw")
     rows, cols = _grid(count, max_cols)
-    fig = make_subplots(rows, cols, subplot_titles=titles, horizontal_spacing=0.01,
-                        vertical_spacing=0.06 if titles else 0.02)  # fmt: skip
+    fig = make_subplots(
+        rows,
+        cols,
+        subplot_titles=titles,
+        horizontal_spacing=0.01,
+        vertical_spacing=0.06 if titles else 0.02,
+    )
     for i, image in enumerate(images):
         cell = {"row": i // cols + 1, "col": i % cols + 1}
         if image.shape[-1] == 3:
             fig.add_trace(go.Image(z=(image.clip(0, 1) * 255).astype(np.uint8)), **cell)
         else:
-            fig.add_trace(go.Heatmap(z=image[..., 0], zmin=0, zmax=1, colorscale="Gray",
-                                     showscale=False,
-                                     hovertemplate="row %{y}, col %{x}: %{z:.3f}<extra></extra>"),
-                          **cell)  # fmt: skip
+            fig.add_trace(
+                go.Heatmap(
+                    z=image[..., 0],
+                    zmin=0,
+                    zmax=1,
+                    colorscale="Gray",
+                    showscale=False,
+                    hovertemplate="row %{y}, col %{x}: %{z:.3f}<extra></extra>",
+                ),
+                **cell,
+            )
     _square_axes(fig)
-    fig.update_layout(height=height or max(160, 120 * rows + (40 if titles else 10)),
-                      margin={"t": 30 if titles else 5, "b": 5, "l": 5, "r": 5})  # fmt: skip
+    fig.update_layout(
+        height=height or max(160, 120 * rows + (40 if titles else 10)),
+        margin={"t": 30 if titles else 5, "b": 5, "l": 5, "r": 5},
+    )
     fig.update_annotations(font_size=10)
     return fig
 
 
 def projection_figure(
-    projection: Projection, labels: np.ndarray | None = None,
-    class_names: tuple[str, ...] | None = None, selected: list[int] | None = None,
+    projection: Projection,
+    labels: np.ndarray | None = None,
+    class_names: tuple[str, ...] | None = None,
+    selected: list[int] | None = None,
     title: str | None = None,
-) -> go.Figure:  # fmt: skip
+) -> go.Figure:
     """WebGL scatter of a projection, one trace per class; ``customdata`` is the image index.
 
     Args:
@@ -227,35 +308,61 @@ def projection_figure(
     fig = go.Figure()
     hover = "image %{customdata[0]}<br>%{customdata[1]}<extra></extra>"
     if labels is None:
-        fig.add_trace(go.Scattergl(
-            x=points[:, 0], y=points[:, 1], mode="markers", name="images",
-            marker={"size": 5, "color": "#636efa", "opacity": 0.75},
-            customdata=np.column_stack([index, np.full(len(index), "no label")]),
-            hovertemplate=hover,
-        ))  # fmt: skip
+        fig.add_trace(
+            go.Scattergl(
+                x=points[:, 0],
+                y=points[:, 1],
+                mode="markers",
+                name="images",
+                marker={"size": 5, "color": "#636efa", "opacity": 0.75},
+                customdata=np.column_stack([index, np.full(len(index), "no label")]),
+                hovertemplate=hover,
+            )
+        )
     else:
         for value in np.unique(labels):
             mask = labels == value
-            name = class_names[value] if class_names and 0 <= value < len(class_names) else str(value)
-            fig.add_trace(go.Scattergl(
-                x=points[mask, 0], y=points[mask, 1], mode="markers", name=name,
-                marker={"size": 5, "opacity": 0.8},
-                customdata=np.column_stack([index[mask], np.full(mask.sum(), name)]),
-                hovertemplate=hover,
-            ))  # fmt: skip
+            name = (
+                class_names[value] if class_names and 0 <= value < len(class_names) else str(value)
+            )
+            fig.add_trace(
+                go.Scattergl(
+                    x=points[mask, 0],
+                    y=points[mask, 1],
+                    mode="markers",
+                    name=name,
+                    marker={"size": 5, "opacity": 0.8},
+                    customdata=np.column_stack([index[mask], np.full(mask.sum(), name)]),
+                    hovertemplate=hover,
+                )
+            )
     if selected:
         sel = np.asarray(selected)
-        fig.add_trace(go.Scattergl(
-            x=points[sel, 0], y=points[sel, 1], mode="markers+text", name="selected",
-            text=[f"#{i}" for i in sel], textposition="top center", hoverinfo="skip",
-            marker={"size": 14, "color": "rgba(0,0,0,0)", "line": {"width": 2, "color": "black"}},
-        ))  # fmt: skip
+        fig.add_trace(
+            go.Scattergl(
+                x=points[sel, 0],
+                y=points[sel, 1],
+                mode="markers+text",
+                name="selected",
+                text=[f"#{i}" for i in sel],
+                textposition="top center",
+                hoverinfo="skip",
+                marker={
+                    "size": 14,
+                    "color": "rgba(0,0,0,0)",
+                    "line": {"width": 2, "color": "black"},
+                },
+            )
+        )
     params = ", ".join(f"{k}={v:g}" for k, v in projection.params.items())
     fig.update_layout(
         title=title or f"{projection.method.upper()}{f' ({params})' if params else ''}",
-        height=480, legend={"itemsizing": "constant"},
-        xaxis={"title": "dim 1"}, yaxis={"title": "dim 2"}, margin={"t": 50},
-    )  # fmt: skip
+        height=480,
+        legend={"itemsizing": "constant"},
+        xaxis={"title": "dim 1"},
+        yaxis={"title": "dim 2"},
+        margin={"t": 50},
+    )
     return fig
 
 
@@ -263,12 +370,23 @@ def score_histograms_figure(scores: pd.DataFrame, bins: int = 30) -> go.Figure:
     """Side-by-side histograms of per-image MSE, PSNR and SSIM (from ``inspect.scores_frame``)."""
     fig = make_subplots(1, 3, subplot_titles=["MSE", "PSNR (dB)", "SSIM"])
     for col, name in enumerate(("mse", "psnr", "ssim"), start=1):
-        fig.add_trace(go.Histogram(x=scores[name], nbinsx=bins, name=name.upper(),
-                                   showlegend=False), row=1, col=col)  # fmt: skip
+        fig.add_trace(
+            go.Histogram(x=scores[name], nbinsx=bins, name=name.upper(), showlegend=False),
+            row=1,
+            col=col,
+        )
         mean = float(scores[name].mean())
-        fig.add_vline(x=mean, line_dash="dash", line_color="black", row=1, col=col,
-                      annotation_text=f"mean {mean:.4g}", annotation_font_size=10,
-                      annotation_position="top right", annotation_bgcolor="rgba(255,255,255,0.8)")  # fmt: skip
+        fig.add_vline(
+            x=mean,
+            line_dash="dash",
+            line_color="black",
+            row=1,
+            col=col,
+            annotation_text=f"mean {mean:.4g}",
+            annotation_font_size=10,
+            annotation_position="top right",
+            annotation_bgcolor="rgba(255,255,255,0.8)",
+        )
     fig.update_yaxes(title_text="images", row=1, col=1)
     fig.update_layout(height=300, margin={"t": 50}, title="Per-image reconstruction quality")
     return fig
@@ -276,20 +394,34 @@ def score_histograms_figure(scores: pd.DataFrame, bins: int = 30) -> go.Figure:
 
 def compression_curve_figure(curve: pd.DataFrame, current_trial: int | None = None) -> go.Figure:
     """Best PSNR against latent size (from ``inspect.compression_curve``)."""
-    fig = go.Figure(go.Scatter(
-        x=curve["latent_dim"], y=curve["best_psnr"], mode="lines+markers",
-        customdata=curve[["trial", "compression_ratio", "trials"]].to_numpy(),
-        hovertemplate="latent %{x}<br>best PSNR %{y:.2f} dB (trial %{customdata[0]})"
-                      "<br>compression %{customdata[1]:.1f}x, %{customdata[2]} trials"
-                      "<extra></extra>",
-        name="best PSNR",
-    ))  # fmt: skip
+    fig = go.Figure(
+        go.Scatter(
+            x=curve["latent_dim"],
+            y=curve["best_psnr"],
+            mode="lines+markers",
+            customdata=curve[["trial", "compression_ratio", "trials"]].to_numpy(),
+            hovertemplate="latent %{x}<br>best PSNR %{y:.2f} dB (trial %{customdata[0]})"
+            "<br>compression %{customdata[1]:.1f}x, %{customdata[2]} trials"
+            "<extra></extra>",
+            name="best PSNR",
+        )
+    )
     if current_trial is not None and (curve["trial"] == current_trial).any():
         row = curve[curve["trial"] == current_trial].iloc[0]
-        fig.add_trace(go.Scatter(x=[row["latent_dim"]], y=[row["best_psnr"]], mode="markers",
-                                 marker={"size": 14, "symbol": "star", "color": "#d62728"},
-                                 name=f"trial {current_trial}"))  # fmt: skip
-    fig.update_layout(title="Compression curve: best PSNR per latent size",
-                      xaxis={"title": "latent size", "type": "log"},
-                      yaxis_title="best test PSNR (dB)", height=340, margin={"t": 50})  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=[row["latent_dim"]],
+                y=[row["best_psnr"]],
+                mode="markers",
+                marker={"size": 14, "symbol": "star", "color": "#d62728"},
+                name=f"trial {current_trial}",
+            )
+        )
+    fig.update_layout(
+        title="Compression curve: best PSNR per latent size",
+        xaxis={"title": "latent size", "type": "log"},
+        yaxis_title="best test PSNR (dB)",
+        height=340,
+        margin={"t": 50},
+    )
     return fig

@@ -92,9 +92,10 @@ def _pca(latents: np.ndarray, seed: int):
 
 
 @register_projection(
-    "tsne", "t-SNE: keeps local neighbourhoods; slow beyond a few thousand points",
+    "tsne",
+    "t-SNE: keeps local neighbourhoods; slow beyond a few thousand points",
     [ProjectionParameter("perplexity", 30.0, 2.0, 100.0, "effective number of neighbours")],
-)  # fmt: skip
+)
 def _tsne(latents: np.ndarray, seed: int, perplexity: float = 30.0):
     from sklearn.manifold import TSNE
 
@@ -105,8 +106,10 @@ def _tsne(latents: np.ndarray, seed: int, perplexity: float = 30.0):
     limit = float(n - 1) / 3.0
     if perplexity >= limit:
         clamped = max(1.0, float(np.floor(limit * 10) / 10))
-        notices.append(f"perplexity={perplexity:g} must be below a third of the {n} points; "
-                       f"used perplexity={clamped:g}")  # fmt: skip
+        notices.append(
+            f"perplexity={perplexity:g} must be below a third of the {n} points; "
+            f"used perplexity={clamped:g}"
+        )
         perplexity = clamped
     tsne = TSNE(2, perplexity=perplexity, init="pca", random_state=seed, n_jobs=2)
     points = tsne.fit_transform(latents.astype(np.float64)).astype(np.float32)
@@ -114,10 +117,13 @@ def _tsne(latents: np.ndarray, seed: int, perplexity: float = 30.0):
 
 
 @register_projection(
-    "umap", "UMAP: local and some global structure; fast on thousands of points",
-    [ProjectionParameter("n_neighbors", 15, 2, 200, "size of the local neighbourhood"),
-     ProjectionParameter("min_dist", 0.1, 0.0, 0.99, "how tightly points may pack")],
-)  # fmt: skip
+    "umap",
+    "UMAP: local and some global structure; fast on thousands of points",
+    [
+        ProjectionParameter("n_neighbors", 15, 2, 200, "size of the local neighbourhood"),
+        ProjectionParameter("min_dist", 0.1, 0.0, 0.99, "how tightly points may pack"),
+    ],
+)
 def _umap(latents: np.ndarray, seed: int, n_neighbors: int = 15, min_dist: float = 0.1):
     import warnings
 
@@ -129,12 +135,18 @@ def _umap(latents: np.ndarray, seed: int, n_neighbors: int = 15, min_dist: float
         raise ConfigError(f"UMAP needs at least 4 points, got {n}")
     n_neighbors = int(n_neighbors)
     if n_neighbors >= n:
-        notices.append(f"n_neighbors={n_neighbors} must be below the {n} points; "
-                       f"used n_neighbors={n - 1}")  # fmt: skip
+        notices.append(
+            f"n_neighbors={n_neighbors} must be below the {n} points; used n_neighbors={n - 1}"
+        )
         n_neighbors = n - 1
     # A fixed seed makes UMAP single-threaded; speed matters more here than bit-identical runs.
-    reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=float(min_dist),
-                        n_jobs=2, init="spectral" if n > n_neighbors + 2 else "random")  # fmt: skip
+    reducer = umap.UMAP(
+        n_components=2,
+        n_neighbors=n_neighbors,
+        min_dist=float(min_dist),
+        n_jobs=2,
+        init="spectral" if n > n_neighbors + 2 else "random",
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         points = reducer.fit_transform(latents)
@@ -149,19 +161,24 @@ def projection_params(method: str, params: dict[str, Any] | None = None) -> dict
         ConfigError: Unknown method, unknown parameter, or a value out of range.
     """
     if method not in PROJECTIONS:
-        raise ConfigError(f"unknown projection {method!r}; expected one of {', '.join(PROJECTIONS)}")
+        raise ConfigError(
+            f"unknown projection {method!r}; expected one of {', '.join(PROJECTIONS)}"
+        )
     spec = {p.name: p for p in PROJECTIONS[method].parameters}
     params = dict(params or {})
     unknown = set(params) - set(spec)
     if unknown:
-        raise ConfigError(f"projection {method!r} has no parameter {min(unknown)!r}; "
-                          f"expected {', '.join(spec) or 'none'}")  # fmt: skip
+        raise ConfigError(
+            f"projection {method!r} has no parameter {min(unknown)!r}; "
+            f"expected {', '.join(spec) or 'none'}"
+        )
     out = {}
     for name, p in spec.items():
         value = params.get(name, p.default)
         if not isinstance(value, (int, float)) or not p.low <= value <= p.high:
-            raise ConfigError(f"{name} must be a number in [{p.low:g}, {p.high:g}], "
-                              f"got {name}={value!r}")  # fmt: skip
+            raise ConfigError(
+                f"{name} must be a number in [{p.low:g}, {p.high:g}], got {name}={value!r}"
+            )
         out[name] = type(p.default)(value)
     return out
 
@@ -188,7 +205,9 @@ def latent_projection(
     checked = projection_params(method, params)
     latents = np.asarray(latents, dtype=np.float32)
     if latents.ndim != 2 or len(latents) == 0:
-        raise ConfigError(f"latents must be a non-empty (N, latent_dim) array, got {latents.shape}")
+        raise ConfigError(
+            f"latents must be a non-empty (N, latent_dim) array, got {latents.shape}"
+        )
     points, used, notices = PROJECTIONS[method].project(latents, seed, **checked)
     return Projection(method, {**checked, **used}, points, list(notices))
 
@@ -211,9 +230,12 @@ class ProbeResult:
 
 
 def linear_probe(
-    z_train: np.ndarray, y_train: np.ndarray | None, z_test: np.ndarray, y_test: np.ndarray | None,
+    z_train: np.ndarray,
+    y_train: np.ndarray | None,
+    z_test: np.ndarray,
+    y_test: np.ndarray | None,
     max_iter: int = 500,
-) -> ProbeResult:  # fmt: skip
+) -> ProbeResult:
     """Fits a logistic regression on training latents and scores it on the test latents.
 
     Args:
@@ -234,12 +256,14 @@ def linear_probe(
     from sklearn.preprocessing import StandardScaler
 
     if y_train is None or y_test is None:
-        raise ConfigError("the dataset has no labels, so there is nothing for a linear probe to "
-                          "predict")  # fmt: skip
+        raise ConfigError(
+            "the dataset has no labels, so there is nothing for a linear probe to predict"
+        )
     classes, counts = np.unique(y_train, return_counts=True)
     if len(classes) < 2:
-        raise ConfigError(f"a linear probe needs at least 2 classes in the training split, "
-                          f"got {len(classes)}")  # fmt: skip
+        raise ConfigError(
+            f"a linear probe needs at least 2 classes in the training split, got {len(classes)}"
+        )
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
     probe.fit(z_train, y_train)
     accuracy = float((probe.predict(z_test) == y_test).mean()) if len(z_test) else float("nan")
@@ -257,7 +281,8 @@ def interpolate(z_from: np.ndarray, z_to: np.ndarray, steps: int = 8) -> np.ndar
         raise ConfigError(f"steps must be at least 2, got steps={steps}")
     z_from, z_to = np.asarray(z_from, np.float32), np.asarray(z_to, np.float32)
     if z_from.shape != z_to.shape:
-        raise ConfigError(f"latents to interpolate must have the same shape, got {z_from.shape} "
-                          f"and {z_to.shape}")  # fmt: skip
+        raise ConfigError(
+            f"latents to interpolate must have the same shape, got {z_from.shape} and {z_to.shape}"
+        )
     t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
     return (1 - t) * z_from[None] + t * z_to[None]

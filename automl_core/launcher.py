@@ -203,11 +203,28 @@ def build_command(
     settings: SearchSettings, space_file: Path, workers: int, storage_url: str | None
 ) -> list[str]:
     """The CLI command line that runs a search."""
-    command = [sys.executable, "-m", "automl_core", "search", "--dataset", settings.dataset,
-               "--space", str(space_file), "--strategy", settings.strategy,
-               "--study", settings.study, "--max-epochs", str(settings.max_epochs),
-               "--workers", str(workers), "--seed", str(settings.seed),
-               "--second-objective", settings.second_objective]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "automl_core",
+        "search",
+        "--dataset",
+        settings.dataset,
+        "--space",
+        str(space_file),
+        "--strategy",
+        settings.strategy,
+        "--study",
+        settings.study,
+        "--max-epochs",
+        str(settings.max_epochs),
+        "--workers",
+        str(workers),
+        "--seed",
+        str(settings.seed),
+        "--second-objective",
+        settings.second_objective,
+    ]
     if settings.trials is not None:
         command += ["--trials", str(settings.trials)]
     if settings.timeout is not None:
@@ -250,14 +267,23 @@ def launch_search(
     space_file.write_text(json.dumps(settings.search_space().to_dict(), indent=2), "utf-8")
     log = folder / f"{settings.study}.log"
     command = build_command(settings, space_file, workers, storage_url)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3",
-           "AUTOML_HOME": str(store.runs_home())}  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "AUTOML_HOME": str(store.runs_home()),
+    }
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, cwd=str(_ROOT), start_new_session=True,
-        )  # fmt: skip
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=str(_ROOT),
+            start_new_session=True,
+        )
     record = LaunchRecord(settings.study, process.pid, time.time(), str(log), command)
     _record_path(settings.study).write_text(json.dumps(record.__dict__), "utf-8")
     return record
@@ -327,8 +353,11 @@ def log_tail(study: str, lines: int = 15) -> str:
         text = Path(record.log).read_text(encoding="utf-8", errors="replace")
     except OSError:
         return ""
-    kept = [line for line in text.splitlines() if "absl::InitializeLog" not in line
-            and "oneDNN custom operations" not in line]  # fmt: skip
+    kept = [
+        line
+        for line in text.splitlines()
+        if "absl::InitializeLog" not in line and "oneDNN custom operations" not in line
+    ]
     return "\n".join(kept[-lines:])
 
 
@@ -391,15 +420,26 @@ def search_progress(study: str, storage_url: str | None = None) -> SearchProgres
     live, done = [], 0
     for trial in loaded.get_trials(deepcopy=False):
         states[trial.state.name] = states.get(trial.state.name, 0) + 1
-        finished = trial.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-        if finished or (trial.state == optuna.trial.TrialState.FAIL
-                        and FAIL_REASON_ATTR in trial.user_attrs):  # fmt: skip
+        finished = trial.state in (
+            optuna.trial.TrialState.COMPLETE,
+            optuna.trial.TrialState.PRUNED,
+        )
+        if finished or (
+            trial.state == optuna.trial.TrialState.FAIL and FAIL_REASON_ATTR in trial.user_attrs
+        ):
             done += 1
         elif trial.state == optuna.trial.TrialState.RUNNING:
             curves = trial.user_attrs.get(LIVE_ATTR, {})
-            live.append({"trial": trial.number, "epoch": curves.get("epoch", 0),
-                         "loss": curves.get("loss", []), "val_loss": curves.get("val_loss", []),
-                         "max_epochs": max_epochs, "params": dict(trial.params)})  # fmt: skip
+            live.append(
+                {
+                    "trial": trial.number,
+                    "epoch": curves.get("epoch", 0),
+                    "loss": curves.get("loss", []),
+                    "val_loss": curves.get("val_loss", []),
+                    "max_epochs": max_epochs,
+                    "params": dict(trial.params),
+                }
+            )
     return SearchProgress(study, running, True, budget, done, states, live, error)
 
 

@@ -20,8 +20,11 @@ from automl_core.errors import AutoMLError
 from automl_core.results import EMPTY_COLUMNS, METRIC_COLUMNS, sort_trials, trials_frame
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
-_LAYOUT = {"margin": {"l": 10, "r": 10, "t": 40, "b": 10}, "height": 380,
-           "template": "plotly_white"}
+_LAYOUT = {
+    "margin": {"l": 10, "r": 10, "t": 40, "b": 10},
+    "height": 380,
+    "template": "plotly_white",
+}
 
 
 def studies_frame(studies: list[optuna.Study]) -> pd.DataFrame:
@@ -41,9 +44,11 @@ def studies_frame(studies: list[optuna.Study]) -> pd.DataFrame:
 
 
 def filter_frame(
-    frame: pd.DataFrame, states: list[str] | None = None, text: str = "",
+    frame: pd.DataFrame,
+    states: list[str] | None = None,
+    text: str = "",
     max_val_mse: float | None = None,
-) -> pd.DataFrame:  # fmt: skip
+) -> pd.DataFrame:
     """Rows of the leaderboard that match a state filter, a text filter and an MSE ceiling.
 
     Args:
@@ -67,7 +72,9 @@ def filter_frame(
     return frame[keep]
 
 
-def loss_curves(studies: dict[str, optuna.Study], picks: list[tuple[str, int]]) -> tuple[pd.DataFrame, list[str]]:
+def loss_curves(
+    studies: dict[str, optuna.Study], picks: list[tuple[str, int]]
+) -> tuple[pd.DataFrame, list[str]]:
     """Per-epoch losses of picked trials, long form, and a note for each that has none.
 
     Args:
@@ -88,7 +95,9 @@ def loss_curves(studies: dict[str, optuna.Study], picks: list[tuple[str, int]]) 
             continue
         for split in ("loss", "val_loss"):
             for epoch, value in enumerate(history.get(split, []), start=1):
-                rows.append({"label": label, "epoch": epoch, "split": split, "value": float(value)})
+                rows.append(
+                    {"label": label, "epoch": epoch, "split": split, "value": float(value)}
+                )
     return pd.DataFrame(rows, columns=["label", "epoch", "split", "value"]), notes
 
 
@@ -99,20 +108,37 @@ def _label(study_name: str, number: int, with_study: bool) -> str:
 def loss_curves_figure(frame: pd.DataFrame, title: str = "Loss per epoch") -> go.Figure:
     """Overlaid training (dashed) and validation (solid) loss curves, one colour per trial."""
     figure = go.Figure()
-    palette = ["#4C6EF5", "#F76707", "#2B8A3E", "#C2255C", "#7048E8", "#1098AD", "#E8590C",
-               "#5C940D", "#862E9C", "#364FC7"]  # fmt: skip
+    palette = [
+        "#4C6EF5",
+        "#F76707",
+        "#2B8A3E",
+        "#C2255C",
+        "#7048E8",
+        "#1098AD",
+        "#E8590C",
+        "#5C940D",
+        "#862E9C",
+        "#364FC7",
+    ]
     for index, (label, group) in enumerate(frame.groupby("label", sort=False)):
         colour = palette[index % len(palette)]
         for split, dash in (("val_loss", "solid"), ("loss", "dash")):
             part = group[group["split"] == split]
             if part.empty:
                 continue
-            figure.add_trace(go.Scatter(
-                x=part["epoch"], y=part["value"], mode="lines+markers", name=f"{label} {split}",
-                line={"color": colour, "dash": dash}, legendgroup=label,
-            ))  # fmt: skip
-    figure.update_layout(title=title, xaxis_title="epoch", yaxis_title="MSE (log scale)",
-                         **_LAYOUT)  # fmt: skip
+            figure.add_trace(
+                go.Scatter(
+                    x=part["epoch"],
+                    y=part["value"],
+                    mode="lines+markers",
+                    name=f"{label} {split}",
+                    line={"color": colour, "dash": dash},
+                    legendgroup=label,
+                )
+            )
+    figure.update_layout(
+        title=title, xaxis_title="epoch", yaxis_title="MSE (log scale)", **_LAYOUT
+    )
     figure.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0})
     # full numbers on every tick: Plotly's default log ticks label 0.02..0.09 as "2".."9"
     figure.update_yaxes(type="log", tickformat=".2g")
@@ -126,8 +152,14 @@ def live_curves(live: dict) -> pd.DataFrame:
     rows = []
     for split in ("loss", "val_loss"):
         for epoch, value in enumerate(live.get(split, []), start=1):
-            rows.append({"label": f"#{live.get('trial', '?')}", "epoch": epoch, "split": split,
-                         "value": float(value)})  # fmt: skip
+            rows.append(
+                {
+                    "label": f"#{live.get('trial', '?')}",
+                    "epoch": epoch,
+                    "split": split,
+                    "value": float(value),
+                }
+            )
     return pd.DataFrame(rows, columns=["label", "epoch", "split", "value"])
 
 
@@ -209,19 +241,27 @@ def study_figures(study: optuna.Study) -> tuple[dict[str, go.Figure], list[str]]
     figures["Optimization history"] = _plot(vis.plot_optimization_history, study, **kwargs)
     if len(study.trials) <= 20:  # whole trial numbers, not 0.2 steps
         figures["Optimization history"].update_xaxes(dtick=1)
-    varying = [name for name in finished[0].params
-               if len({repr(t.params.get(name)) for t in finished}) > 1]  # fmt: skip
+    varying = [
+        name
+        for name in finished[0].params
+        if len({repr(t.params.get(name)) for t in finished}) > 1
+    ]
     if varying:
         figures["Parallel coordinates"] = _plot(vis.plot_parallel_coordinate, study, **kwargs)
     if len(finished) >= 2 and varying:
         try:
             figures["Parameter importances"] = _plot(
-                vis.plot_param_importances, study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), **kwargs
+                vis.plot_param_importances,
+                study,
+                evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
+                **kwargs,
             )
         except (RuntimeError, ValueError, ZeroDivisionError) as exc:
             notes.append(f"Parameter importances unavailable: {exc}")
     else:
-        notes.append("Parameter importances need at least 2 finished trials with varying parameters.")
+        notes.append(
+            "Parameter importances need at least 2 finished trials with varying parameters."
+        )
     if multi:
         names = ["val MSE", _second_objective_name(study)]
         figures["Pareto front"] = _plot(vis.plot_pareto_front, study, target_names=names)

@@ -36,9 +36,13 @@ class Block:
 def _conv(config: ModelConfig, name: str, strides: int = 1) -> layers.Conv2D:
     """A same-padded convolution with the configuration's filters and activation."""
     return layers.Conv2D(
-        config.filters, config.kernel_size, strides=strides, padding="same",
-        activation=config.activation, name=name,
-    )  # fmt: skip
+        config.filters,
+        config.kernel_size,
+        strides=strides,
+        padding="same",
+        activation=config.activation,
+        name=name,
+    )
 
 
 def _pool_down(x, config, i):
@@ -61,9 +65,13 @@ def _strided_down(x, config, i):
 def _strided_up(x, config, i):
     """One stride-2 transposed convolution."""
     return layers.Conv2DTranspose(
-        config.filters, config.kernel_size, strides=2, padding="same",
-        activation=config.activation, name=f"decoder_conv_{i}",
-    )(x)  # fmt: skip
+        config.filters,
+        config.kernel_size,
+        strides=2,
+        padding="same",
+        activation=config.activation,
+        name=f"decoder_conv_{i}",
+    )(x)
 
 
 BLOCKS: dict[str, Block] = {
@@ -135,9 +143,9 @@ def build_autoencoder(config: ModelConfig, input_shape: tuple[int, int, int]) ->
     out_h, out_w = int(y.shape[1]), int(y.shape[2])
     if (out_h, out_w) != (height, width):
         dh, dw = out_h - height, out_w - width
-        y = layers.Cropping2D(((dh // 2, dh - dh // 2), (dw // 2, dw - dw // 2)), name="decoder_crop")(
-            y
-        )
+        y = layers.Cropping2D(
+            ((dh // 2, dh - dh // 2), (dw // 2, dw - dw // 2)), name="decoder_crop"
+        )(y)
     reconstruction = layers.Conv2D(
         channels, config.kernel_size, padding="same", activation="sigmoid", name="reconstruction"
     )(y)
@@ -189,11 +197,22 @@ def multiply_accumulates(model: keras.Model) -> int:
 
 
 @functools.lru_cache(maxsize=1024)
-def _architecture_work(input_shape: tuple[int, int, int], num_conv_layers: int, filters: int,
-                       kernel_size: int, latent_dim: int, block: str) -> int:  # fmt: skip
+def _architecture_work(
+    input_shape: tuple[int, int, int],
+    num_conv_layers: int,
+    filters: int,
+    kernel_size: int,
+    latent_dim: int,
+    block: str,
+) -> int:
     """Multiply-accumulates per image of one architecture (cached: building costs ~50 ms)."""
-    config = ModelConfig(num_conv_layers=num_conv_layers, filters=filters,
-                         kernel_size=kernel_size, latent_dim=latent_dim, block=block)  # fmt: skip
+    config = ModelConfig(
+        num_conv_layers=num_conv_layers,
+        filters=filters,
+        kernel_size=kernel_size,
+        latent_dim=latent_dim,
+        block=block,
+    )
     return multiply_accumulates(build_autoencoder(config, input_shape).autoencoder)
 
 
@@ -203,5 +222,11 @@ def architecture_work(config: ModelConfig, input_shape: tuple[int, int, int]) ->
     Training time per epoch grows with it; learning rate, optimizer and activation do not
     change it, so configurations differing only in those share one cached count.
     """
-    return _architecture_work(tuple(int(d) for d in input_shape), config.num_conv_layers,
-                              config.filters, config.kernel_size, config.latent_dim, config.block)  # fmt: skip
+    return _architecture_work(
+        tuple(int(d) for d in input_shape),
+        config.num_conv_layers,
+        config.filters,
+        config.kernel_size,
+        config.latent_dim,
+        config.block,
+    )

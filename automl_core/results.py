@@ -10,8 +10,15 @@ import pandas as pd
 from automl_core import store
 from automl_core.search import CONFIG_ATTR, FAIL_REASON_ATTR, LIVE_ATTR, METRICS_ATTR
 
-METRIC_COLUMNS = ("val_mse", "test_psnr", "test_ssim", "param_count", "compression_ratio",
-                  "train_seconds", "epochs")  # fmt: skip
+METRIC_COLUMNS = (
+    "val_mse",
+    "test_psnr",
+    "test_ssim",
+    "param_count",
+    "compression_ratio",
+    "train_seconds",
+    "epochs",
+)
 EMPTY_COLUMNS = ["study", "trial", "state", *METRIC_COLUMNS, "has_model", "note"]
 
 
@@ -57,7 +64,9 @@ def sort_trials(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty:
         return frame.reset_index(drop=True)
     finished_first = frame["state"].map({"COMPLETE": 0, "PRUNED": 1, "RUNNING": 2}).fillna(3)
-    frame = frame.assign(_order=finished_first).sort_values(["_order", "val_mse", "study", "trial"])
+    frame = frame.assign(_order=finished_first).sort_values(
+        ["_order", "val_mse", "study", "trial"]
+    )
     return frame.drop(columns="_order").reset_index(drop=True)
 
 
@@ -68,9 +77,12 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
         ArtifactMissing: No trial has finished with a model yet.
     """
     finished = [
-        t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        t
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if store.ARTIFACT_ATTR in t.user_attrs
-    ]  # fmt: skip
+    ]
     if not finished:
-        raise store.ArtifactMissing(f"study {study.study_name!r} has no finished trial with a model yet")
+        raise store.ArtifactMissing(
+            f"study {study.study_name!r} has no finished trial with a model yet"
+        )
     return min(finished, key=lambda t: t.user_attrs[METRICS_ATTR]["val_mse"])

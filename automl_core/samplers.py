@@ -51,18 +51,23 @@ class CostAwareTPESampler(optuna.samplers.TPESampler):
         seed: int | None = None,
         n_startup_trials: int = 5,
     ) -> None:
-        super().__init__(seed=seed, n_startup_trials=n_startup_trials, multivariate=True,
-                         constant_liar=True)  # fmt: skip
+        super().__init__(
+            seed=seed, n_startup_trials=n_startup_trials, multivariate=True, constant_liar=True
+        )
         self._distributions = dict(distributions)
         # single-valued parameters are not sampled, but the work of a configuration needs them
-        self._fixed = {name: _only_value(d) for name, d in self._distributions.items() if d.single()}
+        self._fixed = {
+            name: _only_value(d) for name, d in self._distributions.items() if d.single()
+        }
         self._work_of = work_of
         self._start_up = n_startup_trials
         self._overhead_work = PRIOR_OVERHEAD_WORK
         self._tried: set[tuple] = set()
         self._uniform = optuna.samplers.RandomSampler(seed=seed)
 
-    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
         """The whole space minus single-valued parameters, sampled jointly from trial one."""
         return {name: d for name, d in self._distributions.items() if not d.single()}
 
@@ -78,9 +83,15 @@ class CostAwareTPESampler(optuna.samplers.TPESampler):
         points = []
         for trial in trials:
             epochs = len(trial.intermediate_values)
-            if (trial.state in FINISHED and epochs and trial.duration is not None
-                    and set(self._distributions) <= set(trial.params)):  # fmt: skip
-                points.append((self._work_of(trial.params), trial.duration.total_seconds() / epochs))
+            if (
+                trial.state in FINISHED
+                and epochs
+                and trial.duration is not None
+                and set(self._distributions) <= set(trial.params)
+            ):
+                points.append(
+                    (self._work_of(trial.params), trial.duration.total_seconds() / epochs)
+                )
         work = np.array([w for w, _ in points], dtype=float)
         if len(np.unique(work)) < 2:
             return
@@ -90,7 +101,9 @@ class CostAwareTPESampler(optuna.samplers.TPESampler):
             # bounded: a handful of noisy timings must not make cost irrelevant or absolute
             self._overhead_work = float(np.clip(overhead / rate, 1e5, 1e9))
 
-    def _sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+    def _sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
         # overrides TPESampler's private hook (stable from Optuna 3.x to 5.0; tested)
         if not search_space:
             return {}
@@ -98,7 +111,9 @@ class CostAwareTPESampler(optuna.samplers.TPESampler):
         self.fit_time_model(trials)
         # configurations already run or running: in a discrete space, proposing one again
         # would spend a trial on a known answer
-        self._tried = {_key(t.params, search_space) for t in trials if set(search_space) <= set(t.params)}
+        self._tried = {
+            _key(t.params, search_space) for t in trials if set(search_space) <= set(t.params)
+        }
         if sum(t.state in FINISHED for t in trials) < self._start_up:
             return self._cheap_random_draw(search_space)
         return self._sample(study, trial, search_space)
@@ -107,20 +122,33 @@ class CostAwareTPESampler(optuna.samplers.TPESampler):
         """A uniform draw, re-weighted by 1 / predicted cost: uniform per second of compute."""
         rng = self._rng.rng
         # RandomSampler.sample_independent only uses its own generator, not the study
-        candidates = [{name: self._uniform.sample_independent(None, None, name, d)  # type: ignore[arg-type]
-                       for name, d in search_space.items()} for _ in range(START_UP_CANDIDATES)]  # fmt: skip
-        weights = np.array([0.0 if _key(c, search_space) in self._tried else 1.0 / self.predicted_cost(c)
-                            for c in candidates])  # fmt: skip
+        candidates = [
+            {
+                name: self._uniform.sample_independent(None, None, name, d)  # type: ignore[arg-type]
+                for name, d in search_space.items()
+            }
+            for _ in range(START_UP_CANDIDATES)
+        ]
+        weights = np.array(
+            [
+                0.0 if _key(c, search_space) in self._tried else 1.0 / self.predicted_cost(c)
+                for c in candidates
+            ]
+        )
         if not weights.any():
             weights[:] = 1.0
         return candidates[rng.choice(len(candidates), p=weights / weights.sum())]
 
-    def _compute_acquisition_func(self, samples: dict[str, np.ndarray], mpe_below, mpe_above) -> np.ndarray:
+    def _compute_acquisition_func(
+        self, samples: dict[str, np.ndarray], mpe_below, mpe_above
+    ) -> np.ndarray:
         # TPE's log l(x) / g(x), minus log predicted seconds: improvement per second
         scores = super()._compute_acquisition_func(samples, mpe_below, mpe_above)
         names = list(samples)
-        candidates = [{n: self._distributions[n].to_external_repr(samples[n][i]) for n in names}
-                      for i in range(len(scores))]  # fmt: skip
+        candidates = [
+            {n: self._distributions[n].to_external_repr(samples[n][i]) for n in names}
+            for i in range(len(scores))
+        ]
         costs = np.array([self.predicted_cost(c) for c in candidates])
         tried = np.array([_key(c, names) in self._tried for c in candidates])
         return np.where(tried, -np.inf, scores - np.log(costs))
@@ -136,4 +164,3 @@ def _only_value(distribution: BaseDistribution) -> Any:
     if isinstance(distribution, optuna.distributions.CategoricalDistribution):
         return distribution.choices[0]
     return distribution.low
-

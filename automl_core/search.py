@@ -58,6 +58,8 @@ def requeue_orphans(study: optuna.Study, workers: set[str]) -> int:
                 study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
             queued += 1
     return queued
+
+
 SECOND_OBJECTIVES = {"compression_ratio": "maximize", "param_count": "minimize"}
 
 
@@ -76,7 +78,9 @@ class Strategy:
     """
 
     description: str
-    make_sampler: Callable[[SearchSpace, int | None, tuple[int, int, int]], optuna.samplers.BaseSampler]
+    make_sampler: Callable[
+        [SearchSpace, int | None, tuple[int, int, int]], optuna.samplers.BaseSampler
+    ]
     make_pruner: Callable[[int], optuna.pruners.BasePruner] = lambda max_epochs: (
         optuna.pruners.NopPruner()
     )
@@ -91,8 +95,9 @@ def _tpe(space: SearchSpace, seed: int | None, input_shape=None) -> optuna.sampl
     Three random trials, not Optuna's ten: a search on two cores often runs only a dozen
     full trials, and the model must start steering early to matter.
     """
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=3, multivariate=True,
-                                      constant_liar=True)  # fmt: skip
+    return optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=3, multivariate=True, constant_liar=True
+    )
 
 
 def _cost_aware_tpe(space: SearchSpace, seed: int | None, input_shape: tuple[int, int, int]):
@@ -148,7 +153,9 @@ STRATEGIES: dict[str, Strategy] = {
     ),
     "nsga2": Strategy(
         "multi-objective genetic search: validation MSE against compression (Pareto front)",
-        lambda space, seed, input_shape: optuna.samplers.NSGAIISampler(seed=seed, population_size=10),
+        lambda space, seed, input_shape: optuna.samplers.NSGAIISampler(
+            seed=seed, population_size=10
+        ),
         multi_objective=True,
     ),
 }
@@ -213,9 +220,13 @@ class SearchSettings:
         if self.trials is not None and (isinstance(self.trials, bool) or self.trials < 1):
             raise ConfigError(f"trials must be a positive integer, got trials={self.trials}")
         if self.timeout is not None and not self.timeout > 0:
-            raise ConfigError(f"timeout must be a positive number of seconds, got timeout={self.timeout}")
+            raise ConfigError(
+                f"timeout must be a positive number of seconds, got timeout={self.timeout}"
+            )
         if isinstance(self.max_epochs, bool) or self.max_epochs < 1:
-            raise ConfigError(f"max_epochs must be a positive integer, got max_epochs={self.max_epochs}")
+            raise ConfigError(
+                f"max_epochs must be a positive integer, got max_epochs={self.max_epochs}"
+            )
         if self.second_objective not in SECOND_OBJECTIVES:
             raise ConfigError(
                 f"unknown second objective {self.second_objective!r}; expected one of "
@@ -338,7 +349,9 @@ def study_settings(study: optuna.Study) -> SearchSettings:
     """
     stored = study.user_attrs.get(store.SETTINGS_ATTR)
     if stored is None:
-        raise StorageError(f"study {study.study_name!r} has no search settings; it was not created by automl_core")
+        raise StorageError(
+            f"study {study.study_name!r} has no search settings; it was not created by automl_core"
+        )
     return SearchSettings.from_dict(stored)
 
 
@@ -382,13 +395,18 @@ def trial_reporter(trial: optuna.Trial, prune: bool, deadline: float | None, max
 def _finished_twin(study: optuna.Study, config: dict) -> optuna.trial.FrozenTrial | None:
     """An earlier complete trial of the same configuration with a saved model, if any."""
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        if (trial.user_attrs.get(CONFIG_ATTR) == config and store.ARTIFACT_ATTR in trial.user_attrs
-                and DUPLICATE_ATTR not in trial.user_attrs):  # fmt: skip
+        if (
+            trial.user_attrs.get(CONFIG_ATTR) == config
+            and store.ARTIFACT_ATTR in trial.user_attrs
+            and DUPLICATE_ATTR not in trial.user_attrs
+        ):
             return trial
     return None
 
 
-def _objective(settings: SearchSettings, dataset: Dataset, strategy: Strategy, study: optuna.Study):
+def _objective(
+    settings: SearchSettings, dataset: Dataset, strategy: Strategy, study: optuna.Study
+):
     """The function Optuna calls for each trial."""
     from automl_core.training import train_autoencoder
 
@@ -406,8 +424,12 @@ def _objective(settings: SearchSettings, dataset: Dataset, strategy: Strategy, s
             trial.set_user_attr(DUPLICATE_ATTR, earlier.number)
             return earlier.values[0] if len(earlier.values) == 1 else tuple(earlier.values)
         deadline = study.user_attrs.get(DEADLINE_ATTR)
-        reporter = trial_reporter(trial, prune=not strategy.multi_objective, deadline=deadline,
-                                 max_epochs=settings.max_epochs)  # fmt: skip
+        reporter = trial_reporter(
+            trial,
+            prune=not strategy.multi_objective,
+            deadline=deadline,
+            max_epochs=settings.max_epochs,
+        )
         try:
             trained = train_autoencoder(
                 config, dataset, settings.max_epochs, settings.seed + trial.number, [reporter]
@@ -422,9 +444,14 @@ def _objective(settings: SearchSettings, dataset: Dataset, strategy: Strategy, s
             raise TrialFailure(str(exc)) from exc
         metrics = trained.metrics.to_dict()
         relative = store.save_trial_artifacts(
-            store.artifact_root(), settings.study, trial.number, trained.models.autoencoder,
-            trained.history, metrics, config.to_dict(),
-        )  # fmt: skip
+            store.artifact_root(),
+            settings.study,
+            trial.number,
+            trained.models.autoencoder,
+            trained.history,
+            metrics,
+            config.to_dict(),
+        )
         trial.set_user_attr(METRICS_ATTR, metrics)
         trial.set_user_attr(store.ARTIFACT_ATTR, relative)
         if strategy.multi_objective:
@@ -488,9 +515,12 @@ def run_worker(
     settings = study_settings(study)
     strategy = get_strategy(settings.strategy)
     dataset = load_dataset(
-        settings.dataset, settings.seed, settings.val_fraction, settings.test_fraction,
+        settings.dataset,
+        settings.seed,
+        settings.val_fraction,
+        settings.test_fraction,
         settings.max_images,
-    )  # fmt: skip
+    )
     space = settings.search_space()
     space.validate_for(dataset.input_shape)
     study = optuna.load_study(
@@ -555,9 +585,12 @@ def run_search(
         raise ConfigError(f"workers must be a positive integer, got workers={workers!r}")
     get_strategy(settings.strategy)
     dataset = load_dataset(
-        settings.dataset, settings.seed, settings.val_fraction, settings.test_fraction,
+        settings.dataset,
+        settings.seed,
+        settings.val_fraction,
+        settings.test_fraction,
         settings.max_images,
-    )  # fmt: skip
+    )
     settings.search_space().validate_for(dataset.input_shape)
     study = prepare_study(settings, storage_url)
     settings = study_settings(study)
@@ -571,7 +604,10 @@ def run_search(
                 del children[index]
                 if child.returncode != 0:
                     crashes += 1
-                    last_error = _last_error_line(settings.study, index) or f"exit status {child.returncode}"
+                    last_error = (
+                        _last_error_line(settings.study, index)
+                        or f"exit status {child.returncode}"
+                    )
             progressed = _report_finished(study, reported, on_trial)
             crashes = 0 if progressed else crashes
             if crashes >= 3 * workers:
@@ -595,10 +631,15 @@ def run_search(
     return study
 
 
-def _report_finished(study: optuna.Study, reported: set[int], on_trial: TrialCallback | None) -> bool:
+def _report_finished(
+    study: optuna.Study, reported: set[int], on_trial: TrialCallback | None
+) -> bool:
     """Calls ``on_trial`` for trials finished since the last call; True if there were any."""
-    new = [t for t in study.get_trials(deepcopy=False)
-           if t.state.is_finished() and t.number not in reported]  # fmt: skip
+    new = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state.is_finished() and t.number not in reported
+    ]
     for trial in sorted(new, key=lambda t: t.number):
         reported.add(trial.number)
         if on_trial:
@@ -608,7 +649,9 @@ def _report_finished(study: optuna.Study, reported: set[int], on_trial: TrialCal
 
 def worker_log_path(study_name: str, index: int) -> Path:
     """Where a supervised worker's stderr goes: ``<runs>/logs/<study>-worker-<index>.log``."""
-    return store.runs_home() / "logs" / f"{store.validate_study_name(study_name)}-worker-{index}.log"
+    return (
+        store.runs_home() / "logs" / f"{store.validate_study_name(study_name)}-worker-{index}.log"
+    )
 
 
 def spawn_worker(study_name: str, storage_url: str | None, index: int):
@@ -619,15 +662,30 @@ def spawn_worker(study_name: str, storage_url: str | None, index: int):
     import subprocess
     import sys
 
-    command = [sys.executable, "-m", "automl_core", "worker", "--study", study_name,
-               "--seed-offset", str(index), "--max-trials", str(TRIALS_PER_PROCESS), "--quiet"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "automl_core",
+        "worker",
+        "--study",
+        study_name,
+        "--seed-offset",
+        str(index),
+        "--max-trials",
+        str(TRIALS_PER_PROCESS),
+        "--quiet",
+    ]
     if storage_url:
         command += ["--storage", storage_url]
     log = worker_log_path(study_name, index)
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as stderr:
-        return subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                                stdout=subprocess.DEVNULL, stderr=stderr)  # fmt: skip
+        return subprocess.Popen(
+            command,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
 
 
 def _last_error_line(study_name: str, index: int) -> str:
@@ -636,7 +694,11 @@ def _last_error_line(study_name: str, index: int) -> str:
         lines = worker_log_path(study_name, index).read_text(errors="replace").splitlines()
     except OSError:
         return ""
-    meaningful = [line for line in lines if line.strip() and not line.startswith(("I0000", "W0000", "WARNING: All log"))]
+    meaningful = [
+        line
+        for line in lines
+        if line.strip() and not line.startswith(("I0000", "W0000", "WARNING: All log"))
+    ]
     return meaningful[-1].strip() if meaningful else ""
 
 

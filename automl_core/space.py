@@ -100,7 +100,9 @@ def _check_value(name: str, value: Any) -> None:
         if not math.isfinite(value) or value <= 0:
             raise ConfigError(f"{name} must be a positive number, got {name}={value!r}")
     elif kind == "activation" and value not in ACTIVATIONS:
-        raise ConfigError(f"unknown activation {value!r}; expected one of {', '.join(ACTIVATIONS)}")
+        raise ConfigError(
+            f"unknown activation {value!r}; expected one of {', '.join(ACTIVATIONS)}"
+        )
     elif kind == "optimizer" and value not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {value!r}; expected one of {', '.join(OPTIMIZERS)}")
     elif kind == "block" and value not in BLOCK_NAMES:
@@ -163,7 +165,12 @@ def _parse_parameter(name: str, spec: Any) -> Parameter:
             raise ConfigError(
                 f"{name}: a range needs 'low' and 'high' (optional 'log', 'step'), got {spec!r}"
             )
-        low, high, log, step = spec["low"], spec["high"], bool(spec.get("log", False)), spec.get("step")
+        low, high, log, step = (
+            spec["low"],
+            spec["high"],
+            bool(spec.get("log", False)),
+            spec.get("step"),
+        )
         if kind == "int":
             for v in (low, high):
                 if isinstance(v, float) and v.is_integer():
@@ -174,8 +181,12 @@ def _parse_parameter(name: str, spec: Any) -> Parameter:
             _check_value(name, low)
             _check_value(name, high)
         if low > high:
-            raise ConfigError(f"{name}: range low must not exceed high, got low={low}, high={high}")
-        if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0):
+            raise ConfigError(
+                f"{name}: range low must not exceed high, got low={low}, high={high}"
+            )
+        if step is not None and (
+            isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0
+        ):
             raise ConfigError(f"{name}: step must be a positive number, got step={step!r}")
         if log and step is not None:
             raise ConfigError(f"{name}: a range cannot be both log-scaled and stepped")
@@ -257,7 +268,10 @@ class SearchSpace:
         """Every configuration of the grid, in a stable order."""
         grid = self.grid()
         names = list(grid)
-        return [ModelConfig(**dict(zip(names, combo, strict=True))) for combo in itertools.product(*grid.values())]
+        return [
+            ModelConfig(**dict(zip(names, combo, strict=True)))
+            for combo in itertools.product(*grid.values())
+        ]
 
     def validate_for(self, input_shape: tuple[int, ...]) -> None:
         """Checks that every configuration fits images of ``input_shape`` (H, W, C).

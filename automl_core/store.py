@@ -155,7 +155,9 @@ def _open_storage(url: str) -> optuna.storages.RDBStorage:
 def study_names(storage_url: str | None = None) -> list[str]:
     """Names of every study in a storage, oldest first."""
     storage = open_storage(storage_url)
-    return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    return [
+        s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
+    ]
 
 
 def load_study(name: str, storage_url: str | None = None) -> optuna.Study:
@@ -227,8 +229,11 @@ def save_trial_artifacts(
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".trial_{number:05d}_", dir=target.parent))
     model.save(staging / "model.keras")
-    for filename, payload in (("history.json", history), ("metrics.json", metrics),
-                              ("config.json", config)):  # fmt: skip
+    for filename, payload in (
+        ("history.json", history),
+        ("metrics.json", metrics),
+        ("config.json", config),
+    ):
         (staging / filename).write_text(json.dumps(payload, indent=2), encoding="utf-8")
     if target.exists():
         shutil.rmtree(target)

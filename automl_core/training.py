@@ -146,19 +146,24 @@ def train_autoencoder(
     )
     try:
         fit = models.autoencoder.fit(
-            dataset.x_train, dataset.x_train,
+            dataset.x_train,
+            dataset.x_train,
             validation_data=(dataset.x_val, dataset.x_val),
-            epochs=max_epochs, batch_size=config.batch_size, shuffle=True, verbose=0,
+            epochs=max_epochs,
+            batch_size=config.batch_size,
+            shuffle=True,
+            verbose=0,
             callbacks=[StopOnNonFiniteLoss(), stop, *(callbacks or [])],
-        )  # fmt: skip
+        )
     except tf.errors.ResourceExhaustedError as exc:
         raise TrialFailure(f"out of memory: {exc.message.splitlines()[0]}") from exc
     history = {key: [float(v) for v in values] for key, values in fit.history.items()}
     _check_finite(history)
     val_losses = history.get("val_loss", [])
     best_epoch = int(np.argmin(val_losses)) + 1 if val_losses else len(history.get("loss", []))
-    val_mse = float(models.autoencoder.evaluate(dataset.x_val, dataset.x_val, verbose=0,
-                                                batch_size=256))  # fmt: skip
+    val_mse = float(
+        models.autoencoder.evaluate(dataset.x_val, dataset.x_val, verbose=0, batch_size=256)
+    )
     reconstructions = models.autoencoder.predict(dataset.x_test, batch_size=256, verbose=0)
     scores = reconstruction_scores(dataset.x_test, reconstructions)
     if not math.isfinite(val_mse):

@@ -43,14 +43,21 @@ def build_study(n_trials: int) -> bool:
             return False
         optuna.delete_study(study_name=STUDY, storage=store.open_storage(url))
     space = SearchSpace.from_dict(DEFAULT_SPACE)
-    settings = SearchSettings(study=STUDY, dataset="mnist-5k", space=space.to_dict(),
-                              strategy="random", trials=n_trials, max_epochs=10)  # fmt: skip
+    settings = SearchSettings(
+        study=STUDY,
+        dataset="mnist-5k",
+        space=space.to_dict(),
+        strategy="random",
+        trials=n_trials,
+        max_epochs=10,
+    )
     study = optuna.create_study(study_name=STUDY, storage=store.open_storage(url))
     study.set_user_attr(store.SETTINGS_ATTR, settings.to_dict())
     study.set_user_attr(store.ARTIFACT_ROOT_ATTR, str(store.artifact_root()))
     grid = space.grid()
-    distributions = {name: optuna.distributions.CategoricalDistribution(values)
-                     for name, values in grid.items()}  # fmt: skip
+    distributions = {
+        name: optuna.distributions.CategoricalDistribution(values) for name, values in grid.items()
+    }
     rng = np.random.default_rng(0)
     trials = []
     for number in range(n_trials):
@@ -58,19 +65,31 @@ def build_study(n_trials: int) -> bool:
         val = float(0.01 + 0.03 * rng.random() / params["latent_dim"] * 8)
         epochs = 10
         loss = [float(val * (1 + 2.0 / (e + 1))) for e in range(epochs)]
-        metrics = {"val_mse": val, "test_psnr": float(-10 * np.log10(val)),
-                   "test_ssim": float(0.6 + 0.3 * rng.random()), "test_mse": val * 1.02,
-                   "param_count": int(2000 * params["filters"] * params["num_conv_layers"]),
-                   "compression_ratio": 784 / params["latent_dim"],
-                   "train_seconds": float(5 + 20 * rng.random()), "epochs": epochs,
-                   "best_epoch": epochs}  # fmt: skip
+        metrics = {
+            "val_mse": val,
+            "test_psnr": float(-10 * np.log10(val)),
+            "test_ssim": float(0.6 + 0.3 * rng.random()),
+            "test_mse": val * 1.02,
+            "param_count": int(2000 * params["filters"] * params["num_conv_layers"]),
+            "compression_ratio": 784 / params["latent_dim"],
+            "train_seconds": float(5 + 20 * rng.random()),
+            "epochs": epochs,
+            "best_epoch": epochs,
+        }
         state = optuna.trial.TrialState.COMPLETE if number % 10 else optuna.trial.TrialState.PRUNED
-        trials.append(optuna.trial.create_trial(
-            params=params, distributions=distributions, state=state,
-            value=val if state == optuna.trial.TrialState.COMPLETE else None,
-            user_attrs={"config": {**params}, "metrics": metrics,
-                        "live": {"epoch": epochs, "loss": loss, "val_loss": loss}},
-        ))  # fmt: skip
+        trials.append(
+            optuna.trial.create_trial(
+                params=params,
+                distributions=distributions,
+                state=state,
+                value=val if state == optuna.trial.TrialState.COMPLETE else None,
+                user_attrs={
+                    "config": {**params},
+                    "metrics": metrics,
+                    "live": {"epoch": epochs, "loss": loss, "val_loss": loss},
+                },
+            )
+        )
     study.add_trials(trials)
     return True
 
@@ -116,28 +135,37 @@ def main() -> None:
     start = time.perf_counter()
     fresh = build_study(args.trials)
     built = f"built in {time.perf_counter() - start:.1f} s" if fresh else "reused"
-    pages = [("app.py (Overview)", "app.py", None), ("Search", "pages/search.py", None),
-             ("Leaderboard, demo study (8 trials)", "pages/leaderboard.py", "demo-mnist-5k"),
-             (f"Leaderboard, {args.trials} trials", "pages/leaderboard.py", STUDY)]  # fmt: skip
+    pages = [
+        ("app.py (Overview)", "app.py", None),
+        ("Search", "pages/search.py", None),
+        ("Leaderboard, demo study (8 trials)", "pages/leaderboard.py", "demo-mnist-5k"),
+        (f"Leaderboard, {args.trials} trials", "pages/leaderboard.py", STUDY),
+    ]
     for extra in ("filters", "activations", "latent_space", "reconstructions"):
         if (ROOT / "pages" / f"{extra}.py").exists():
-            pages.append((extra.replace("_", " ").capitalize(), f"pages/{extra}.py", "demo-mnist-5k"))
+            pages.append(
+                (extra.replace("_", " ").capitalize(), f"pages/{extra}.py", "demo-mnist-5k")
+            )
     rows = []
     for label, page, study in pages:
         cold, warm = measure(page, study)
         rows.append(f"| {label} | {cold:.2f} | {warm:.2f} | {'yes' if warm < 1 else 'NO'} |")
         print(rows[-1], flush=True)
-    table = "\n".join([
-        (f"`python bench/dashboard_latency.py` on {platform.node() or 'this machine'}, "
-         f"{os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}; study of {args.trials} "
-         f"synthetic trials {built} (cached in bench/out/). Server-side script "
-         "time with Streamlit AppTest: cold = first run of a fresh session (caches empty in "
-         "this process), warm = the same session's next run."),
-        "",
-        "| page | cold (s) | warm (s) | warm < 1 s |",
-        "|---|---:|---:|:-:|",
-        *rows,
-    ])
+    table = "\n".join(
+        [
+            (
+                f"`python bench/dashboard_latency.py` on {platform.node() or 'this machine'}, "
+                f"{os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}; study of {args.trials} "
+                f"synthetic trials {built} (cached in bench/out/). Server-side script "
+                "time with Streamlit AppTest: cold = first run of a fresh session (caches empty in "
+                "this process), warm = the same session's next run."
+            ),
+            "",
+            "| page | cold (s) | warm (s) | warm < 1 s |",
+            "|---|---:|---:|:-:|",
+            *rows,
+        ]
+    )
     print(table)
     write_results(table)
 

@@ -53,8 +53,10 @@ def main() -> None:
 
     # filters: extraction and one heatmap grid per layer
     def filters_render(filters):
-        return [inspect_charts.filters_figure(f, "mean" if f.num_input_channels > 1 else 0)
-                for f in filters]  # fmt: skip
+        return [
+            inspect_charts.filters_figure(f, "mean" if f.num_input_channels > 1 else 0)
+            for f in filters
+        ]
 
     cached_filters = st.cache_data(lambda: inspect.conv_filters(model))
     _, first = _timed(lambda: filters_render(cached_filters()))
@@ -69,8 +71,14 @@ def main() -> None:
     (probe, build) = _timed(lambda: inspect.ActivationProbe(model))
     _, first = _timed(lambda: activations_render(probe, data.x_test[0]))
     _, cached = _timed(lambda: activations_render(probe, data.x_test[1]))
-    rows.append(("activations of one image, 13 layers", build + first, cached,
-                 "cached = probe cached, a new image (nothing of it cached)"))  # fmt: skip
+    rows.append(
+        (
+            "activations of one image, 13 layers",
+            build + first,
+            cached,
+            "cached = probe cached, a new image (nothing of it cached)",
+        )
+    )
 
     z_all, encode_s = _timed(lambda: inspect.encode(model, images))
     rows.append(("encode 5,000 images", encode_s, float("nan"), "once per trial, then cached"))
@@ -81,8 +89,14 @@ def main() -> None:
 
     # numba compiles UMAP's and pynndescent's kernels once per process: timed on its own
     _, jit = _timed(lambda: latent.latent_projection(z_all[:4200], "umap", {"n_neighbors": 5}))
-    rows.append(("UMAP numba JIT warm-up (4,200 points)", jit, float("nan"),
-                 "once per server process, before any projection below"))  # fmt: skip
+    rows.append(
+        (
+            "UMAP numba JIT warm-up (4,200 points)",
+            jit,
+            float("nan"),
+            "once per server process, before any projection below",
+        )
+    )
 
     plan = [("umap", 1000), ("umap", 5000), ("tsne", 1000), ("tsne", 5000), ("pca", 5000)]
     for method, n in plan:
@@ -99,8 +113,10 @@ def main() -> None:
         note = "sklearn Barnes-Hut, 1,000 iterations" if method == "tsne" else ""
         rows.append((f"{method.upper()} of {n:,} latent points", first, cached, note))
 
-    print(f"keras {keras.__version__}, {os.cpu_count()} CPU cores, load average "
-          f"{os.getloadavg()[0]:.2f} at the end")  # fmt: skip
+    print(
+        f"keras {keras.__version__}, {os.cpu_count()} CPU cores, load average "
+        f"{os.getloadavg()[0]:.2f} at the end"
+    )
     print("| what | first render (s) | cached render (s) | note |")
     print("|---|---:|---:|---|")
     for what, first, cached, note in rows:

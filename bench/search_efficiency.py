@@ -51,14 +51,19 @@ sys.path.insert(0, {str(ROOT)!r})
 from automl_core.search import SearchSettings, run_search
 settings = SearchSettings(study={strategy!r}, dataset="mnist-5k", space=json.loads({json.dumps(space)!r}),
     strategy={strategy!r}, trials={None if budget else None}, timeout={budget!r},
-    max_epochs={MAX_EPOCHS}, seed=0, val_fraction={SPLIT['val_fraction']},
-    test_fraction={SPLIT['test_fraction']})
+    max_epochs={MAX_EPOCHS}, seed=0, val_fraction={SPLIT["val_fraction"]},
+    test_fraction={SPLIT["test_fraction"]})
 run_search(settings)
 """
     env = {**os.environ, "AUTOML_HOME": str(home / strategy), "TF_CPP_MIN_LOG_LEVEL": "3"}
     started = time.time()
-    subprocess.run([sys.executable, "-c", code], env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wall = time.time() - started
     import optuna
 
@@ -70,14 +75,20 @@ run_search(settings)
     t0 = min(t.datetime_start for t in trials).timestamp()
     curve = sorted(
         (t.datetime_complete.timestamp() - t0, t.user_attrs["metrics"]["val_mse"])
-        for t in trials if t.state == optuna.trial.TrialState.COMPLETE
-        and store.ARTIFACT_ATTR in t.user_attrs
-    )  # fmt: skip
+        for t in trials
+        if t.state == optuna.trial.TrialState.COMPLETE and store.ARTIFACT_ATTR in t.user_attrs
+    )
     best = min(v for _, v in curve)
     first = next(t for t, v in curve if v == best)
     counts = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
-    return {"strategy": strategy, "best": best, "first_at": first, "wall": wall, "curve": curve,
-            **counts}  # fmt: skip
+    return {
+        "strategy": strategy,
+        "best": best,
+        "first_at": first,
+        "wall": wall,
+        "curve": curve,
+        **counts,
+    }
 
 
 def time_to_reach(curve: list[tuple[float, float]], target: float) -> float | None:
@@ -117,8 +128,9 @@ run_search(SearchSettings(study="memory", dataset="digits", space=space, strateg
         env = {**os.environ, "AUTOML_HOME": home, "TF_CPP_MIN_LOG_LEVEL": "3"}
         if trials_per_process:
             env["AUTOML_TRIALS_PER_PROCESS"] = str(trials_per_process)
-        out = subprocess.run([sys.executable, "-c", code], env=env, check=True, text=True,
-                             capture_output=True).stdout  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, check=True, text=True, capture_output=True
+        ).stdout
     rows = [line.split() for line in out.splitlines() if line and line[0].isdigit()]
     return [(int(n), float(rss), float(peak)) for n, rss, peak in rows]
 
@@ -131,8 +143,11 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=300.0)
     parser.add_argument("--strategies", default="tpe-cost,tpe,hyperband,asha,random,nsga2")
     parser.add_argument("--memory-only", action="store_true")
-    parser.add_argument("--reuse-grid", action="store_true",
-                        help="take the grid's result from bench/out/search_grid.json if present")
+    parser.add_argument(
+        "--reuse-grid",
+        action="store_true",
+        help="take the grid's result from bench/out/search_grid.json if present",
+    )
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--out", default=None, help="also write the raw results as JSON here")
     args = parser.parse_args()
@@ -151,27 +166,45 @@ def main() -> None:
         else:
             grid = run_one("grid", SEED_GRID, None, home)
             cached.write_text(json.dumps(grid))
-        print(f"seed grid: 16 configurations, {grid['COMPLETE']} finished in {grid['wall']:.0f} s, "
-              f"best val MSE {grid['best']:.5f} (first reached at {grid['first_at']:.0f} s)",
-              flush=True)  # fmt: skip
+        print(
+            f"seed grid: 16 configurations, {grid['COMPLETE']} finished in {grid['wall']:.0f} s, "
+            f"best val MSE {grid['best']:.5f} (first reached at {grid['first_at']:.0f} s)",
+            flush=True,
+        )
         for strategy in args.strategies.split(","):
             results.append(run_one(strategy, SHARED_SPACE, args.budget, home))
             print(f"  done: {strategy}", flush=True)
         random_best = next((r["best"] for r in results if r["strategy"] == "random"), None)
-        print(f"\nbudget {args.budget:.0f} s per strategy, {os.cpu_count()} CPUs, max {MAX_EPOCHS} epochs")
-        print(f"{'strategy':12s} {'best val MSE':>12s} {'first at s':>10s} {'beats grid at s':>15s} "
-              f"{'vs grid time':>12s} {'vs random':>9s} {'done/pruned/failed':>19s}")  # fmt: skip
-        rows = [{"strategy": "grid (full)", **{k: grid[k] for k in ("best", "first_at", "curve",
-                 "COMPLETE", "PRUNED", "FAIL")}}] + results  # fmt: skip
+        print(
+            f"\nbudget {args.budget:.0f} s per strategy, {os.cpu_count()} CPUs, max {MAX_EPOCHS} epochs"
+        )
+        print(
+            f"{'strategy':12s} {'best val MSE':>12s} {'first at s':>10s} {'beats grid at s':>15s} "
+            f"{'vs grid time':>12s} {'vs random':>9s} {'done/pruned/failed':>19s}"
+        )
+        rows = [
+            {
+                "strategy": "grid (full)",
+                **{
+                    k: grid[k] for k in ("best", "first_at", "curve", "COMPLETE", "PRUNED", "FAIL")
+                },
+            }
+        ] + results
         for r in rows:
-            reach = time_to_reach(r["curve"], grid["best"] * (1 - 1e-9)) if r is not rows[0] else None
+            reach = (
+                time_to_reach(r["curve"], grid["best"] * (1 - 1e-9)) if r is not rows[0] else None
+            )
             ratio = f"{reach / grid['wall']:.2f}x" if reach is not None else "-"
             vs_random = f"{r['best'] / random_best:.2f}" if random_best else "-"
             name = r["strategy"] + (" *" if r["strategy"] == DEFAULT_STRATEGY else "")
-            print(f"{name:12s} {r['best']:12.5f} {r['first_at']:10.0f} "
-                  f"{(f'{reach:.0f}' if reach is not None else 'never'):>15s} {ratio:>12s} "
-                  f"{vs_random:>9s} {r['COMPLETE']:>7d}/{r['PRUNED']}/{r['FAIL']:<9d}")  # fmt: skip
-        print("* the default strategy; 'vs grid time' = time to beat the grid's best / grid's total time")
+            print(
+                f"{name:12s} {r['best']:12.5f} {r['first_at']:10.0f} "
+                f"{(f'{reach:.0f}' if reach is not None else 'never'):>15s} {ratio:>12s} "
+                f"{vs_random:>9s} {r['COMPLETE']:>7d}/{r['PRUNED']}/{r['FAIL']:<9d}"
+            )
+        print(
+            "* the default strategy; 'vs grid time' = time to beat the grid's best / grid's total time"
+        )
     if args.skip_memory:
         if args.out:
             Path(args.out).write_text(json.dumps({"results": results}, indent=1))
@@ -179,8 +212,10 @@ def main() -> None:
     ours = memory_over_trials()
     single = memory_over_trials(trials_per_process=10_000)
     print("\nworker memory over 50 tiny trials (digits, 1 epoch each), MiB:")
-    print(f"{'after trial':>11s} {'ours RSS':>9s} {'ours peak':>10s} {'one process RSS':>16s} "
-          f"{'one process peak':>17s}")  # fmt: skip
+    print(
+        f"{'after trial':>11s} {'ours RSS':>9s} {'ours peak':>10s} {'one process RSS':>16s} "
+        f"{'one process peak':>17s}"
+    )
     for (n, rss, peak), (_, rss1, peak1) in zip(ours, single, strict=False):
         if n in (1, 5, 10, 20, 30, 40, 50):
             print(f"{n:11d} {rss:9.0f} {peak:10.0f} {rss1:16.0f} {peak1:17.0f}")

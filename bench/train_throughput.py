@@ -51,9 +51,15 @@ def plain_fit(config, data, epochs):
     models.autoencoder.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
     timer = EpochTimer()
     start = time.perf_counter()
-    models.autoencoder.fit(data.x_train, data.x_train, validation_data=(data.x_val, data.x_val),
-                           epochs=epochs, batch_size=config.batch_size, verbose=0,
-                           callbacks=[timer])  # fmt: skip
+    models.autoencoder.fit(
+        data.x_train,
+        data.x_train,
+        validation_data=(data.x_val, data.x_val),
+        epochs=epochs,
+        batch_size=config.batch_size,
+        verbose=0,
+        callbacks=[timer],
+    )
     total = time.perf_counter() - start
     keras.backend.clear_session()
     return timer.seconds, total
@@ -87,12 +93,16 @@ def main() -> None:
             results[name].extend(len(data.x_train) / s for s in seconds[1:])
             totals[name].append(total)
     base = statistics.median(results["plain model.fit"])
-    print(f"model: {params:,} parameters, {len(data.x_train)} training images 28x28, batch 64, "
-          f"{args.epochs} epochs x {args.repeats} repeats, {os.cpu_count()} CPUs")  # fmt: skip
+    print(
+        f"model: {params:,} parameters, {len(data.x_train)} training images 28x28, batch 64, "
+        f"{args.epochs} epochs x {args.repeats} repeats, {os.cpu_count()} CPUs"
+    )
     print(f"{'loop':32s} {'images/s (median)':>18s} {'ratio':>7s} {'whole run s':>12s}")
     for name, rates in results.items():
         rate = statistics.median(rates)
-        print(f"{name:32s} {rate:18,.0f} {rate / base:7.2f} {statistics.median(totals[name]):12.1f}")
+        print(
+            f"{name:32s} {rate:18,.0f} {rate / base:7.2f} {statistics.median(totals[name]):12.1f}"
+        )
 
 
 if __name__ == "__main__":

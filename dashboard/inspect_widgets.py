@@ -48,8 +48,10 @@ def _explain_missing(frame: pd.DataFrame, wanted: int, shown: int | None) -> Non
     why = f" ({row['note']})" if isinstance(row["note"], str) and row["note"] else ""
     finished = ", ".join(f"#{int(t)}" for t in frame.loc[frame["has_model"], "trial"])
     instead = f" Showing trial {shown} instead." if shown is not None else ""
-    st.warning(f"Trial {wanted} is {row['state'].lower()} and has no model{why}.{instead} "
-               f"Trials with a model: {finished or 'none yet'}.")  # fmt: skip
+    st.warning(
+        f"Trial {wanted} is {row['state'].lower()} and has no model{why}.{instead} "
+        f"Trials with a model: {finished or 'none yet'}."
+    )
 
 
 def inspected_trial() -> Inspected | None:
@@ -66,14 +68,18 @@ def inspected_trial() -> Inspected | None:
     wanted = st.query_params.get("trial")
     trial = state.trial_picker(study)
     frame = trials_table(study, url)
-    with_model = set(frame.loc[frame["has_model"], "trial"].astype(int)) if not frame.empty else set()
+    with_model = (
+        set(frame.loc[frame["has_model"], "trial"].astype(int)) if not frame.empty else set()
+    )
     # the URL still holds the previous pick on the rerun after a new one: only a trial
     # without a model needs explaining
     if wanted is not None and wanted.isdigit() and int(wanted) not in with_model:
         _explain_missing(frame, int(wanted), trial)
     if trial is None:
-        st.warning(f"Study {study!r} has no finished trial with a model yet; failed and pruned "
-                   "trials keep none. Pick another study, or wait for a trial to finish.")
+        st.warning(
+            f"Study {study!r} has no finished trial with a model yet; failed and pruned "
+            "trials keep none. Pick another study, or wait for a trial to finish."
+        )
         if not frame.empty:
             st.dataframe(frame[["trial", "state", "note"]], hide_index=True)
         return None
@@ -104,8 +110,14 @@ def latents(study: str, trial: int, url: str, split: str) -> np.ndarray:
 
 
 @st.cache_data(max_entries=32, show_spinner="Projecting…")
-def projection(study: str, trial: int, url: str, split: str, method: str,
-               params: tuple[tuple[str, float], ...]) -> latent.Projection:  # fmt: skip
+def projection(
+    study: str,
+    trial: int,
+    url: str,
+    split: str,
+    method: str,
+    params: tuple[tuple[str, float], ...],
+) -> latent.Projection:
     """A cached 2-D projection, keyed by (study, trial, split, method, params)."""
     return latent.latent_projection(latents(study, trial, url, split), method, dict(params))
 
@@ -114,8 +126,12 @@ def projection(study: str, trial: int, url: str, split: str, method: str,
 def probe_score(study: str, trial: int, url: str) -> latent.ProbeResult:
     """Linear-probe accuracy: logistic regression on train latents, scored on test latents."""
     data = state.load_study_dataset(study, url)
-    return latent.linear_probe(latents(study, trial, url, "train"), data.y_train,
-                               latents(study, trial, url, "test"), data.y_test)  # fmt: skip
+    return latent.linear_probe(
+        latents(study, trial, url, "train"),
+        data.y_train,
+        latents(study, trial, url, "test"),
+        data.y_test,
+    )
 
 
 @st.cache_data(max_entries=16, show_spinner="Reconstructing the test split…")
@@ -129,12 +145,20 @@ def test_reconstructions(study: str, trial: int, url: str):
 
 def csv_download(frame: pd.DataFrame, label: str, file_name: str, key: str) -> None:
     """A download button with a table as CSV."""
-    st.download_button(label, frame.to_csv(index=False).encode("utf-8"), file_name=file_name,
-                       mime="text/csv", key=key, icon=":material/download:")  # fmt: skip
+    st.download_button(
+        label,
+        frame.to_csv(index=False).encode("utf-8"),
+        file_name=file_name,
+        mime="text/csv",
+        key=key,
+        icon=":material/download:",
+    )
 
 
 def chart(fig, key: str, **kwargs):
     """Renders a figure with the modebar's PNG export at 2x scale."""
-    config = {"toImageButtonOptions": {"format": "png", "scale": 2, "filename": key},
-              "displaylogo": False}  # fmt: skip
+    config = {
+        "toImageButtonOptions": {"format": "png", "scale": 2, "filename": key},
+        "displaylogo": False,
+    }
     return st.plotly_chart(fig, key=key, config=config, width="stretch", **kwargs)

@@ -30,24 +30,33 @@ OPTIONS: dict[str, list] = {
     "block": list(BLOCK_NAMES),
 }
 RANGEABLE = {"latent_dim": False, "filters": False, "learning_rate": True}  # name -> log scale
-LABELS = {"num_conv_layers": "Conv layers", "latent_dim": "Latent dim", "kernel_size": "Kernel size",
-          "learning_rate": "Learning rate", "batch_size": "Batch size"}  # fmt: skip
+LABELS = {
+    "num_conv_layers": "Conv layers",
+    "latent_dim": "Latent dim",
+    "kernel_size": "Kernel size",
+    "learning_rate": "Learning rate",
+    "batch_size": "Batch size",
+}
 
 
 def dataset_ui() -> str | None:
     """The dataset: a registry name, or the saved path of a validated upload."""
     names = list(DATASETS) + [UPLOAD_CHOICE]
     choice = st.sidebar.selectbox(
-        "Dataset", names, key="dataset", index=0,
+        "Dataset",
+        names,
+        key="dataset",
+        index=0,
         format_func=lambda n: n if n == UPLOAD_CHOICE else f"{n} — {DATASETS[n].description}",
         help="Registry datasets, or your own .npz (x, optional y) or .zip of images.",
-    )  # fmt: skip
+    )
     if choice != UPLOAD_CHOICE:
         return choice
     upload = st.sidebar.file_uploader(
         f"Images (.npz or .zip, at most {launcher.UPLOAD_LIMIT_BYTES // 2**20} MB)",
-        type=["npz", "zip"], key="upload",
-    )  # fmt: skip
+        type=["npz", "zip"],
+        key="upload",
+    )
     if upload is None:
         st.sidebar.info("Choose a file to upload.")
         return None
@@ -77,13 +86,21 @@ def _parameter_ui(name: str) -> list | dict:
     options = OPTIONS[name]
     if name in RANGEABLE and st.toggle(f"{label} as a range", key=f"range_{name}"):
         low, high = st.select_slider(
-            label, options=options, value=(options[0], options[-1]), key=f"slider_{name}",
+            label,
+            options=options,
+            value=(options[0], options[-1]),
+            key=f"slider_{name}",
             format_func=lambda v: f"{v:g}",
-        )  # fmt: skip
+        )
         return {"low": low, "high": high, "log": RANGEABLE[name]}
     default = [v for v in DEFAULT_SPACE[name] if v in options]
-    return st.multiselect(label, options, default=default, key=f"param_{name}",
-                          format_func=lambda v: v if isinstance(v, str) else f"{v:g}")  # fmt: skip
+    return st.multiselect(
+        label,
+        options,
+        default=default,
+        key=f"param_{name}",
+        format_func=lambda v: v if isinstance(v, str) else f"{v:g}",
+    )
 
 
 def space_ui() -> tuple[dict, list[str]]:
@@ -93,7 +110,9 @@ def space_ui() -> tuple[dict, list[str]]:
         for name in OPTIONS:
             value = _parameter_ui(name)
             if isinstance(value, list) and not value:
-                problems.append(f"Choose at least one value for {name} ({LABELS.get(name, name)}).")
+                problems.append(
+                    f"Choose at least one value for {name} ({LABELS.get(name, name)})."
+                )
             spec[name] = value
     return spec, problems
 
@@ -114,9 +133,12 @@ def strategy_ui() -> str:
     """The search strategy (registry :data:`automl_core.search.STRATEGIES`)."""
     names = list(STRATEGIES)
     choice = st.sidebar.selectbox(
-        "Strategy", names, index=names.index(DEFAULT_STRATEGY), key="strategy",
+        "Strategy",
+        names,
+        index=names.index(DEFAULT_STRATEGY),
+        key="strategy",
         format_func=lambda n: f"{n} — {STRATEGIES[n].description}",
-    )  # fmt: skip
+    )
     # the select box cuts long descriptions; the chosen one is shown whole
     st.sidebar.caption(STRATEGIES[choice].description)
     return choice
@@ -126,20 +148,32 @@ def budget_ui() -> Budget:
     """Trials, minutes, epochs, workers; seed and an image cap under Advanced."""
     with st.sidebar.expander("Budget", expanded=True):
         trials = st.number_input(
-            "Trials", 0, 10_000, 8, key="trials",
+            "Trials",
+            0,
+            10_000,
+            8,
+            key="trials",
             help="Trials to finish. 0: the whole grid for grid search; otherwise 20, or no limit "
             "when a time limit is set.",
-        )  # fmt: skip
-        minutes = st.number_input("Time limit, minutes (0 = none)", 0.0, 24 * 60.0, 0.0,
-                                  step=1.0, key="minutes")  # fmt: skip
+        )
+        minutes = st.number_input(
+            "Time limit, minutes (0 = none)", 0.0, 24 * 60.0, 0.0, step=1.0, key="minutes"
+        )
         max_epochs = st.number_input("Max epochs per trial", 1, 500, 10, key="max_epochs")
         workers = st.number_input("Worker processes", 1, 8, 1, key="workers")
     with st.sidebar.expander("Advanced"):
         seed = st.number_input("Seed", 0, 2**31 - 1, 0, key="seed")
-        max_images = st.number_input("Max images (0 = all)", 0, 1_000_000, 0, step=100,
-                                     key="max_images")  # fmt: skip
-    return Budget(int(trials) or None, float(minutes) * 60 or None, int(max_epochs),
-                  int(workers), int(seed), int(max_images) or None)  # fmt: skip
+        max_images = st.number_input(
+            "Max images (0 = all)", 0, 1_000_000, 0, step=100, key="max_images"
+        )
+    return Budget(
+        int(trials) or None,
+        float(minutes) * 60 or None,
+        int(max_epochs),
+        int(workers),
+        int(seed),
+        int(max_images) or None,
+    )
 
 
 def study_name_ui(dataset: str | None, strategy: str) -> str | None:
@@ -155,8 +189,9 @@ def study_name_ui(dataset: str | None, strategy: str) -> str | None:
         st.session_state["study_name"] = suggested
         st.session_state["_suggested_study_name"] = suggested
         st.session_state["_suggested_for"] = (dataset, strategy)
-    name = st.sidebar.text_input("Study name", key="study_name",
-                                 help="Re-use a name to resume that study.").strip()  # fmt: skip
+    name = st.sidebar.text_input(
+        "Study name", key="study_name", help="Re-use a name to resume that study."
+    ).strip()
     try:
         return store.validate_study_name(name)
     except AutoMLError as exc:

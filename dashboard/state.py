@@ -55,8 +55,12 @@ def study_picker(label: str = "Study", key: str = "study") -> str | None:
         st.sidebar.info("No study yet: launch a search on the Search page.")
         return None
     wanted = st.query_params.get("study")
-    if key not in st.session_state or (wanted and wanted in names and wanted != st.session_state[key]
-                                       and not st.session_state.get("_study_from_widget")):
+    if key not in st.session_state or (
+        wanted
+        and wanted in names
+        and wanted != st.session_state[key]
+        and not st.session_state.get("_study_from_widget")
+    ):
         default = wanted if wanted in names else (DEMO_STUDY if DEMO_STUDY in names else names[-1])
         st.session_state[key] = default
     if st.session_state[key] not in names:
@@ -87,8 +91,12 @@ def trial_picker(study_name: str, label: str = "Trial", key: str = "trial") -> i
     numbers = [int(n) for n in finished["trial"]]
     wanted = st.query_params.get("trial")
     if key not in st.session_state or st.session_state[key] not in numbers:
-        st.session_state[key] = int(wanted) if wanted and wanted.isdigit() and int(wanted) in numbers else numbers[0]
-    labels = {int(r.trial): f"#{int(r.trial)}  val_mse {r.val_mse:.4f}" for r in finished.itertuples()}
+        st.session_state[key] = (
+            int(wanted) if wanted and wanted.isdigit() and int(wanted) in numbers else numbers[0]
+        )
+    labels = {
+        int(r.trial): f"#{int(r.trial)}  val_mse {r.val_mse:.4f}" for r in finished.itertuples()
+    }
     chosen = st.sidebar.selectbox(label, numbers, key=key, format_func=labels.get)
     st.query_params["trial"] = str(chosen)
     return chosen
@@ -112,8 +120,13 @@ def load_study_dataset(study_name: str, url: str):
     from automl_core.search import study_settings
 
     settings = study_settings(store.load_study(study_name, url))
-    return load_dataset(settings.dataset, settings.seed, settings.val_fraction,
-                        settings.test_fraction, settings.max_images)  # fmt: skip
+    return load_dataset(
+        settings.dataset,
+        settings.seed,
+        settings.val_fraction,
+        settings.test_fraction,
+        settings.max_images,
+    )
 
 
 BOARD_COLUMNS = {

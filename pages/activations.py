@@ -22,8 +22,9 @@ def test_image_ui(data) -> tuple[np.ndarray, str]:
         classes = sorted(int(v) for v in np.unique(data.y_test))
         label = left.selectbox("Class", classes, key="act_class", format_func=data.label_name)
         indices = indices[data.y_test == label]
-    position = right.number_input(f"Image (of {len(indices)})", 0, len(indices) - 1, 0,
-                                  key="act_index")  # fmt: skip
+    position = right.number_input(
+        f"Image (of {len(indices)})", 0, len(indices) - 1, 0, key="act_index"
+    )
     index = int(indices[int(position)])
     return data.x_test[index], f"test image #{index}"
 
@@ -32,9 +33,11 @@ def upload_ui(input_shape) -> tuple[np.ndarray | None, str]:
     """An uploaded file, converted to the model's channels and size."""
     file = st.file_uploader("Image file (PNG, JPEG, ...; at most 10 MB)", key="act_upload")
     if file is None:
-        st.info("Upload an image: it is resized to the model's input "
-                f"{input_shape[0]}x{input_shape[1]} and converted to "
-                f"{'grayscale' if input_shape[2] == 1 else 'RGB'}.")  # fmt: skip
+        st.info(
+            "Upload an image: it is resized to the model's input "
+            f"{input_shape[0]}x{input_shape[1]} and converted to "
+            f"{'grayscale' if input_shape[2] == 1 else 'RGB'}."
+        )
         return None, ""
     return inspect.image_from_bytes(file.getvalue(), input_shape), file.name
 
@@ -44,12 +47,21 @@ def canvas_ui(input_shape) -> tuple[np.ndarray | None, str]:
     from streamlit_drawable_canvas import st_canvas
 
     stroke = st.slider("Stroke width", 5, 40, 18, key="act_stroke")
-    result = st_canvas(stroke_width=stroke, stroke_color="#FFFFFF", background_color="#000000",
-                       height=224, width=224, drawing_mode="freedraw", key="act_canvas")  # fmt: skip
+    result = st_canvas(
+        stroke_width=stroke,
+        stroke_color="#FFFFFF",
+        background_color="#000000",
+        height=224,
+        width=224,
+        drawing_mode="freedraw",
+        key="act_canvas",
+    )
     image_data = getattr(result, "image_data", None)
     if image_data is None or not np.asarray(image_data)[..., :3].any():
-        st.info("The canvas is blank: draw something (strokes are cropped and centred, like "
-                "MNIST digits).")
+        st.info(
+            "The canvas is blank: draw something (strokes are cropped and centred, like "
+            "MNIST digits)."
+        )
         return None, ""
     return inspect.image_from_canvas(np.asarray(image_data), input_shape), "drawing"
 
@@ -80,19 +92,26 @@ recon = activations[-1].values
 scores = metrics.reconstruction_scores(image[None], recon[None])
 cols = st.columns([2, 1, 1])
 with cols[0]:
-    iw.chart(inspect_charts.image_strip_figure(np.stack([image, recon]),
-                                               [f"input: {name}", "reconstruction"], height=260),
-             key="fig_pair")  # fmt: skip
+    iw.chart(
+        inspect_charts.image_strip_figure(
+            np.stack([image, recon]), [f"input: {name}", "reconstruction"], height=260
+        ),
+        key="fig_pair",
+    )
 cols[1].metric("PSNR", f"{scores.psnr[0]:.2f} dB")
 cols[2].metric("SSIM", f"{scores.ssim[0]:.3f}")
 latent_act = next(a for a in activations if a.layer == "latent")
 iw.chart(inspect_charts.latent_bar_figure(latent_act.values), key="fig_latent")
-iw.csv_download(pd.DataFrame({"unit": np.arange(1, len(latent_act.values) + 1),
-                              "value": latent_act.values}), "Latent vector (CSV)",
-                f"{picked.study}-trial{picked.trial}-latent.csv", "latent_csv")  # fmt: skip
+iw.csv_download(
+    pd.DataFrame({"unit": np.arange(1, len(latent_act.values) + 1), "value": latent_act.values}),
+    "Latent vector (CSV)",
+    f"{picked.study}-trial{picked.trial}-latent.csv",
+    "latent_csv",
+)
 
-for part, tab in zip(("encoder", "decoder"), st.tabs(["Encoder layers", "Decoder layers"]),
-                     strict=True):
+for part, tab in zip(
+    ("encoder", "decoder"), st.tabs(["Encoder layers", "Decoder layers"]), strict=True
+):
     with tab:
         for act in activations:
             if act.part == part and act.is_map:

@@ -15,8 +15,9 @@ def channel_ui(layer: inspect.LayerFilters):
     if n == 1:
         return 0
     options = (["rgb"] if n == 3 else []) + ["mean", *range(n)]
-    return st.selectbox("Input channel", options, key=f"channel_{layer.layer}",
-                        format_func=channel_name)
+    return st.selectbox(
+        "Input channel", options, key=f"channel_{layer.layer}", format_func=channel_name
+    )
 
 
 def channel_name(channel) -> str:
@@ -33,20 +34,30 @@ if picked is None:
 with_decoder = st.sidebar.toggle("Include the decoder's convolutions", key="with_decoder")
 filters = inspect.conv_filters(picked.model, include_decoder=with_decoder)
 plural = "s" if len(filters) != 1 else ""
-st.caption(f"Study **{picked.study}**, trial **#{picked.trial}**: {len(filters)} convolution "
-           f"layer{plural}. Colours are centred on 0 (red positive, blue negative), one scale per "
-           "layer; hover a cell for its exact weight.")  # fmt: skip
+st.caption(
+    f"Study **{picked.study}**, trial **#{picked.trial}**: {len(filters)} convolution "
+    f"layer{plural}. Colours are centred on 0 (red positive, blue negative), one scale per "
+    "layer; hover a cell for its exact weight."
+)
 
 kernels_tab, weights_tab = st.tabs(["Kernels", "Weights and parameters"])
 with kernels_tab:
     left, right = st.columns(2)
     with left:
-        iw.csv_download(inspect.filters_frame(filters), "All kernels (CSV)",
-                        f"{picked.study}-trial{picked.trial}-filters.csv", "filters_csv")  # fmt: skip
-    right.download_button("All kernels (JSON)", inspect.filters_json(filters),
-                          file_name=f"{picked.study}-trial{picked.trial}-filters.json",
-                          mime="application/json", key="filters_json",
-                          icon=":material/download:")  # fmt: skip
+        iw.csv_download(
+            inspect.filters_frame(filters),
+            "All kernels (CSV)",
+            f"{picked.study}-trial{picked.trial}-filters.csv",
+            "filters_csv",
+        )
+    right.download_button(
+        "All kernels (JSON)",
+        inspect.filters_json(filters),
+        file_name=f"{picked.study}-trial{picked.trial}-filters.json",
+        mime="application/json",
+        key="filters_json",
+        icon=":material/download:",
+    )
     for layer in filters:
         st.subheader(layer.layer)
         channel = channel_ui(layer)
@@ -58,5 +69,6 @@ with weights_tab:
     iw.chart(inspect_charts.weight_histogram_figure(weights), key="fig_weights")
     iw.chart(inspect_charts.parameters_figure(params), key="fig_params")
     st.dataframe(params, hide_index=True)
-    iw.csv_download(params, "Parameters (CSV)", f"{picked.study}-trial{picked.trial}-params.csv",
-                    "params_csv")  # fmt: skip
+    iw.csv_download(
+        params, "Parameters (CSV)", f"{picked.study}-trial{picked.trial}-params.csv", "params_csv"
+    )

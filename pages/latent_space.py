@@ -16,16 +16,27 @@ MAX_SLIDERS = 32
 
 def projection_ui() -> tuple[str, tuple[tuple[str, float], ...]]:
     """Method and its parameters from the projection registry (sidebar)."""
-    method = st.sidebar.selectbox("Projection", list(latent.PROJECTIONS), key="method",
-                                  format_func=str.upper,
-                                  help="\n\n".join(f"**{k.upper()}**: {m.description}"
-                                                   for k, m in latent.PROJECTIONS.items()))  # fmt: skip
+    method = st.sidebar.selectbox(
+        "Projection",
+        list(latent.PROJECTIONS),
+        key="method",
+        format_func=str.upper,
+        help="\n\n".join(
+            f"**{k.upper()}**: {m.description}" for k, m in latent.PROJECTIONS.items()
+        ),
+    )
     params = []
     for p in latent.PROJECTIONS[method].parameters:
         step = 1 if isinstance(p.default, int) else 0.01
-        value = st.sidebar.slider(p.name, type(p.default)(p.low), type(p.default)(p.high),
-                                  p.default, step=type(p.default)(step), help=p.help,
-                                  key=f"{method}_{p.name}")  # fmt: skip
+        value = st.sidebar.slider(
+            p.name,
+            type(p.default)(p.low),
+            type(p.default)(p.high),
+            p.default,
+            step=type(p.default)(step),
+            help=p.help,
+            key=f"{method}_{p.name}",
+        )
         params.append((p.name, value))
     return method, tuple(params)
 
@@ -34,8 +45,12 @@ def compare_ui(picked) -> int | None:
     """A second trial to show side by side (sidebar)."""
     frame = iw.trials_table(picked.study, picked.url)
     others = [int(t) for t in frame.loc[frame["has_model"], "trial"] if int(t) != picked.trial]
-    choice = st.sidebar.selectbox("Compare with trial", [None, *others], key="compare_trial",
-                                  format_func=lambda t: "none" if t is None else f"#{t}")  # fmt: skip
+    choice = st.sidebar.selectbox(
+        "Compare with trial",
+        [None, *others],
+        key="compare_trial",
+        format_func=lambda t: "none" if t is None else f"#{t}",
+    )
     return choice
 
 
@@ -58,8 +73,13 @@ def sliders_ui(z: np.ndarray, low: np.ndarray, high: np.ndarray, key: str) -> np
     edited = z.copy()
     cols = st.columns(4)
     for i in range(min(len(z), MAX_SLIDERS)):
-        edited[i] = cols[i % 4].slider(f"z{i + 1}", float(low[i]), float(high[i]),
-                                       step=float(high[i] - low[i]) / 100 or 0.01, key=f"z_{i}")  # fmt: skip
+        edited[i] = cols[i % 4].slider(
+            f"z{i + 1}",
+            float(low[i]),
+            float(high[i]),
+            step=float(high[i] - low[i]) / 100 or 0.01,
+            key=f"z_{i}",
+        )
     if len(z) > MAX_SLIDERS:
         st.caption(f"Sliders for the first {MAX_SLIDERS} of {len(z)} units.")
     return edited
@@ -77,8 +97,11 @@ labels = data.y_test if data.has_labels else None
 try:
     z_test = iw.latents(picked.study, picked.trial, picked.url, "test")
     proj = iw.projection(picked.study, picked.trial, picked.url, "test", method, params)
-    other = (iw.projection(picked.study, compare, picked.url, "test", method, params)
-             if compare is not None else None)  # fmt: skip
+    other = (
+        iw.projection(picked.study, compare, picked.url, "test", method, params)
+        if compare is not None
+        else None
+    )
 except AutoMLError as exc:
     st.error(str(exc))
     st.stop()
@@ -91,8 +114,9 @@ for key, default in (("pick_a", 0), ("pick_b", min(1, len(z_test) - 1))):
     if not 0 <= st.session_state.get(key, -1) < len(z_test):
         st.session_state[key] = default
 selected = [st.session_state["pick_a"], st.session_state["pick_b"]]
-fig = inspect_charts.projection_figure(proj, labels, data.class_names, selected,
-                                       title=f"Trial #{picked.trial}: {method.upper()}")  # fmt: skip
+fig = inspect_charts.projection_figure(
+    proj, labels, data.class_names, selected, title=f"Trial #{picked.trial}: {method.upper()}"
+)
 if other is None:
     iw.chart(fig, key="scatter", on_select=_take_selection, selection_mode="points")
 else:
@@ -100,20 +124,39 @@ else:
     with left:
         iw.chart(fig, key="scatter", on_select=_take_selection, selection_mode="points")
     with right:
-        iw.chart(inspect_charts.projection_figure(other, labels, data.class_names, selected,
-                                                  title=f"Trial #{compare}: {method.upper()}"),
-                 key="scatter_compare")  # fmt: skip
+        iw.chart(
+            inspect_charts.projection_figure(
+                other,
+                labels,
+                data.class_names,
+                selected,
+                title=f"Trial #{compare}: {method.upper()}",
+            ),
+            key="scatter_compare",
+        )
 st.caption("Click a point (shift-click a second one) to pick images; their rings follow.")
-iw.csv_download(pd.DataFrame({"index": np.arange(len(proj.points)), "x": proj.points[:, 0],
-                "y": proj.points[:, 1], "label": labels if labels is not None else None}),
-                "Projection (CSV)", f"{picked.study}-trial{picked.trial}-{method}.csv",
-                "proj_csv")  # fmt: skip
+iw.csv_download(
+    pd.DataFrame(
+        {
+            "index": np.arange(len(proj.points)),
+            "x": proj.points[:, 0],
+            "y": proj.points[:, 1],
+            "label": labels if labels is not None else None,
+        }
+    ),
+    "Projection (CSV)",
+    f"{picked.study}-trial{picked.trial}-{method}.csv",
+    "proj_csv",
+)
 
 st.subheader("Representation score")
 try:
     score = iw.probe_score(picked.study, picked.trial, picked.url)
-    st.metric("Linear-probe accuracy (train → test)", f"{score.accuracy:.1%}",
-              delta=f"{score.accuracy - score.chance:+.1%} over chance ({score.chance:.1%})")  # fmt: skip
+    st.metric(
+        "Linear-probe accuracy (train → test)",
+        f"{score.accuracy:.1%}",
+        delta=f"{score.accuracy - score.chance:+.1%} over chance ({score.chance:.1%})",
+    )
 except AutoMLError as exc:
     st.info(f"Linear probe hidden: {exc}.")
 
@@ -127,12 +170,21 @@ low, high = z_test.min(axis=0), z_test.max(axis=0)
 margin = (high - low) * 0.25 + 1e-3
 edited = sliders_ui(z_test[a], low - margin, high + margin, f"{picked.trial}-{a}")
 decoded = inspect.decode(model, np.stack([z_test[a], edited]))
-iw.chart(inspect_charts.image_strip_figure(
-    np.stack([data.x_test[a], decoded[0], decoded[1]]),
-    [f"image #{a}", "reconstruction", "decoded from the sliders"], height=240), key="fig_decode")
+iw.chart(
+    inspect_charts.image_strip_figure(
+        np.stack([data.x_test[a], decoded[0], decoded[1]]),
+        [f"image #{a}", "reconstruction", "decoded from the sliders"],
+        height=240,
+    ),
+    key="fig_decode",
+)
 
 st.subheader(f"Interpolation from #{a} to #{b}")
 steps = st.slider("Steps", 3, 16, 8, key="steps")
 path = inspect.decode(model, latent.interpolate(z_test[a], z_test[b], steps))
-iw.chart(inspect_charts.image_strip_figure(path, [f"{t:.2f}" for t in np.linspace(0, 1, steps)],
-                                           max_cols=steps), key="fig_path")  # fmt: skip
+iw.chart(
+    inspect_charts.image_strip_figure(
+        path, [f"{t:.2f}" for t in np.linspace(0, 1, steps)], max_cols=steps
+    ),
+    key="fig_path",
+)

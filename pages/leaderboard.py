@@ -13,7 +13,7 @@ from automl_core.leaderboard import (
     loss_curves,
     loss_curves_figure,
     summary,
-)  # fmt: skip
+)
 from dashboard import state
 
 COMPARE_IMAGES = 8
@@ -51,11 +51,18 @@ def table_ui(frame) -> list[tuple[str, int]]:
     labels = [f"{r.study} #{int(r.trial)}" for r in frame.itertuples()]
     st.session_state["_shown"] = labels
     columns = display_columns(frame, with_study=frame["study"].nunique() > 1)
-    st.dataframe(frame[columns], hide_index=True, key="board", on_select=_sync_compare,
-                 selection_mode="multi-row", column_config=state.BOARD_COLUMNS)  # fmt: skip
+    st.dataframe(
+        frame[columns],
+        hide_index=True,
+        key="board",
+        on_select=_sync_compare,
+        selection_mode="multi-row",
+        column_config=state.BOARD_COLUMNS,
+    )
     st.session_state["compare"] = [c for c in st.session_state.get("compare", []) if c in labels]
-    picked = st.multiselect("Compare trials (or select rows above)", labels, key="compare",
-                            max_selections=6)  # fmt: skip
+    picked = st.multiselect(
+        "Compare trials (or select rows above)", labels, key="compare", max_selections=6
+    )
     return [(label.rsplit(" #", 1)[0], int(label.rsplit(" #", 1)[1])) for label in picked]
 
 
@@ -73,15 +80,20 @@ def compare_ui(picks: list[tuple[str, int]], url: str) -> None:
         try:
             if study_name not in shown_originals:
                 originals = state.load_study_dataset(study_name, url).x_test[:COMPARE_IMAGES]
-                st.image(as_display_images(originals), caption=["original"] * len(originals),
-                         width=72, clamp=True)  # fmt: skip
+                st.image(
+                    as_display_images(originals),
+                    caption=["original"] * len(originals),
+                    width=72,
+                    clamp=True,
+                )
                 shown_originals.add(study_name)
             images = state.reconstructions(study_name, number, url, COMPARE_IMAGES)
         except AutoMLError as exc:
             st.warning(f"{study_name} #{number}: {exc}")
             continue
-        st.image(as_display_images(images), caption=[f"#{number}"] * len(images), width=72,
-                 clamp=True)  # fmt: skip
+        st.image(
+            as_display_images(images), caption=[f"#{number}"] * len(images), width=72, clamp=True
+        )
 
 
 def charts_ui(study_name: str, url: str) -> None:
@@ -110,8 +122,13 @@ for column, (label, value) in zip(st.columns(4), summary(board).items(), strict=
     column.metric(label, value)
 shown = filters_ui(board)
 picks = table_ui(shown)
-st.download_button("Download CSV", shown.to_csv(index=False).encode(), key="download",
-                   file_name=f"{'+'.join(names)}-trials.csv", mime="text/csv")  # fmt: skip
+st.download_button(
+    "Download CSV",
+    shown.to_csv(index=False).encode(),
+    key="download",
+    file_name=f"{'+'.join(names)}-trials.csv",
+    mime="text/csv",
+)
 if picks:
     st.subheader("Compare")
     compare_ui(picks, url)

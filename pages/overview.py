@@ -13,12 +13,25 @@ PAGES = (
     ("pages/search.py", "Search", "launch a new search or resume one", ":material/rocket_launch:"),
     ("pages/leaderboard.py", "Leaderboard", "every trial, compared", ":material/leaderboard:"),
     ("pages/filters.py", "Filters", "learned kernels as heatmaps", ":material/grid_on:"),
-    ("pages/activations.py", "Activations", "what each layer does to an image", ":material/layers:"),
-    ("pages/latent_space.py", "Latent space", "UMAP / t-SNE / PCA, decode by hand",
-     ":material/scatter_plot:"),
-    ("pages/reconstructions.py", "Reconstructions", "errors, worst images, compression",
-     ":material/compare:"),
-)  # fmt: skip
+    (
+        "pages/activations.py",
+        "Activations",
+        "what each layer does to an image",
+        ":material/layers:",
+    ),
+    (
+        "pages/latent_space.py",
+        "Latent space",
+        "UMAP / t-SNE / PCA, decode by hand",
+        ":material/scatter_plot:",
+    ),
+    (
+        "pages/reconstructions.py",
+        "Reconstructions",
+        "errors, worst images, compression",
+        ":material/compare:",
+    ),
+)
 
 
 def best_ui(study: str, url: str, board) -> None:
@@ -30,9 +43,20 @@ def best_ui(study: str, url: str, board) -> None:
     best = finished.sort_values("val_mse").iloc[0]
     number = int(best["trial"])
     st.subheader(f"Best trial: #{number}")
-    config = {k: best[k] for k in ("num_conv_layers", "filters", "activation", "latent_dim",
-                                   "kernel_size", "learning_rate", "batch_size", "optimizer")
-              if k in best}  # fmt: skip
+    config = {
+        k: best[k]
+        for k in (
+            "num_conv_layers",
+            "filters",
+            "activation",
+            "latent_dim",
+            "kernel_size",
+            "learning_rate",
+            "batch_size",
+            "optimizer",
+        )
+        if k in best
+    }
     st.caption(" · ".join(f"{k.replace('_', ' ')} **{v}**" for k, v in config.items()))
     try:
         originals = state.load_study_dataset(study, url).x_test[:SHOWN_IMAGES]
@@ -47,8 +71,10 @@ def best_ui(study: str, url: str, board) -> None:
 
 state.ensure_routed(__file__)
 st.title("Autoencoder AutoML")
-st.caption("Search convolutional autoencoder architectures, compare the trials, and look inside "
-           "the models. The study picked in the sidebar is shared by every page.")  # fmt: skip
+st.caption(
+    "Search convolutional autoencoder architectures, compare the trials, and look inside "
+    "the models. The study picked in the sidebar is shared by every page."
+)
 study = state.study_picker()
 if study is not None:
     url = state.storage_url()
@@ -59,8 +85,10 @@ if study is not None:
         st.error(str(exc))
         st.stop()
     if settings is not None:
-        st.markdown(f"Study **{study}**: dataset `{settings.dataset}`, strategy "
-                    f"`{settings.strategy}`, at most {settings.max_epochs} epochs per trial.")  # fmt: skip
+        st.markdown(
+            f"Study **{study}**: dataset `{settings.dataset}`, strategy "
+            f"`{settings.strategy}`, at most {settings.max_epochs} epochs per trial."
+        )
     for column, (label, value) in zip(st.columns(4), summary(board).items(), strict=False):
         column.metric(label, value)
     best_ui(study, url, board)

@@ -30,10 +30,16 @@ def settings_ui() -> tuple[SearchSettings | None, int, list[str]]:
         return None, budget.workers, problems
     try:
         settings = SearchSettings(
-            study=name, dataset=dataset, space=space, strategy=strategy, trials=budget.trials,
-            timeout=budget.timeout, max_epochs=budget.max_epochs, seed=budget.seed,
+            study=name,
+            dataset=dataset,
+            space=space,
+            strategy=strategy,
+            trials=budget.trials,
+            timeout=budget.timeout,
+            max_epochs=budget.max_epochs,
+            seed=budget.seed,
             max_images=budget.max_images,
-        )  # fmt: skip
+        )
         settings.search_space()
     except AutoMLError as exc:
         return None, budget.workers, [str(exc)]
@@ -44,9 +50,16 @@ def summary_ui(settings: SearchSettings) -> None:
     """Grid size and budget of the search about to launch."""
     size = settings.search_space().grid_size()
     left, middle, right = st.columns(3)
-    label = "Grid configurations" if get_strategy(settings.strategy).needs_grid else "Distinct configurations"
-    left.metric(label, "—" if size is None else f"{size:,}",
-                help="How many different configurations the space holds; — when a parameter is a range")  # fmt: skip
+    label = (
+        "Grid configurations"
+        if get_strategy(settings.strategy).needs_grid
+        else "Distinct configurations"
+    )
+    left.metric(
+        label,
+        "—" if size is None else f"{size:,}",
+        help="How many different configurations the space holds; — when a parameter is a range",
+    )
     middle.metric("Trial budget", f"{settings.trial_budget():,}")
     right.metric("Max epochs", settings.max_epochs)
 
@@ -83,38 +96,66 @@ def live_ui(study: str) -> None:
     if progress.error:
         st.error(progress.error.removeprefix("error: "))
     if not progress.exists:
-        st.info("Starting: loading the dataset and TensorFlow…" if progress.running
-                else "The search ended before creating its study; see the log below.")  # fmt: skip
+        st.info(
+            "Starting: loading the dataset and TensorFlow…"
+            if progress.running
+            else "The search ended before creating its study; see the log below."
+        )
     else:
         budget = progress.budget or max(progress.done, 1)
-        status = "running" if progress.running else "stopped" if progress.done < budget else "finished"
-        st.progress(progress.fraction, text=f"{progress.done} / {budget} trials · {status} · {elapsed}")
+        status = (
+            "running" if progress.running else "stopped" if progress.done < budget else "finished"
+        )
+        st.progress(
+            progress.fraction, text=f"{progress.done} / {budget} trials · {status} · {elapsed}"
+        )
         st.caption(" · ".join(f"{k.lower()}: {v}" for k, v in sorted(progress.states.items())))
         for live in progress.live:
             epochs = live["max_epochs"] or "?"
             st.markdown(f"**Trial #{live['trial']}** — epoch {live['epoch']} / {epochs}")
             if live["loss"]:
-                st.plotly_chart(loss_curves_figure(live_curves(live), "Running trial"),
-                                key=f"live_{live['trial']}")  # fmt: skip
+                st.plotly_chart(
+                    loss_curves_figure(live_curves(live), "Running trial"),
+                    key=f"live_{live['trial']}",
+                )
         board = state.read_board((study,), state.storage_url())
         if not board.empty:
-            columns = [c for c in ("trial", "state", "val_mse", "test_psnr", "test_ssim",
-                                   "train_seconds", "note") if c in board]  # fmt: skip
-            st.dataframe(board[columns], hide_index=True, key="live_board",
-                         column_config=state.BOARD_COLUMNS)  # fmt: skip
+            columns = [
+                c
+                for c in (
+                    "trial",
+                    "state",
+                    "val_mse",
+                    "test_psnr",
+                    "test_ssim",
+                    "train_seconds",
+                    "note",
+                )
+                if c in board
+            ]
+            st.dataframe(
+                board[columns],
+                hide_index=True,
+                key="live_board",
+                column_config=state.BOARD_COLUMNS,
+            )
         if not progress.running and progress.done >= budget:
             st.success(f"Search finished with {progress.done} trials: open the Leaderboard.")
         elif not progress.running:
-            st.warning(f"Search stopped after {progress.done} of {budget} trials; launch the "
-                       "same study name again to resume it.")  # fmt: skip
+            st.warning(
+                f"Search stopped after {progress.done} of {budget} trials; launch the "
+                "same study name again to resume it."
+            )
     with st.expander("Log"):
         st.code(launcher.log_tail(study) or "(no output yet)", language=None)
 
 
 state.ensure_routed(__file__)
 st.title("Search")
-st.caption("Choose a dataset and a search space in the sidebar, then launch. The search runs "
-           "in its own process: reloading or closing this tab does not stop it.")  # fmt: skip
+st.caption(
+    "Choose a dataset and a search space in the sidebar, then launch. The search runs "
+    "in its own process: reloading or closing this tab does not stop it."
+)
 settings, workers, problems = settings_ui()
 if settings is not None:
     summary_ui(settings)

@@ -52,10 +52,18 @@ def tiny_study_home(tmp_path_factory):
     from automl_core.search import SearchSettings
 
     home = tmp_path_factory.mktemp("tiny_runs")
-    _search_in(home, SearchSettings(
-        study="tiny", dataset="digits", space=TINY_SPACE, strategy="grid",
-        max_epochs=2, max_images=150, seed=0,
-    ))  # fmt: skip
+    _search_in(
+        home,
+        SearchSettings(
+            study="tiny",
+            dataset="digits",
+            space=TINY_SPACE,
+            strategy="grid",
+            max_epochs=2,
+            max_images=150,
+            seed=0,
+        ),
+    )
     return home
 
 

@@ -30,8 +30,13 @@ def _tiny_form(at: AppTest, study: str) -> AppTest:
     """Fills the Search sidebar with a tiny search: digits, 2 trials of 1 epoch, 120 images."""
     at.selectbox(key="dataset").set_value("digits")
     at.selectbox(key="strategy").set_value("grid")
-    for name, value in {"num_conv_layers": [1], "filters": [4], "activation": ["relu"],
-                        "latent_dim": [4, 8], "batch_size": [32]}.items():  # fmt: skip
+    for name, value in {
+        "num_conv_layers": [1],
+        "filters": [4],
+        "activation": ["relu"],
+        "latent_dim": [4, 8],
+        "batch_size": [32],
+    }.items():
         at.multiselect(key=f"param_{name}").set_value(value)
     at.number_input(key="trials").set_value(2)
     at.number_input(key="max_epochs").set_value(1)
@@ -138,13 +143,22 @@ class TestSearchPage:
     def test_launch_is_refused_while_the_same_study_runs(self, runs_dir):
         from automl_core import launcher
 
-        sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
-                                    "automl_core"], start_new_session=True)  # fmt: skip
+        sleeper = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(60)", "automl_core"],
+            start_new_session=True,
+        )
         try:
             launcher.launches_dir().mkdir(parents=True)
-            (launcher.launches_dir() / "busy.json").write_text(json.dumps({
-                "study": "busy", "pid": sleeper.pid, "started": time.time(),
-                "log": str(launcher.launches_dir() / "busy.log")}))  # fmt: skip
+            (launcher.launches_dir() / "busy.json").write_text(
+                json.dumps(
+                    {
+                        "study": "busy",
+                        "pid": sleeper.pid,
+                        "started": time.time(),
+                        "log": str(launcher.launches_dir() / "busy.log"),
+                    }
+                )
+            )
             at = _tiny_form(_run("pages/search.py"), "busy")
             at.button(key="launch").click().run()
             assert not at.exception
@@ -239,8 +253,9 @@ class TestLeaderboardPage:
         from automl_core import store
         from dashboard.state import DEMO_DIR, DEMO_STUDY
 
-        store.install_study(f"sqlite:///{DEMO_DIR / 'studies.db'}", DEMO_DIR / "artifacts",
-                            DEMO_STUDY)  # fmt: skip
+        store.install_study(
+            f"sqlite:///{DEMO_DIR / 'studies.db'}", DEMO_DIR / "artifacts", DEMO_STUDY
+        )
         at = _run("pages/leaderboard.py")
         at.selectbox(key="study").set_value("tiny").run()
         at.multiselect(key="extra_studies").set_value(["demo-mnist-5k"]).run()

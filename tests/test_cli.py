@@ -12,9 +12,27 @@ from automl_core.cli import main
 
 @pytest.mark.slow
 def test_search_prints_trials_leaderboard_config_and_filters(runs_dir, capsys):
-    argv = ["search", "--dataset", "digits", "--strategy", "grid", "--max-images", "100",
-            "--num-conv-layers", "1,2", "--filters", "4", "--activation", "relu",
-            "--latent-dim", "4", "--max-epochs", "1", "--study", "cli"]  # fmt: skip
+    argv = [
+        "search",
+        "--dataset",
+        "digits",
+        "--strategy",
+        "grid",
+        "--max-images",
+        "100",
+        "--num-conv-layers",
+        "1,2",
+        "--filters",
+        "4",
+        "--activation",
+        "relu",
+        "--latent-dim",
+        "4",
+        "--max-epochs",
+        "1",
+        "--study",
+        "cli",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert out.count("COMPLETE") >= 4  # two trial lines and two leaderboard rows
@@ -66,7 +84,9 @@ def test_bad_input_is_one_line_and_non_zero(runs_dir, capsys, argv, message):
 def test_exit_status_from_a_real_process(runs_dir):
     result = subprocess.run(
         [sys.executable, "-m", "automl_core", "search", "--dataset", "nope"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: unknown dataset 'nope'")

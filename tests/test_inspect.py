@@ -43,8 +43,9 @@ def model(request):
 @pytest.fixture(scope="module")
 def rgb_model():
     """A tiny autoencoder on 10x10x3 inputs (cropping decoder)."""
-    return build_autoencoder(ModelConfig(num_conv_layers=2, filters=2, latent_dim=3),
-                             (10, 10, 3)).autoencoder  # fmt: skip
+    return build_autoencoder(
+        ModelConfig(num_conv_layers=2, filters=2, latent_dim=3), (10, 10, 3)
+    ).autoencoder
 
 
 def _png(array: np.ndarray, mode: str) -> bytes:
@@ -77,14 +78,20 @@ class TestFilters:
         frame = filters_frame(filters)
         assert len(frame) == sum(f.kernels.size for f in filters)
         first = filters[0]
-        row = frame[(frame.layer == first.layer) & (frame["filter"] == 2) & (frame.row == 1)
-                    & (frame.col == 0) & (frame.input_channel == 1)]  # fmt: skip
+        row = frame[
+            (frame.layer == first.layer)
+            & (frame["filter"] == 2)
+            & (frame.row == 1)
+            & (frame.col == 0)
+            & (frame.input_channel == 1)
+        ]
         assert row["value"].item() == pytest.approx(float(first.kernels[1, 0, 0, 1]))
         payload = json.loads(filters_json(filters))
         assert payload["encoder_conv_2"]["shape"] == list(filters[1].kernels.shape)
         # filters[f][channel] is the k x k matrix
-        np.testing.assert_allclose(payload["encoder_conv_2"]["filters"][1][2],
-                                   filters[1].kernels[:, :, 2, 1], rtol=1e-6)  # fmt: skip
+        np.testing.assert_allclose(
+            payload["encoder_conv_2"]["filters"][1][2], filters[1].kernels[:, :, 2, 1], rtol=1e-6
+        )
 
     def test_parameters_sum_to_model_total(self, model):
         params = layer_parameters(model)
@@ -107,7 +114,9 @@ class TestFilters:
         layer = conv_filters(rgb_model)[0]
         fig = inspect_charts.filters_figure(layer, "rgb")
         assert len([t for t in fig.data if isinstance(t, go.Image)]) == layer.num_filters
-        with pytest.raises(ConfigError, match="RGB composite needs 3 input channels; encoder_conv_1 has 1"):
+        with pytest.raises(
+            ConfigError, match="RGB composite needs 3 input channels; encoder_conv_1 has 1"
+        ):
             inspect_charts.filters_figure(conv_filters(model)[0], "rgb")
         with pytest.raises(ConfigError, match="channel=7"):
             inspect_charts.filters_figure(layer, 7)
@@ -119,7 +128,9 @@ class TestActivations:
         image = np.random.default_rng(0).random((8, 8, 1), dtype=np.float32)
         acts = {a.layer: a for a in probe(image)}
         block = "strided" if "encoder_down_1" not in acts else "pool"
-        assert acts["encoder_conv_1"].values.shape == ((4, 4, 3) if block == "strided" else (8, 8, 3))
+        assert acts["encoder_conv_1"].values.shape == (
+            (4, 4, 3) if block == "strided" else (8, 8, 3)
+        )
         if block == "pool":
             assert acts["encoder_down_1"].values.shape == (4, 4, 3)
             assert acts["encoder_down_2"].values.shape == (2, 2, 3)
@@ -151,8 +162,11 @@ class TestActivations:
 class TestEncodeDecode:
     def test_decode_encode_equals_model_output(self, model):
         x = np.random.default_rng(2).random((5, 8, 8, 1), dtype=np.float32)
-        np.testing.assert_allclose(decode(model, encode(model, x, batch_size=2)),
-                                   np.asarray(model(x, training=False)), atol=1e-6)  # fmt: skip
+        np.testing.assert_allclose(
+            decode(model, encode(model, x, batch_size=2)),
+            np.asarray(model(x, training=False)),
+            atol=1e-6,
+        )
 
     def test_decode_checks_latent_size(self, model):
         with pytest.raises(ConfigError, match=r"latents must have shape \(N, 4\)"):
@@ -231,11 +245,15 @@ class TestReconstructionTables:
             worst_reconstructions(scores, 0)
 
     def test_compression_curve_best_per_latent(self):
-        trials = pd.DataFrame({
-            "trial": [0, 1, 2, 3], "state": ["COMPLETE", "COMPLETE", "COMPLETE", "FAIL"],
-            "latent_dim": [4, 4, 8, 2], "test_psnr": [10.0, 12.0, 15.0, np.nan],
-            "compression_ratio": [16.0, 16.0, 8.0, 32.0],
-        })  # fmt: skip
+        trials = pd.DataFrame(
+            {
+                "trial": [0, 1, 2, 3],
+                "state": ["COMPLETE", "COMPLETE", "COMPLETE", "FAIL"],
+                "latent_dim": [4, 4, 8, 2],
+                "test_psnr": [10.0, 12.0, 15.0, np.nan],
+                "compression_ratio": [16.0, 16.0, 8.0, 32.0],
+            }
+        )
         curve = compression_curve(trials)
         assert list(curve["latent_dim"]) == [4, 8]
         assert list(curve["trial"]) == [1, 2] and list(curve["trials"]) == [2, 1]

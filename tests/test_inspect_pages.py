@@ -114,7 +114,9 @@ class TestLatentSpacePage:
         assert "image #2" in _texts(at.subheader)
         assert "from #2 to #5" in _texts(at.subheader)
         slider = at.slider(key="z_0")
-        target = slider.min if slider.value - slider.min > slider.max - slider.value else slider.max
+        target = (
+            slider.min if slider.value - slider.min > slider.max - slider.value else slider.max
+        )
         decoded = at.get("plotly_chart")[-2].proto.spec
         slider.set_value(target).run()
         _ok(at)
@@ -211,8 +213,17 @@ def unlabelled_home(tmp_path_factory, search_in):
     x = np.random.default_rng(0).random((40, 8, 8, 3), dtype=np.float32)
     np.savez(home / "plain.npz", x=x)
     space = {"num_conv_layers": [1], "filters": [3], "latent_dim": [4], "batch_size": [16]}
-    search_in(home, SearchSettings(study="plain", dataset=str(home / "plain.npz"), space=space,
-                                   strategy="grid", max_epochs=1, seed=0))  # fmt: skip
+    search_in(
+        home,
+        SearchSettings(
+            study="plain",
+            dataset=str(home / "plain.npz"),
+            space=space,
+            strategy="grid",
+            max_epochs=1,
+            seed=0,
+        ),
+    )
     return home
 
 
@@ -258,11 +269,25 @@ def test_clicking_a_point_in_chromium_picks_that_image(runs_dir):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1"],
-        cwd=ROOT, env={**os.environ, "AUTOML_HOME": str(runs_dir)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "AUTOML_HOME": str(runs_dir)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):
@@ -272,8 +297,15 @@ def test_clicking_a_point_in_chromium_picks_that_image(runs_dir):
             except OSError:
                 time.sleep(0.5)
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            browser = p.chromium.launch(
+                executable_path="/usr/bin/chromium",
+                args=[
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                ],
+            )
             page = browser.new_page(viewport={"width": 1400, "height": 1600})
             page.goto(url, wait_until="networkidle")
             page.get_by_role("link", name="Latent space", exact=True).click()
@@ -287,7 +319,9 @@ def test_clicking_a_point_in_chromium_picks_that_image(runs_dir):
                         y: r.top + ya._offset + ya.d2p(t.y[5]), index: t.customdata[5][0]}; }""")
             page.mouse.move(point["x"], point["y"])
             page.mouse.click(point["x"], point["y"])
-            page.get_by_text(f"Decode by hand: image #{int(point['index'])}").wait_for(timeout=60_000)
+            page.get_by_text(f"Decode by hand: image #{int(point['index'])}").wait_for(
+                timeout=60_000
+            )
             assert page.locator('[data-testid="stException"]').count() == 0
             browser.close()
     finally:

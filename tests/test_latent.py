@@ -78,7 +78,9 @@ def test_n_neighbors_larger_than_points_is_clamped(latents):
 
 
 def test_out_of_range_parameter():
-    with pytest.raises(ConfigError, match=r"perplexity must be a number in \[2, 100\], got perplexity=0"):
+    with pytest.raises(
+        ConfigError, match=r"perplexity must be a number in \[2, 100\], got perplexity=0"
+    ):
         latent_projection(np.zeros((20, 3)), "tsne", {"perplexity": 0})
 
 

@@ -17,8 +17,13 @@ from automl_core import launcher
 from automl_core.errors import ConfigError, DatasetError
 from automl_core.search import SearchSettings
 
-TINY = {"num_conv_layers": [1], "filters": [4], "activation": ["relu"], "latent_dim": [4, 8],
-        "batch_size": [32]}  # fmt: skip
+TINY = {
+    "num_conv_layers": [1],
+    "filters": [4],
+    "activation": ["relu"],
+    "latent_dim": [4, 8],
+    "batch_size": [32],
+}
 
 
 def _npz_bytes(**arrays) -> bytes:
@@ -38,8 +43,13 @@ def _sleeper(seconds: int = 60, with_child: bool = False) -> subprocess.Popen:
 
 def _record(study: str, process: subprocess.Popen) -> None:
     launcher.launches_dir().mkdir(parents=True, exist_ok=True)
-    record = {"study": study, "pid": process.pid, "started": time.time(),
-              "log": str(launcher.launches_dir() / f"{study}.log"), "command": []}  # fmt: skip
+    record = {
+        "study": study,
+        "pid": process.pid,
+        "started": time.time(),
+        "log": str(launcher.launches_dir() / f"{study}.log"),
+        "command": [],
+    }
     (launcher.launches_dir() / f"{study}.json").write_text(json.dumps(record))
 
 
@@ -116,11 +126,27 @@ class TestLaunchRecords:
 
 
 def test_command_line_carries_every_setting(tmp_path):
-    settings = SearchSettings(study="s1", dataset="digits", space=TINY, strategy="random",
-                              trials=3, timeout=60, max_epochs=2, max_images=120)  # fmt: skip
+    settings = SearchSettings(
+        study="s1",
+        dataset="digits",
+        space=TINY,
+        strategy="random",
+        trials=3,
+        timeout=60,
+        max_epochs=2,
+        max_images=120,
+    )
     command = launcher.build_command(settings, tmp_path / "space.json", 2, "sqlite:///x.db")
     text = " ".join(command)
-    for part in ("search --dataset digits", "--strategy random", "--study s1", "--trials 3",
-                 "--timeout 60", "--max-epochs 2", "--max-images 120", "--workers 2",
-                 "--storage sqlite:///x.db"):  # fmt: skip
+    for part in (
+        "search --dataset digits",
+        "--strategy random",
+        "--study s1",
+        "--trials 3",
+        "--timeout 60",
+        "--max-epochs 2",
+        "--max-images 120",
+        "--workers 2",
+        "--storage sqlite:///x.db",
+    ):
         assert part in text

@@ -27,8 +27,9 @@ def test_output_matches_input_shape(shape, depth, block):
 def test_layer_names_are_the_contract():
     models = build_autoencoder(ModelConfig(num_conv_layers=2, filters=4), (28, 28, 1))
     assert [layer.name for layer in encoder_conv_layers(models.autoencoder)] == [
-        "encoder_conv_1", "encoder_conv_2",
-    ]  # fmt: skip
+        "encoder_conv_1",
+        "encoder_conv_2",
+    ]
     names = {layer.name for layer in models.encoder.layers}
     assert {"encoder_down_1", "encoder_flatten", "latent"} <= names
     names = {layer.name for layer in models.decoder.layers}

@@ -29,8 +29,15 @@ COMPLETE = optuna.trial.TrialState.COMPLETE
 
 
 def _settings(**overrides) -> SearchSettings:
-    values = dict(study="p", dataset="digits", space=RANGE_SPACE, strategy="random",
-                  max_epochs=1, max_images=120, trials=2)  # fmt: skip
+    values = dict(
+        study="p",
+        dataset="digits",
+        space=RANGE_SPACE,
+        strategy="random",
+        max_epochs=1,
+        max_images=120,
+        trials=2,
+    )
     values.update(overrides)
     return SearchSettings(**values)
 
@@ -57,16 +64,28 @@ def test_cost_aware_search_with_two_workers_records_what_its_time_model_needs(ru
     from automl_core.space import SearchSpace
 
     space = {**RANGE_SPACE, "num_conv_layers": [1, 2], "filters": [4, 16]}
-    study = run_search(_settings(strategy="tpe-cost", space=space, trials=7, max_epochs=2), workers=2)
+    study = run_search(
+        _settings(strategy="tpe-cost", space=space, trials=7, max_epochs=2), workers=2
+    )
     complete = [t for t in study.get_trials() if t.state == COMPLETE]
     assert len(complete) >= 7
     # every trial reported each epoch: the time model's seconds per epoch come from these
     assert all(len(t.intermediate_values) == t.user_attrs["metrics"]["epochs"] for t in complete)
     settings = study_settings(study)
-    sampler = STRATEGIES["tpe-cost"].make_sampler(SearchSpace.from_dict(settings.space), 0, (8, 8, 1))
+    sampler = STRATEGIES["tpe-cost"].make_sampler(
+        SearchSpace.from_dict(settings.space), 0, (8, 8, 1)
+    )
     sampler.fit_time_model(study.get_trials())
-    cheap = {"num_conv_layers": 1, "filters": 4, "latent_dim": 4, "batch_size": 32, "learning_rate": 1e-3}
-    assert sampler.predicted_cost(cheap) < sampler.predicted_cost({**cheap, "num_conv_layers": 2, "filters": 16})
+    cheap = {
+        "num_conv_layers": 1,
+        "filters": 4,
+        "latent_dim": 4,
+        "batch_size": 32,
+        "learning_rate": 1e-3,
+    }
+    assert sampler.predicted_cost(cheap) < sampler.predicted_cost(
+        {**cheap, "num_conv_layers": 2, "filters": 16}
+    )
 
 
 def test_timeout_stops_cleanly(runs_dir):
@@ -130,8 +149,9 @@ def test_killed_worker_trial_is_retried_and_study_completes(runs_dir, monkeypatc
     prepare_study(settings, url)
     worker = subprocess.Popen(
         [sys.executable, "-m", "automl_core", "worker", "--study", "killed", "--storage", url],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         _wait_for_running("killed", url)
     finally:
@@ -150,12 +170,35 @@ def test_killed_worker_trial_is_retried_and_study_completes(runs_dir, monkeypatc
 
 
 def test_ctrl_c_stops_the_search_and_a_rerun_resumes(runs_dir):
-    command = [sys.executable, "-m", "automl_core", "search", "--dataset", "digits",
-               "--max-images", "600", "--strategy", "random", "--trials", "2",
-               "--max-epochs", "3", "--filters", "4", "--latent-dim", "4",
-               "--num-conv-layers", "1", "--study", "interrupted", "--workers", "2"]  # fmt: skip
-    search = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              start_new_session=True)  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "automl_core",
+        "search",
+        "--dataset",
+        "digits",
+        "--max-images",
+        "600",
+        "--strategy",
+        "random",
+        "--trials",
+        "2",
+        "--max-epochs",
+        "3",
+        "--filters",
+        "4",
+        "--latent-dim",
+        "4",
+        "--num-conv-layers",
+        "1",
+        "--study",
+        "interrupted",
+        "--workers",
+        "2",
+    ]
+    search = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
     url = store.default_storage_url()
     try:
         _wait_for_running("interrupted", url)
@@ -166,8 +209,9 @@ def test_ctrl_c_stops_the_search_and_a_rerun_resumes(runs_dir):
     study = store.load_study("interrupted", url)
     assert not any(t.state == optuna.trial.TrialState.RUNNING for t in study.get_trials())
     time.sleep(0.5)
-    children = subprocess.run(["pgrep", "-f", "automl_core worker --study interrupted"],
-                              capture_output=True, text=True)  # fmt: skip
+    children = subprocess.run(
+        ["pgrep", "-f", "automl_core worker --study interrupted"], capture_output=True, text=True
+    )
     assert children.stdout.strip() == "", "worker processes outlived the stopped search"
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
@@ -175,7 +219,9 @@ def test_ctrl_c_stops_the_search_and_a_rerun_resumes(runs_dir):
     assert len([t for t in study.get_trials() if t.state == COMPLETE]) >= 2
 
 
-POSTGRES_URL = os.environ.get("AUTOML_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get(
+    "AUTOML_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
 
 
 def _postgres_answers() -> str | None:

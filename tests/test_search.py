@@ -19,8 +19,9 @@ TINY = {"num_conv_layers": [1], "filters": [4], "latent_dim": [4, 8], "batch_siz
 
 
 def _settings(**overrides) -> SearchSettings:
-    values = dict(study="s", dataset="digits", space=TINY, strategy="grid", max_epochs=1,
-                  max_images=120)  # fmt: skip
+    values = dict(
+        study="s", dataset="digits", space=TINY, strategy="grid", max_epochs=1, max_images=120
+    )
     values.update(overrides)
     return SearchSettings(**values)
 
@@ -92,7 +93,9 @@ def test_bad_study_names(name):
 
 
 def test_unknown_strategy(runs_dir):
-    with pytest.raises(ConfigError, match="unknown strategy 'bayes'; expected one of grid, random"):
+    with pytest.raises(
+        ConfigError, match="unknown strategy 'bayes'; expected one of grid, random"
+    ):
         run_search(_settings(strategy="bayes"))
 
 
@@ -102,7 +105,9 @@ def test_grid_over_a_range_says_why(runs_dir):
         run_search(_settings(space=space))
 
 
-@pytest.mark.parametrize("url", ["not-a-url", "nosuchdb://x/y", "postgresql://nobody@127.0.0.1:1/none"])
+@pytest.mark.parametrize(
+    "url", ["not-a-url", "nosuchdb://x/y", "postgresql://nobody@127.0.0.1:1/none"]
+)
 def test_malformed_or_unreachable_storage(runs_dir, url):
     with pytest.raises(StorageError, match="storage"):
         run_search(_settings(), storage_url=url)
@@ -111,7 +116,9 @@ def test_malformed_or_unreachable_storage(runs_dir, url):
 def test_workers_and_budget_values(runs_dir):
     with pytest.raises(ConfigError, match="workers must be a positive integer, got workers=0"):
         run_search(_settings(), workers=0)
-    with pytest.raises(ConfigError, match="timeout must be a positive number of seconds, got timeout=-5"):
+    with pytest.raises(
+        ConfigError, match="timeout must be a positive number of seconds, got timeout=-5"
+    ):
         _settings(timeout=-5)
     with pytest.raises(ConfigError, match="trials must be a positive integer"):
         _settings(trials=0)
@@ -145,7 +152,10 @@ def test_gp_without_torch_says_how_to_enable_it(monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "torch" else real(name, *a))  # fmt: skip
-    with pytest.raises(ConfigError, match="strategy 'gp' needs the package 'torch'.*pip install torch"):
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a)
+    )
+    with pytest.raises(
+        ConfigError, match="strategy 'gp' needs the package 'torch'.*pip install torch"
+    ):
         get_strategy("gp")

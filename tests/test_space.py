@@ -16,7 +16,7 @@ from automl_core.space import (
     SearchSpace,
     load_space,
     parse_parameter_text,
-)  # fmt: skip
+)
 
 
 def test_default_space_is_the_original_sixteen_grid():
@@ -71,19 +71,27 @@ def test_invalid_spaces_name_the_parameter(spec, message):
 def test_depth_too_large_for_the_image():
     space = SearchSpace.from_dict({"num_conv_layers": [1, 4]})
     space.validate_for((28, 28, 1))
-    with pytest.raises(ConfigError, match="num_conv_layers=4 would shrink the 8x8 image below 1x1; at most 3"):
+    with pytest.raises(
+        ConfigError, match="num_conv_layers=4 would shrink the 8x8 image below 1x1; at most 3"
+    ):
         space.validate_for((8, 8, 1))
 
 
 def test_kernel_larger_than_image():
     with pytest.raises(ConfigError, match="kernel_size=9 is larger than the 8x8 image"):
-        SearchSpace.from_dict({"kernel_size": [3, 9], "num_conv_layers": [1]}).validate_for((8, 8, 1))
+        SearchSpace.from_dict({"kernel_size": [3, 9], "num_conv_layers": [1]}).validate_for(
+            (8, 8, 1)
+        )
 
 
 def test_parse_parameter_text():
     assert parse_parameter_text("filters", "16, 32") == [16, 32]
     assert parse_parameter_text("activation", "relu,tanh") == ["relu", "tanh"]
-    assert parse_parameter_text("learning_rate", "1e-4:1e-2:log") == {"low": 1e-4, "high": 0.01, "log": True}
+    assert parse_parameter_text("learning_rate", "1e-4:1e-2:log") == {
+        "low": 1e-4,
+        "high": 0.01,
+        "log": True,
+    }
     with pytest.raises(ConfigError, match="filters: expected a number, got 'many'"):
         parse_parameter_text("filters", "many")
     with pytest.raises(ConfigError, match="the list of choices is empty"):
@@ -91,7 +99,9 @@ def test_parse_parameter_text():
 
 
 def test_load_yaml_and_json(tmp_path):
-    (tmp_path / "s.yaml").write_text("filters: [8, 16]\nlearning_rate: {low: 0.0001, high: 0.01, log: true}\n")
+    (tmp_path / "s.yaml").write_text(
+        "filters: [8, 16]\nlearning_rate: {low: 0.0001, high: 0.01, log: true}\n"
+    )
     assert load_space(tmp_path / "s.yaml").parameters["filters"] == Choice((8, 16))
     (tmp_path / "s.json").write_text('{"latent_dim": [4]}')
     assert load_space(tmp_path / "s.json").parameters["latent_dim"] == Choice((4,))
@@ -110,9 +120,12 @@ def test_malformed_and_missing_files(tmp_path):
 
 def test_suggest_draws_inside_the_space():
     space = SearchSpace.from_dict(
-        {"filters": [8, 16], "latent_dim": {"low": 2, "high": 6},
-         "learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}}
-    )  # fmt: skip
+        {
+            "filters": [8, 16],
+            "latent_dim": {"low": 2, "high": 6},
+            "learning_rate": {"low": 1e-4, "high": 1e-2, "log": True},
+        }
+    )
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     for _ in range(5):
         config = space.suggest(study.ask())
