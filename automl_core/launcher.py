@@ -25,7 +25,7 @@ import optuna
 
 from automl_core import store
 from automl_core.datasets import DATASETS, load_arrays
-from automl_core.errors import ConfigError, DatasetError, StorageError
+from automl_core.errors import ConfigError, StorageError
 from automl_core.search import (
     FAIL_REASON_ATTR,
     LIVE_ATTR,
@@ -35,64 +35,12 @@ from automl_core.search import (
     study_settings,
 )
 
-UPLOAD_LIMIT_BYTES = 50 * 2**20
-UPLOAD_SUFFIXES = (".npz", ".zip")
 _ROOT = Path(__file__).resolve().parent.parent
-# settings a re-run may change without making it another search (as in search.prepare_study)
 
 
 def launches_dir() -> Path:
     """The folder of launch records and logs: ``<runs>/launches``."""
     return store.runs_home() / "launches"
-
-
-def uploads_dir() -> Path:
-    """The folder uploaded datasets are saved to: ``<runs>/uploads``."""
-    return store.runs_home() / "uploads"
-
-
-def save_upload(filename: str, data: bytes, limit: int = UPLOAD_LIMIT_BYTES) -> Path:
-    """Saves an uploaded dataset under :func:`uploads_dir` after checking it loads.
-
-    Args:
-        filename: The name the user's file had (only its last part and safe characters
-            are kept).
-        data: The file's bytes.
-        limit: Largest accepted size in bytes. Defaults to :data:`UPLOAD_LIMIT_BYTES`.
-
-    Returns:
-        The saved file's path, usable as ``--dataset``.
-
-    Raises:
-        DatasetError: The file is too large, of another kind, or not a usable dataset
-            (nothing is kept then).
-    """
-    if len(data) > limit:
-        raise DatasetError(
-            f"upload '{filename}' is {len(data) / 2**20:.1f} MiB, more than the "
-            f"{limit / 2**20:.0f} MiB allowed"
-        )
-    suffix = Path(filename).suffix.lower()
-    if suffix not in UPLOAD_SUFFIXES:
-        raise DatasetError(
-            f"upload '{filename}': expected an .npz file or a .zip of images, got '{suffix or filename}'"
-        )
-    stem = re.sub(r"[^A-Za-z0-9._-]", "_", Path(filename).stem).lstrip(".")[:60] or "upload"
-    folder = uploads_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{stem}{suffix}"
-    partial = folder / f".{stem}.{os.getpid()}.part{suffix}"
-    partial.write_bytes(data)
-    try:
-        x, _, _ = load_arrays(str(partial))
-    except DatasetError as exc:
-        partial.unlink(missing_ok=True)
-        raise DatasetError(str(exc).replace(str(partial), filename)) from None
-    if len(x) < 3:
-        partial.unlink(missing_ok=True)
-        raise DatasetError(f"upload '{filename}' holds {len(x)} images; at least 3 are needed")
-    partial.replace(target)
-    return target
 
 
 def dataset_input_shape(source: str) -> tuple[int, int, int]:

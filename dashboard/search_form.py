@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from automl_core import launcher, store
+from automl_core import launcher, limits, store, uploads
 from automl_core.datasets import DATASETS
 from automl_core.errors import AutoMLError
 from automl_core.search import DEFAULT_STRATEGY, STRATEGIES
@@ -53,7 +53,7 @@ def dataset_ui() -> str | None:
     if choice != UPLOAD_CHOICE:
         return choice
     upload = st.sidebar.file_uploader(
-        f"Images (.npz or .zip, at most {launcher.UPLOAD_LIMIT_BYTES // 2**20} MB)",
+        f"Images (.npz or .zip, at most {limits.get('max_upload_bytes') // limits.MIB} MB)",
         type=["npz", "zip"],
         key="upload",
     )
@@ -69,7 +69,7 @@ def upload_ui(name: str, data: bytes) -> str | None:
     key = (name, len(data), hash(data[:4096]))
     if key not in cache:
         try:
-            cache[key] = ("ok", str(launcher.save_upload(name, data)))
+            cache[key] = ("ok", str(uploads.save_upload(name, data)))
         except AutoMLError as exc:
             cache[key] = ("error", str(exc))
     status, value = cache[key]

@@ -8,13 +8,12 @@ import os
 import subprocess
 import sys
 import time
-import zipfile
 
 import numpy as np
 import pytest
 
 from automl_core import launcher
-from automl_core.errors import ConfigError, DatasetError
+from automl_core.errors import ConfigError
 from automl_core.search import SearchSettings
 
 TINY = {
@@ -51,35 +50,6 @@ def _record(study: str, process: subprocess.Popen) -> None:
         "command": [],
     }
     (launcher.launches_dir() / f"{study}.json").write_text(json.dumps(record))
-
-
-class TestUploads:
-    def test_valid_npz_is_saved_under_uploads(self, runs_dir):
-        data = _npz_bytes(x=np.random.default_rng(0).random((10, 8, 8)), y=np.arange(10) % 2)
-        path = launcher.save_upload("my data.npz", data)
-        assert path.parent == runs_dir / "uploads" and path.name == "my_data.npz"
-        assert launcher.dataset_input_shape(str(path)) == (8, 8, 1)
-
-    def test_pickled_object_array_is_refused(self, runs_dir):
-        data = _npz_bytes(x=np.array([{"a": 1}, None], dtype=object))
-        with pytest.raises(DatasetError, match="pickled"):
-            launcher.save_upload("evil.npz", data)
-        assert not any((runs_dir / "uploads").iterdir())
-
-    def test_zip_without_images_is_refused(self, runs_dir):
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w") as archive:
-            archive.writestr("notes/readme.txt", "no pictures here")
-        with pytest.raises(DatasetError, match="no images found"):
-            launcher.save_upload("notes.zip", buffer.getvalue())
-
-    def test_file_above_the_limit_is_refused(self, runs_dir):
-        with pytest.raises(DatasetError, match="more than the 1 MiB allowed"):
-            launcher.save_upload("big.npz", b"0" * (2**20 + 1), limit=2**20)
-
-    def test_other_kinds_of_file_are_refused(self, runs_dir):
-        with pytest.raises(DatasetError, match="expected an .npz file or a .zip"):
-            launcher.save_upload("photo.png", b"\x89PNG")
 
 
 class TestLaunchRecords:

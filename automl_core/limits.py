@@ -1,0 +1,88 @@
+"""Every size and count limit of the product, in one place.
+
+Each limit is a named setting with a default and an environment variable that overrides it
+(for a bigger server or a smaller container). The README's "Limits" table lists them all; a
+test checks that every one is documented there. Read a limit by calling :func:`get`, so
+tests and operators can change it through the environment without a restart of Python.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from automl_core.errors import ConfigError
+
+MIB = 2**20
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One named limit.
+
+    Attributes:
+        name: The setting's name (also the key of :data:`LIMITS`).
+        default: The value used when the environment does not set one.
+        env: The environment variable that overrides it.
+        unit: What the number counts, for messages and the README.
+        description: One line: what the limit protects.
+    """
+
+    name: str
+    default: int
+    env: str
+    unit: str
+    description: str
+
+
+LIMITS: dict[str, Limit] = {}
+
+
+def _limit(name: str, default: int, unit: str, description: str) -> None:
+    LIMITS[name] = Limit(name, default, f"AUTOML_{name.upper()}", unit, description)
+
+
+_limit("max_upload_bytes", 50 * MIB, "bytes", "largest dataset file a visitor may upload")
+_limit("max_archive_bytes", 512 * MIB, "bytes", "largest total unpacked size of a .zip's images")
+_limit("max_image_files", 200_000, "files", "most images in one folder or .zip")
+_limit("max_image_side", 256, "pixels", "images are scaled so their longer side is at most this")
+_limit(
+    "max_activation_upload_bytes",
+    10 * MIB,
+    "bytes",
+    "largest image uploaded on the Activations page",
+)
+_limit(
+    "max_activation_upload_pixels",
+    4096 * 4096,
+    "pixels",
+    "most pixels of an image uploaded on the Activations page",
+)
+
+
+def get(name: str) -> int:
+    """The value of a limit: its environment variable if set, else its default.
+
+    Args:
+        name: A key of :data:`LIMITS`.
+
+    Returns:
+        The limit as an integer.
+
+    Raises:
+        ConfigError: The name is unknown, or the environment holds something other than a
+            positive integer.
+    """
+    if name not in LIMITS:
+        raise ConfigError(f"unknown limit {name!r}; expected one of {', '.join(LIMITS)}")
+    limit = LIMITS[name]
+    raw = os.environ.get(limit.env)
+    if raw is None or raw.strip() == "":
+        return limit.default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ConfigError(f"{limit.env} must be a positive integer ({limit.unit}), got {raw!r}")
+    return value
