@@ -2,27 +2,33 @@
 
 Every dataset becomes a :class:`Dataset`: float32 images in [0, 1], NHWC, optional integer
 labels and class names, and deterministic train / validation / test splits from a seed.
+User files and folders are checked from their headers (sizes, pixel counts, members) before
+any data is decoded, within the named limits of :mod:`automl_core.limits`; what loading one
+changed (images resized or converted, links skipped) is kept for :func:`load_notes`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import io
+import math
 import os
+import stat
+import warnings
 import zipfile
+import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
+from automl_core import limits
 from automl_core.errors import DatasetError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-MAX_ARCHIVE_BYTES = 512 * 1024 * 1024
-MAX_IMAGE_FILES = 200_000
-MAX_IMAGE_SIDE = 256
 
 
 @dataclass(frozen=True)
@@ -194,35 +200,205 @@ register_dataset(
 )(_keras_loader("cifar10", _CIFAR))
 
 
-def _to_unit_float(x: np.ndarray, source: str) -> np.ndarray:
-    """Scales integer or float pixels into float32 [0, 1], refusing what cannot be images."""
-    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
-        raise DatasetError(f"{source}: 'x' must hold numbers, got dtype {x.dtype}")
-    if x.ndim not in (3, 4):
-        raise DatasetError(
-            f"{source}: 'x' must have shape (N, H, W) or (N, H, W, C), got shape {x.shape}"
+# --- user files: .npz, folders and .zip archives of images -------------------------------------
+
+# Grayscale modes read by their real bit depth: 16-bit PNGs open as "I;16" (older Pillow: "I").
+_DEEP_GRAY_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
+_GRAY_MODES = ("1", "L", "LA", "La", "F", *_DEEP_GRAY_MODES)
+_ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
+_ZIP_METHOD_NAMES = {6: "Implode", 9: "Deflate64", 93: "Zstandard", 95: "XZ", 98: "PPMd"}
+# what reading a damaged or unusual .zip member raises (CRC, truncation, method, password)
+_READ_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    OSError,
+    NotImplementedError,
+    RuntimeError,
+)
+
+
+def _size(n: float) -> str:
+    """A byte count for people: ``6.1 TiB``, ``2 GiB``, ``512 MiB``."""
+    for unit, power in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 2**power:
+            return f"{n / 2**power:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{int(n)} bytes"
+
+
+def _env(name: str) -> str:
+    """The environment variable of a limit, for messages."""
+    return limits.LIMITS[name].env
+
+
+@dataclass(frozen=True)
+class LoadNotes:
+    """What loading a user file or folder changed or left out, to show where it is loaded.
+
+    Attributes:
+        source: The path that was loaded.
+        num_images: Images in the loaded array.
+        image_size: (H, W) of every loaded image.
+        mode: ``"L"`` (grayscale) or ``"RGB"``: what every image became.
+        common_size: The most common (H, W) among the files, before scaling to the
+            ``max_image_side`` limit. Defaults to ``image_size``.
+        resized: How many images had a size other than ``image_size`` and were resized.
+        converted: ``(file mode, count)`` pairs of the images converted to ``mode`` from
+            another PIL mode (colour to grayscale, grayscale to colour, palette, alpha).
+        skipped_links: Symbolic links left out: in a folder, links to folders and links that
+            point outside it; in a ``.zip``, every link.
+    """
+
+    source: str
+    num_images: int
+    image_size: tuple[int, int]
+    mode: str
+    common_size: tuple[int, int] | None = None
+    resized: int = 0
+    converted: tuple[tuple[str, int], ...] = ()
+    skipped_links: int = 0
+
+    @property
+    def messages(self) -> list[str]:
+        """One sentence per change worth telling; empty when the files were read as they are."""
+        out = []
+        height, width = self.image_size
+        if self.resized:
+            text = f"{self.resized} of {self.num_images} images were resized to {width}x{height}"
+            common = self.common_size or self.image_size
+            if tuple(common) != tuple(self.image_size):
+                text += (
+                    f" (the most common size, {common[1]}x{common[0]}, scaled down to the "
+                    f"max_image_side limit of {limits.get('max_image_side')} pixels)"
+                )
+            else:
+                text += " (the most common size)"
+            out.append(text)
+        if self.converted:
+            count = sum(n for _, n in self.converted)
+            kind = "grayscale" if self.mode == "L" else "RGB"
+            origins = ", ".join(f"{mode}: {n}" for mode, n in self.converted)
+            out.append(
+                f"{count} of {self.num_images} images were converted to {kind} (from {origins})"
+            )
+        if self.skipped_links:
+            out.append(
+                f"{self.skipped_links} symbolic link(s) were skipped (links to folders, links "
+                "pointing outside the folder and links inside a .zip are never followed)"
+            )
+        return out
+
+    def to_dict(self) -> dict:
+        """The notes as plain JSON-ready values."""
+        return {
+            "source": self.source,
+            "num_images": self.num_images,
+            "image_size": list(self.image_size),
+            "mode": self.mode,
+            "common_size": list(self.common_size) if self.common_size else None,
+            "resized": self.resized,
+            "converted": [list(pair) for pair in self.converted],
+            "skipped_links": self.skipped_links,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LoadNotes:
+        """Rebuilds notes from :meth:`to_dict`'s output."""
+        common = data.get("common_size")
+        return cls(
+            source=str(data["source"]),
+            num_images=int(data["num_images"]),
+            image_size=tuple(int(d) for d in data["image_size"]),  # type: ignore[arg-type]
+            mode=str(data["mode"]),
+            common_size=tuple(int(d) for d in common) if common else None,  # type: ignore[arg-type]
+            resized=int(data.get("resized", 0)),
+            converted=tuple((str(m), int(n)) for m, n in data.get("converted", ())),
+            skipped_links=int(data.get("skipped_links", 0)),
         )
+
+
+_LOAD_NOTES: dict[str, LoadNotes] = {}
+
+
+def _notes_key(source: str | Path) -> str:
+    """One key per file or folder, however its path is spelled."""
+    return os.path.realpath(os.path.expanduser(str(source)))
+
+
+def load_notes(source: str | Path) -> LoadNotes | None:
+    """The notes of the latest load of a user path in this process.
+
+    Every load of a path (:func:`load_arrays`, :func:`load_dataset`, :func:`load_npz`,
+    :func:`load_image_folder`, :func:`load_image_zip`) records them; ``uploads.save_upload``
+    records those of its check under the saved file's path.
+
+    Args:
+        source: The path as given to the loader (any spelling of the same file works).
+
+    Returns:
+        The notes, or None for registry datasets and paths not loaded in this process.
+    """
+    return _LOAD_NOTES.get(_notes_key(source))
+
+
+def record_load_notes(notes: LoadNotes) -> None:
+    """Keeps notes under their source path, for :func:`load_notes`.
+
+    Args:
+        notes: The notes; ``notes.source`` is the path they belong to.
+    """
+    _LOAD_NOTES[_notes_key(notes.source)] = notes
+
+
+def _check_pixel_dtype(dtype: np.dtype, source: str) -> None:
+    """Refuses pixel types other than plain real numbers."""
+    if dtype.kind == "c":
+        raise DatasetError(
+            f"{source}: 'x' holds complex numbers (dtype {dtype}); expected real pixel values"
+        )
+    if dtype.kind not in "biuf":
+        raise DatasetError(f"{source}: 'x' must hold numbers, got dtype {dtype}")
+
+
+def _check_image_shape(shape: tuple[int, ...], source: str) -> None:
+    """Refuses an array shape that cannot be a stack of images."""
+    if len(shape) not in (3, 4):
+        raise DatasetError(
+            f"{source}: 'x' must have shape (N, H, W) or (N, H, W, C), got shape {shape}"
+        )
+    if shape[0] == 0:
+        raise DatasetError(f"{source}: 'x' holds no images (shape {shape}); expected at least 1")
+    if len(shape) == 4 and shape[-1] not in (1, 3):
+        raise DatasetError(
+            f"{source}: images must have 1 or 3 channels, got {shape[-1]} (shape {shape})"
+        )
+    if min(shape[1:3]) < 2:
+        raise DatasetError(f"{source}: images must be at least 2x2 pixels, got shape {shape}")
+
+
+def _to_unit_float(x: np.ndarray, source: str) -> np.ndarray:
+    """Scales integer or float pixels into float32 [0, 1], reusing ``x``'s memory if it can."""
+    _check_pixel_dtype(x.dtype, source)
+    _check_image_shape(x.shape, source)
     if x.ndim == 3:
         x = x[..., None]
-    if x.shape[-1] not in (1, 3):
-        raise DatasetError(
-            f"{source}: images must have 1 or 3 channels, got {x.shape[-1]} (shape {x.shape})"
-        )
-    if min(x.shape[1:3]) < 2:
-        raise DatasetError(f"{source}: images must be at least 2x2 pixels, got shape {x.shape}")
-    if np.issubdtype(x.dtype, np.integer) or x.dtype == bool:
-        low, high = (int(x.min()), int(x.max())) if x.size else (0, 0)
+    if x.dtype.kind in "biu":
+        low, high = int(x.min()), int(x.max())
         if low < 0 or high > 255:
             raise DatasetError(f"{source}: integer pixels must lie in 0..255, got {low}..{high}")
-        return (x.astype(np.float32) / (1.0 if x.dtype == bool else 255.0)).astype(np.float32)
-    x = x.astype(np.float32)
-    if not np.isfinite(x).all():
+        out = x.astype(np.float32)
+        if x.dtype.kind != "b":
+            out /= 255.0
+        return out
+    low, high = float(x.min()), float(x.max())  # NaN propagates through min and max
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise DatasetError(f"{source}: 'x' contains NaN or infinite values")
-    low, high = float(x.min()), float(x.max())
     if low >= 0.0 and high <= 1.0:
-        return x
+        return x.astype(np.float32, copy=False)
     if low >= 0.0 and high <= 255.0:
-        return x / 255.0
+        out = x.astype(np.float32, copy=False)
+        out /= 255.0
+        return out
     raise DatasetError(f"{source}: float pixels must lie in [0, 1] or [0, 255], got {low}..{high}")
 
 
@@ -245,44 +421,126 @@ def _labels(y: np.ndarray, n: int, source: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...] | None]:
-    """Reads images (``x``) and optional labels (``y``, ``class_names``) from an ``.npz`` file.
+def _check_zip_member(info: zipfile.ZipInfo, source: str) -> None:
+    """Refuses an encrypted member, or one packed in a way zipfile cannot read, before reading."""
+    if info.flag_bits & 0x1:
+        raise DatasetError(
+            f"{source}: '{info.filename}' is encrypted; expected a .zip without a password"
+        )
+    if info.compress_type not in _ZIP_METHODS:
+        method = _ZIP_METHOD_NAMES.get(info.compress_type, f"method {info.compress_type}")
+        raise DatasetError(
+            f"{source}: '{info.filename}' is compressed with {method}, which cannot be read; "
+            "expected Deflate (the usual .zip compression) or no compression"
+        )
 
-    Pickled (object) arrays are refused: the file is read with ``allow_pickle=False``.
 
-    Args:
-        path: The ``.npz`` file.
+def _npy_header(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, source: str
+) -> tuple[tuple[int, ...], np.dtype, int]:
+    """Reads only the header of one ``.npz`` member: shape, dtype and the data bytes present."""
+    _check_zip_member(info, source)
+    try:
+        with archive.open(info) as stream:
+            version = np.lib.format.read_magic(stream)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+            else:  # 2.0 and 3.0 share the layout; 3.0 only allows UTF-8 field names
+                shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+            header_bytes = stream.tell()
+    except ValueError as exc:
+        raise DatasetError(f"{source}: '{key}' is not a NumPy array ({exc})") from exc
+    except _READ_ERRORS as exc:
+        raise DatasetError(
+            f"{source}: '{key}' is damaged ({exc}); expected an intact .npz"
+        ) from exc
+    if dtype.hasobject:
+        raise DatasetError(
+            f"{source}: '{key}' is a pickled (object) array, which is refused for safety; "
+            "save plain numeric arrays"
+        )
+    return shape, dtype, max(info.file_size - header_bytes, 0)
 
-    Returns:
-        ``(x, y, class_names)`` with ``x`` float32 in [0, 1], NHWC.
 
-    Raises:
-        DatasetError: The file is unreadable, has no ``x``, or holds values that are not images.
-    """
+def _check_npz_headers(
+    headers: dict[str, tuple[tuple[int, ...], np.dtype, int]], source: str
+) -> None:
+    """Refuses what the headers already show: not images, over the size budget, cut short."""
+    x_shape, x_dtype, _ = headers["x"]
+    _check_pixel_dtype(x_dtype, source)
+    _check_image_shape(x_shape, source)
+    budget = limits.get("max_dataset_bytes")
+    total = math.prod(x_shape) * max(x_dtype.itemsize, 4)  # read, then held as float32
+    if total > budget:
+        raise DatasetError(
+            f"{source}: 'x' declares shape {x_shape} = {_size(total)}, more than the "
+            f"{_size(budget)} allowed ({_env('max_dataset_bytes')})"
+        )
+    if "y" in headers:
+        y_shape = headers["y"][0]
+        if y_shape not in ((x_shape[0],), (x_shape[0], 1)):
+            raise DatasetError(
+                f"{source}: 'y' must have one label per image ({x_shape[0]}), got shape {y_shape}"
+            )
+    for key in ("y", "class_names"):
+        if key in headers:
+            shape, dtype, _ = headers[key]
+            total += math.prod(shape) * max(dtype.itemsize, 8)
+            if total > budget:
+                raise DatasetError(
+                    f"{source}: 'x' and '{key}' (shape {shape}, {dtype}) declare "
+                    f"{_size(total)} together, more than the {_size(budget)} allowed "
+                    f"({_env('max_dataset_bytes')})"
+                )
+    for key, (shape, dtype, present) in headers.items():
+        declared = math.prod(shape) * dtype.itemsize
+        if present < declared:
+            raise DatasetError(
+                f"{source}: '{key}' is cut short: its header declares shape {shape} of {dtype} "
+                f"({declared:,} bytes) but only {present:,} bytes follow; "
+                "expected a completely written file"
+            )
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...] | None]:
+    """Reads a checked ``.npz``: every member's header first, the data only if they pass."""
     source = str(path)
     try:
-        archive = np.load(path, allow_pickle=False)
-    except Exception as exc:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        try:
+            with open(path, "rb") as stream:
+                head = stream.read(6)
+        except OSError:
+            head = b""
+        if head == b"\x93NUMPY":
+            raise DatasetError(
+                f"{source}: is a single .npy array, not an .npz archive; expected an .npz "
+                "with an array 'x' (save it with numpy.savez(path, x=images))"
+            ) from exc
         raise DatasetError(f"{source}: not a readable .npz file ({exc})") from exc
     with archive:
-        if not hasattr(archive, "files"):
+        members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+        if "x" not in members:
             raise DatasetError(
-                f"{source}: expected an .npz archive with an array 'x', got one array"
+                f"{source}: the .npz file must contain an array named 'x', found {sorted(members)}"
             )
-        if "x" not in archive.files:
-            raise DatasetError(
-                f"{source}: the .npz file must contain an array named 'x', found {archive.files}"
-            )
-        try:
-            raw_x = archive["x"]
-            raw_y = archive["y"] if "y" in archive.files else None
-            raw_names = archive["class_names"] if "class_names" in archive.files else None
-        except ValueError as exc:  # object arrays refuse to load without pickle
-            raise DatasetError(
-                f"{source}: contains a pickled (object) array, which is refused for safety; "
-                "save plain numeric arrays"
-            ) from exc
-    x = _to_unit_float(raw_x, source)
+        keys = [key for key in ("x", "y", "class_names") if key in members]
+        headers = {key: _npy_header(archive, members[key], key, source) for key in keys}
+        _check_npz_headers(headers, source)
+        arrays = {}
+        for key in keys:
+            try:
+                with archive.open(members[key]) as stream:
+                    arrays[key] = np.lib.format.read_array(stream, allow_pickle=False)
+            except ValueError as exc:
+                raise DatasetError(f"{source}: '{key}' is cut short or malformed ({exc})") from exc
+            except _READ_ERRORS as exc:
+                raise DatasetError(
+                    f"{source}: '{key}' is damaged ({exc}); expected an intact .npz"
+                ) from exc
+    x = _to_unit_float(arrays.pop("x"), source)
+    raw_y, raw_names = arrays.get("y"), arrays.get("class_names")
     y = _labels(raw_y, len(x), source) if raw_y is not None else None
     names = tuple(str(n) for n in raw_names.reshape(-1)) if raw_names is not None else None
     if names is not None and y is not None and y.size and int(y.max()) >= len(names):
@@ -292,46 +550,182 @@ def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, tuple[str
     return x, y, names
 
 
-def _decode_images(
-    files: list[tuple[str, bytes | Path]], source: str
-) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...] | None]:
-    """Decodes (relative path, content) pairs into one array; labels from sub-folder names."""
+def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...] | None]:
+    """Reads images (``x``) and optional labels (``y``, ``class_names``) from an ``.npz`` file.
+
+    Each member's ``.npy`` header is read first: pickled (object) arrays, complex numbers,
+    shapes that are not images, data cut short and a declared size over the
+    ``max_dataset_bytes`` limit are refused before any data is read. The data is then read
+    with ``allow_pickle=False``.
+
+    Args:
+        path: The ``.npz`` file.
+
+    Returns:
+        ``(x, y, class_names)`` with ``x`` float32 in [0, 1], NHWC.
+
+    Raises:
+        DatasetError: The file is unreadable or damaged, has no ``x``, is too large, or
+            holds values that are not images.
+    """
+    x, y, names = _read_npz(Path(path))
+    height, width, channels = x.shape[1:]
+    record_load_notes(
+        LoadNotes(str(path), len(x), (height, width), "L" if channels == 1 else "RGB")
+    )
+    return x, y, names
+
+
+@dataclass(frozen=True)
+class _ImageFile:
+    """One image to read: its path inside the dataset and how to open its bytes."""
+
+    relative: str
+    open: Callable[[], IO[bytes]]
+
+
+def image_to_unit_array(
+    image, channels: int, size: tuple[int, int], resample: int | None = None
+) -> np.ndarray:
+    """Converts a PIL image to float32 [0, 1] with the given channels and size.
+
+    16-bit grayscale (PIL modes ``I;16`` and ``I``) is scaled by its real bit depth (65535)
+    rather than clipped to 8 bits as ``convert("L")`` does. Colour becomes grayscale by
+    luminance, grayscale becomes RGB by repeating the channel, and alpha is dropped.
+
+    Args:
+        image: A PIL image.
+        channels: 1 (grayscale) or 3 (RGB).
+        size: ``(width, height)`` of the result, in PIL's order.
+        resample: A PIL resampling filter. Defaults to PIL's default for ``resize``.
+
+    Returns:
+        float32 array of shape (height, width, channels) in [0, 1].
+    """
+    if image.mode in _DEEP_GRAY_MODES:
+        scale = 65535.0
+        image = (image if image.mode == "I" else image.convert("I")).convert("F")
+    else:
+        scale = 255.0
+        image = image.convert("L" if channels == 1 else "RGB")
+    if image.size != tuple(size):
+        image = image.resize(tuple(size), resample=resample, reducing_gap=3.0)
+    array = np.asarray(image, dtype=np.float32) / np.float32(scale)
+    np.clip(array, 0.0, 1.0, out=array)  # bicubic overshoot in float mode
+    if array.ndim == 2:
+        array = array[..., None]
+    if channels == 3 and array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    return array
+
+
+@contextlib.contextmanager
+def _open_image(item: _ImageFile, source: str) -> Iterator:
+    """Opens one image (its header only until the caller reads pixels), with clear errors."""
     from PIL import Image, UnidentifiedImageError
 
+    try:
+        with item.open() as stream, warnings.catch_warnings():
+            # the pixel count is checked against our own limit right after opening
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(stream) as image:
+                yield image
+    except DatasetError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise DatasetError(
+            f"{source}: '{item.relative}' has more pixels than Pillow opens safely ({exc}); "
+            f"at most {limits.get('max_image_pixels'):,} pixels per image are allowed "
+            f"({_env('max_image_pixels')})"
+        ) from exc
+    except (UnidentifiedImageError, SyntaxError, ValueError, *_READ_ERRORS) as exc:
+        raise DatasetError(f"{source}: '{item.relative}' is not a readable image ({exc})") from exc
+
+
+def _check_image_count(count: int, source: str) -> None:
+    """Refuses more image files than the ``max_image_files`` limit."""
+    most = limits.get("max_image_files")
+    if count > most:
+        raise DatasetError(
+            f"{source}: {count:,} images is more than the {most:,} allowed "
+            f"({_env('max_image_files')})"
+        )
+
+
+def _check_image_file_size(size: int, relative: str, source: str) -> None:
+    """Refuses one image file larger than the ``max_image_file_bytes`` limit."""
+    most = limits.get("max_image_file_bytes")
+    if size > most:
+        raise DatasetError(
+            f"{source}: '{relative}' is {_size(size)}, more than the {_size(most)} allowed "
+            f"for one image ({_env('max_image_file_bytes')})"
+        )
+
+
+def _decode_images(
+    files: list[_ImageFile], source: str, skipped_links: int = 0
+) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...] | None, LoadNotes]:
+    """Decodes images into one array, one at a time; labels from sub-folder names.
+
+    A first pass reads only the headers (size and mode, pixel count checked); the second
+    decodes each image, shrinks it to the common size at once and writes it into the
+    preallocated result, so no more than one full-size image is held.
+    """
     if not files:
         raise DatasetError(
             f"{source}: no images found (expected files ending in {', '.join(IMAGE_SUFFIXES)})"
         )
-    if len(files) > MAX_IMAGE_FILES:
+    _check_image_count(len(files), source)
+    max_pixels = limits.get("max_image_pixels")
+    headers = []
+    for item in files:
+        with _open_image(item, source) as image:
+            width, height, mode = image.width, image.height, image.mode
+        if width * height > max_pixels:
+            raise DatasetError(
+                f"{source}: '{item.relative}' is {width}x{height} = {width * height:,} pixels, "
+                f"more than the {max_pixels:,} allowed ({_env('max_image_pixels')})"
+            )
+        headers.append((width, height, mode))
+    colour = any(mode not in _GRAY_MODES for _, _, mode in headers)
+    mode, channels = ("RGB", 3) if colour else ("L", 1)
+    common_h, common_w = Counter((h, w) for w, h, _ in headers).most_common(1)[0][0]
+    scale = min(1.0, limits.get("max_image_side") / max(common_h, common_w))
+    size = (max(2, round(common_w * scale)), max(2, round(common_h * scale)))
+    budget = limits.get("max_dataset_bytes")
+    total = len(files) * size[0] * size[1] * channels * 4
+    if total > budget:
         raise DatasetError(
-            f"{source}: {len(files)} images is more than the {MAX_IMAGE_FILES} allowed"
+            f"{source}: {len(files):,} images of {size[0]}x{size[1]}x{channels} = "
+            f"{_size(total)} as float32, more than the {_size(budget)} allowed "
+            f"({_env('max_dataset_bytes')})"
         )
-    pictures = []
-    for relative, content in files:
-        try:
-            stream = io.BytesIO(content) if isinstance(content, bytes) else content
-            with Image.open(stream) as image:
-                image.load()
-                pictures.append((relative, image.copy()))
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise DatasetError(f"{source}: '{relative}' is not a readable image ({exc})") from exc
-    colour = any(p.mode not in ("L", "1", "I", "I;16", "F", "LA") for _, p in pictures)
-    mode = "RGB" if colour else "L"
-    height, width = Counter((p.height, p.width) for _, p in pictures).most_common(1)[0][0]
-    scale = min(1.0, MAX_IMAGE_SIDE / max(height, width))
-    size = (max(2, round(width * scale)), max(2, round(height * scale)))
-    arrays = [
-        np.asarray(p.convert(mode).resize(size), dtype=np.float32) / 255.0 for _, p in pictures
-    ]
-    x = np.stack(arrays)
-    if x.ndim == 3:
-        x = x[..., None]
-    folders = [Path(relative).parent.as_posix() for relative, _ in pictures]
+    x = np.empty((len(files), size[1], size[0], channels), dtype=np.float32)
+    for i, (item, (width, height, _)) in enumerate(zip(files, headers, strict=True)):
+        with _open_image(item, source) as image:
+            if image.size != (width, height):
+                raise DatasetError(f"{source}: '{item.relative}' changed while it was read")
+            if image.format == "JPEG":
+                image.draft(None, size)  # decode at 1/2, 1/4 or 1/8 scale when that suffices
+            x[i] = image_to_unit_array(image, channels, size)
+    natural = ("RGB",) if colour else ("L", "1", *_DEEP_GRAY_MODES)
+    converted = Counter(m for _, _, m in headers if m not in natural)
+    notes = LoadNotes(
+        source=source,
+        num_images=len(files),
+        image_size=(size[1], size[0]),
+        mode=mode,
+        common_size=(common_h, common_w),
+        resized=sum((w, h) != size for w, h, _ in headers),
+        converted=tuple(sorted(converted.items())),
+        skipped_links=skipped_links,
+    )
+    folders = [Path(item.relative).parent.as_posix() for item in files]
     if all(f in ("", ".") for f in folders):
-        return x, None, None
+        return x, None, None, notes
     names = tuple(sorted(set(folders)))
     y = np.asarray([names.index(f) for f in folders], dtype=np.int64)
-    return x, y, names
+    return x, y, names, notes
 
 
 def _is_image_name(name: str) -> bool:
@@ -342,53 +736,126 @@ def _is_image_name(name: str) -> bool:
     )
 
 
+def _folder_images(root: Path, source: str) -> tuple[list[_ImageFile], int]:
+    """The image files under a folder, and how many symbolic links were left out."""
+    real_root = root.resolve()
+    files: list[_ImageFile] = []
+    skipped = 0
+    for folder, dirs, names in os.walk(real_root):  # never descends into linked folders
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "__MACOSX")))
+        skipped += sum(os.path.islink(os.path.join(folder, d)) for d in dirs)
+        for name in names:
+            path = Path(folder, name)
+            relative = path.relative_to(real_root).as_posix()
+            if not _is_image_name(relative):
+                continue
+            if path.is_symlink():
+                target = path.resolve()
+                if not (target.is_relative_to(real_root) and target.is_file()):
+                    skipped += 1
+                    continue
+                path = target
+            elif not path.is_file():
+                continue
+            _check_image_file_size(path.stat().st_size, relative, source)
+            files.append(_ImageFile(relative, functools.partial(open, path, "rb")))
+            _check_image_count(len(files), source)
+    return sorted(files, key=lambda item: item.relative), skipped
+
+
+def _load_image_folder(path: Path):
+    """Reads a folder of images: ``(x, y, class_names, notes)``."""
+    source = str(path)
+    files, skipped = _folder_images(path, source)
+    return _decode_images(files, source, skipped)
+
+
 def load_image_folder(path: str | Path):
     """Reads every image under a folder; labels come from the sub-folder names.
+
+    Symbolic links to folders, and links to files outside the folder, are skipped (and
+    counted in :func:`load_notes`). Each image's pixel count is checked from its header
+    before it is decoded; images are shrunk one at a time as they are decoded.
 
     Args:
         path: A folder of PNG / JPEG images, optionally one sub-folder per class.
 
     Returns:
         ``(x, y, class_names)``; ``y`` and ``class_names`` are None without sub-folders.
+
+    Raises:
+        DatasetError: No images, an unreadable image, or one over a limit.
     """
-    root = Path(path)
-    files = sorted(
-        (p.relative_to(root).as_posix(), p)
-        for p in root.rglob("*")
-        if p.is_file() and _is_image_name(p.relative_to(root).as_posix())
-    )
-    return _decode_images(files, str(path))
+    x, y, names, notes = _load_image_folder(Path(path))
+    record_load_notes(notes)
+    return x, y, names
+
+
+def _zip_images(archive: zipfile.ZipFile, source: str) -> tuple[list[_ImageFile], int]:
+    """The image members of a ``.zip``, checked from its directory before any is read."""
+    infos, skipped = [], 0
+    for info in archive.infolist():
+        if info.is_dir() or not _is_image_name(info.filename):
+            continue
+        if stat.S_ISLNK(info.external_attr >> 16):
+            skipped += 1
+            continue
+        infos.append(info)
+    _check_image_count(len(infos), source)
+    for info in infos:
+        _check_zip_member(info, source)
+        _check_image_file_size(info.file_size, info.filename, source)
+    total = sum(i.file_size for i in infos)
+    most = limits.get("max_archive_bytes")
+    if total > most:
+        raise DatasetError(
+            f"{source}: images unpack to {_size(total)}, more than the {_size(most)} allowed "
+            f"({_env('max_archive_bytes')})"
+        )
+    names = [info.filename for info in infos]
+    # a single top-level folder holding everything is a wrapper, not a class
+    tops = {Path(name).parts[0] for name in names if len(Path(name).parts) > 1}
+    if len(tops) == 1 and all(len(Path(name).parts) > 1 for name in names):
+        names = [Path(*Path(name).parts[1:]).as_posix() for name in names]
+    files = [
+        _ImageFile(name, functools.partial(archive.open, info))
+        for name, info in zip(names, infos, strict=True)
+    ]
+    return sorted(files, key=lambda item: item.relative), skipped
+
+
+def _load_image_zip(path: Path):
+    """Reads a ``.zip`` of images: ``(x, y, class_names, notes)``."""
+    source = str(path)
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise DatasetError(f"{source}: not a readable .zip archive ({exc})") from exc
+    with archive:
+        files, skipped = _zip_images(archive, source)
+        return _decode_images(files, source, skipped)
 
 
 def load_image_zip(path: str | Path):
     """Reads every image inside a ``.zip``; labels come from the folder names inside it.
+
+    Everything that can be checked from the archive's directory is checked before a member
+    is read: the number of images, each member's declared size, encryption and compression
+    method. Links stored in the archive are skipped. Then as for :func:`load_image_folder`.
 
     Args:
         path: A ``.zip`` archive of PNG / JPEG images.
 
     Returns:
         ``(x, y, class_names)``; ``y`` and ``class_names`` are None without folders.
+
+    Raises:
+        DatasetError: Not a readable archive, no images, an unreadable image, or one over a
+            limit.
     """
-    source = str(path)
-    try:
-        with zipfile.ZipFile(path) as archive:
-            infos = [
-                i for i in archive.infolist() if not i.is_dir() and _is_image_name(i.filename)
-            ]
-            total = sum(i.file_size for i in infos)
-            if total > MAX_ARCHIVE_BYTES:
-                raise DatasetError(
-                    f"{source}: images unpack to {total / 2**20:.0f} MiB, more than the "
-                    f"{MAX_ARCHIVE_BYTES // 2**20} MiB allowed"
-                )
-            files = sorted((i.filename, archive.read(i)) for i in infos)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise DatasetError(f"{source}: not a readable .zip archive ({exc})") from exc
-    # a single top-level folder holding everything is a wrapper, not a class
-    tops = {Path(name).parts[0] for name, _ in files if len(Path(name).parts) > 1}
-    if len(tops) == 1 and all(len(Path(name).parts) > 1 for name, _ in files):
-        files = [(Path(*Path(name).parts[1:]).as_posix(), data) for name, data in files]
-    return _decode_images(files, source)
+    x, y, names, notes = _load_image_zip(Path(path))
+    record_load_notes(notes)
+    return x, y, names
 
 
 def _load_path(path: Path):

@@ -1,6 +1,6 @@
 """Looking inside a trained autoencoder: filters, activations, encode / decode, reconstructions.
 
-Everything here returns plain arrays, dataclasses or DataFrames; ``inspect_charts`` turns
+Everything here returns plain arrays, dataclasses or DataFrames; ``charts`` turns
 them into Plotly figures and ``latent`` projects latent vectors.
 """
 
@@ -105,9 +105,6 @@ def format_filters(
 
 
 # --- every convolution, downloads, parameter counts -------------------------------------------
-
-MAX_UPLOAD_BYTES = 10 * 1024 * 1024
-MAX_UPLOAD_PIXELS = 4096 * 4096
 
 
 def _conv_order(name: str) -> tuple[int, int]:
@@ -246,38 +243,37 @@ def _fit_to_model(image, input_shape: tuple[int, int, int]) -> np.ndarray:
     """Converts a PIL image to the model's channels and size, as float32 in [0, 1]."""
     from PIL import Image
 
+    from automl_core.datasets import image_to_unit_array
+
     height, width, channels = input_shape
-    if channels == 1:
-        image = image.convert("L")
-    elif channels == 3:
-        image = image.convert("RGB")
-    else:
+    if channels not in (1, 3):
         raise ConfigError(
             f"models with {channels} input channels take no uploaded images; "
             "expected 1 (grayscale) or 3 (RGB)"
         )
-    image = image.resize((width, height), Image.Resampling.LANCZOS)
-    array = np.asarray(image, dtype=np.float32) / 255.0
-    return array.reshape(height, width, channels)
+    return image_to_unit_array(image, channels, (width, height), Image.Resampling.LANCZOS)
 
 
 def image_from_bytes(
     data: bytes,
     input_shape: tuple[int, int, int],
-    max_bytes: int = MAX_UPLOAD_BYTES,
-    max_pixels: int = MAX_UPLOAD_PIXELS,
+    max_bytes: int | None = None,
+    max_pixels: int | None = None,
 ) -> np.ndarray:
     """Decodes an uploaded image file into one model input.
 
     Colour is converted to what the model reads: RGB to grayscale by luminance, grayscale to
-    RGB by repeating the channel; an alpha channel is dropped. The image is resized (not
-    cropped) to the model's input.
+    RGB by repeating the channel; an alpha channel is dropped; 16-bit grayscale is scaled by
+    its real bit depth. The image is resized (not cropped) to the model's input. The pixel
+    count is checked from the header, before the image is decoded.
 
     Args:
         data: The file's bytes (PNG, JPEG, ...).
         input_shape: The model's (H, W, C).
-        max_bytes: Largest accepted file. Defaults to 10 MiB.
-        max_pixels: Largest accepted width x height. Defaults to 4096 x 4096.
+        max_bytes: Largest accepted file. Defaults to the ``max_activation_upload_bytes``
+            limit (10 MiB).
+        max_pixels: Largest accepted width x height. Defaults to the
+            ``max_activation_upload_pixels`` limit (4096 x 4096).
 
     Returns:
         float32 array (H, W, C) in [0, 1].
@@ -285,8 +281,14 @@ def image_from_bytes(
     Raises:
         DatasetError: Not an image, or too large.
     """
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
+    from automl_core import limits
+
+    max_bytes = limits.get("max_activation_upload_bytes") if max_bytes is None else max_bytes
+    max_pixels = limits.get("max_activation_upload_pixels") if max_pixels is None else max_pixels
     if len(data) == 0:
         raise DatasetError("the uploaded file is empty; expected a PNG or JPEG image")
     if len(data) > max_bytes:
@@ -294,7 +296,10 @@ def image_from_bytes(
             f"the uploaded file has {len(data):,} bytes; at most {max_bytes:,} are accepted"
         )
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+        with image:
             pixels = image.width * image.height
             if pixels > max_pixels:
                 raise DatasetError(
@@ -303,7 +308,14 @@ def image_from_bytes(
                 )
             image.load()
             return _fit_to_model(image, input_shape)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise DatasetError(
+            f"the uploaded image has more pixels than Pillow opens safely ({exc}); "
+            f"at most {max_pixels:,} are accepted"
+        ) from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, (ConfigError, DatasetError)):  # ours, already clear
+            raise
         raise DatasetError(
             f"the uploaded file is not an image PIL can read ({exc}); expected a PNG or JPEG"
         ) from exc

@@ -59,6 +59,38 @@ _limit(
     "most pixels of an image uploaded on the Activations page",
 )
 
+_limit(
+    "max_dataset_bytes",
+    2 * 1024 * MIB,
+    "bytes",
+    "largest dataset from a file or folder, counted as float32 after conversion "
+    "(checked from the .npz headers or the images' headers before decoding)",
+)
+_limit(
+    "max_image_pixels",
+    40_000_000,
+    "pixels",
+    "most pixels (width x height) of one image in a folder or .zip, checked before decoding",
+)
+_limit(
+    "max_image_file_bytes",
+    64 * MIB,
+    "bytes",
+    "largest single image file in a folder or .zip (a .zip member's declared size)",
+)
+_limit(
+    "max_check_memory_bytes",
+    4 * 1024 * MIB,
+    "bytes",
+    "memory the child process that checks an upload may use beyond its start",
+)
+_limit(
+    "max_check_seconds",
+    120,
+    "seconds",
+    "time the child process that checks an upload may take",
+)
+
 
 def get(name: str) -> int:
     """The value of a limit: its environment variable if set, else its default.

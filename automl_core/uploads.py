@@ -1,20 +1,33 @@
 """Datasets uploaded from the dashboard: size and kind checked, then saved where searches read.
 
-An upload is written to a hidden partial file, loaded once to prove it is a usable dataset,
-and only then moved to its final name, so a bad file never replaces a good one.
+An upload is written to a hidden partial file and loaded once, in a child process whose
+memory is capped (the ``max_check_memory_bytes`` limit) and whose time is bounded
+(``max_check_seconds``), to prove it is a usable dataset. A file that slips past the
+loaders' own checks and needs too much memory kills that child, not the dashboard. Only then
+is the file moved to its final name, so a bad file never replaces a good one.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import signal
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 
+import automl_core
 from automl_core import limits, store
-from automl_core.datasets import load_arrays
+from automl_core.datasets import LoadNotes, load_arrays, load_notes, record_load_notes
 from automl_core.errors import DatasetError
 
 UPLOAD_SUFFIXES = (".npz", ".zip")
+
+_CHILD_COMMAND = (
+    "import sys; from automl_core.uploads import _check_main; sys.exit(_check_main(sys.argv[1:]))"
+)
 
 
 def uploads_dir() -> Path:
@@ -24,6 +37,10 @@ def uploads_dir() -> Path:
 
 def save_upload(filename: str, data: bytes, limit: int | None = None) -> Path:
     """Saves an uploaded dataset under :func:`uploads_dir` after checking it loads.
+
+    The check runs in a child process with capped memory and time; what it noticed
+    (resized or converted images, skipped links) is then available from
+    ``datasets.load_notes(path)`` with the returned path.
 
     Args:
         filename: The name the user's file had (only its last part and safe characters
@@ -35,8 +52,8 @@ def save_upload(filename: str, data: bytes, limit: int | None = None) -> Path:
         The saved file's path, usable as ``--dataset``.
 
     Raises:
-        DatasetError: The file is too large, of another kind, or not a usable dataset
-            (nothing is kept then).
+        DatasetError: The file is too large, of another kind, not a usable dataset, or
+            needs more memory or time to read than the check allows (nothing is kept then).
     """
     limit = limits.get("max_upload_bytes") if limit is None else limit
     if len(data) > limit:
@@ -54,15 +71,125 @@ def save_upload(filename: str, data: bytes, limit: int | None = None) -> Path:
     folder = uploads_dir()
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{stem}{suffix}"
-    partial = folder / f".{stem}.{os.getpid()}.part{suffix}"
+    partial = folder / f".{stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part{suffix}"
     partial.write_bytes(data)
     try:
-        x, _, _ = load_arrays(str(partial))
-    except DatasetError as exc:
+        result = _check_in_child(partial, filename)
+        if result["num_images"] < 3:
+            raise DatasetError(
+                f"upload '{filename}' holds {result['num_images']} images; at least 3 are needed"
+            )
+    except BaseException:
         partial.unlink(missing_ok=True)
-        raise DatasetError(str(exc).replace(str(partial), filename)) from None
-    if len(x) < 3:
-        partial.unlink(missing_ok=True)
-        raise DatasetError(f"upload '{filename}' holds {len(x)} images; at least 3 are needed")
+        raise
     partial.replace(target)
+    if result.get("notes"):
+        record_load_notes(LoadNotes.from_dict({**result["notes"], "source": str(target)}))
     return target
+
+
+def _check_in_child(path: Path, filename: str) -> dict:
+    """Loads ``path`` in a child process with capped memory and time; returns its report."""
+    memory = limits.get("max_check_memory_bytes")
+    seconds = limits.get("max_check_seconds")
+    env = dict(os.environ)
+    package_root = str(Path(automl_core.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[name] = "1"  # fewer threads, less address space: the check needs none
+    too_big = (
+        f"upload '{filename}': the file needed more than {memory / limits.MIB:,.0f} MiB to read "
+        f"({limits.LIMITS['max_check_memory_bytes'].env}); expected a smaller dataset"
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _CHILD_COMMAND, str(path), str(memory)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=seconds,
+            env=env,
+        )
+    except subprocess.TimeoutExpired:
+        raise DatasetError(
+            f"upload '{filename}': reading the file took more than {seconds} s "
+            f"({limits.LIMITS['max_check_seconds'].env}); expected a dataset that loads faster"
+        ) from None
+    result = _last_json_line(done.stdout)
+    if result is None:
+        if done.returncode < 0:
+            name = signal.Signals(-done.returncode).name
+            raise DatasetError(f"{too_big} (the reading process was stopped by {name})")
+        if "MemoryError" in done.stderr:
+            raise DatasetError(too_big)
+        last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        raise DatasetError(f"upload '{filename}': the file could not be checked ({last})")
+    if result["status"] == "memory":
+        raise DatasetError(too_big)
+    if result["status"] == "refused":
+        raise DatasetError(result["message"].replace(str(path), filename))
+    return result
+
+
+def _last_json_line(text: str) -> dict | None:
+    """The child's report: the last line of its output, if it is a JSON object."""
+    lines = text.strip().splitlines()
+    try:
+        value = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) and "status" in value else None
+
+
+def _address_space() -> int | None:
+    """This process's virtual memory size in bytes (Linux), or None where unknown."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _limit_memory(extra: int) -> None:
+    """Caps this process's address space at its current size plus ``extra`` bytes."""
+    try:
+        import resource
+    except ImportError:  # not POSIX: the child still keeps a crash away from the dashboard
+        return
+    current = _address_space()
+    if current is None:
+        return
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = current + extra
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+
+
+def _check_main(argv: list[str]) -> int:
+    """The checking child: caps its memory, loads the file, prints one JSON line."""
+    from PIL import Image
+
+    path, extra = argv[0], int(argv[1])
+    Image.init()  # load Pillow's format plugins before the cap is measured
+    _limit_memory(extra)
+    try:
+        x, _, _ = load_arrays(path)
+        notes = load_notes(path)
+        result = {
+            "status": "ok",
+            "num_images": int(len(x)),
+            "shape": [int(d) for d in x.shape],
+            "notes": notes.to_dict() if notes is not None else None,
+        }
+        del x
+    except DatasetError as exc:
+        result = {"status": "refused", "message": str(exc)}
+    except MemoryError:
+        result = {"status": "memory"}
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return 0
