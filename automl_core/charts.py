@@ -1,14 +1,19 @@
-"""Plotly figures of the inspection data (filters, activations, latents, reconstructions).
+"""Every Plotly figure of the product: the plot step of each chart.
 
-Each function takes what ``automl_core.inspect`` / ``automl_core.latent`` compute and
-returns a ``plotly.graph_objects.Figure``; no computation on models happens here.
+Each function takes what a data step computed (:mod:`automl_core.inspect`,
+:mod:`automl_core.latent`, :mod:`automl_core.leaderboard`) and returns a
+``plotly.graph_objects.Figure``; no computation on models and no decision about which
+charts apply happens here. One palette (:data:`PALETTE`, led by the theme's primary colour)
+and one layout serve every chart.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
+import optuna
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -16,9 +21,28 @@ from plotly.subplots import make_subplots
 from automl_core.errors import ConfigError
 from automl_core.inspect import LayerActivation, LayerFilters
 from automl_core.latent import Projection
+from automl_core.leaderboard import StudyChartPlan
 
 DIVERGING = "RdBu_r"
 SEQUENTIAL = "Viridis"
+# categorical colours; the first is the theme's primaryColor (.streamlit/config.toml)
+PALETTE = (
+    "#4C6EF5",
+    "#F76707",
+    "#2B8A3E",
+    "#C2255C",
+    "#7048E8",
+    "#1098AD",
+    "#E8590C",
+    "#5C940D",
+    "#862E9C",
+    "#364FC7",
+)
+LAYOUT = {
+    "margin": {"l": 10, "r": 10, "t": 40, "b": 10},
+    "height": 380,
+    "template": "plotly_white",
+}
 
 
 def _grid(count: int, max_cols: int) -> tuple[int, int]:
@@ -156,7 +180,7 @@ def parameters_figure(params: pd.DataFrame) -> go.Figure:
             orientation="h",
             text=shown["parameters"].map("{:,}".format),
             textposition="auto",
-            marker_color=np.where(shown["part"] == "encoder", "#1f77b4", "#ff7f0e"),
+            marker_color=np.where(shown["part"] == "encoder", PALETTE[0], PALETTE[1]),
         )
     )
     fig.update_layout(
@@ -233,7 +257,7 @@ def latent_bar_figure(latent: np.ndarray, title: str = "latent vector") -> go.Fi
         go.Bar(
             x=np.arange(1, len(latent) + 1),
             y=latent,
-            marker_color=np.where(latent >= 0, "#1f77b4", "#d62728"),
+            marker_color=np.where(latent >= 0, PALETTE[0], PALETTE[3]),
             hovertemplate="z%{x} = %{y:.4f}<extra></extra>",
         )
     )
@@ -425,3 +449,80 @@ def compression_curve_figure(curve: pd.DataFrame, current_trial: int | None = No
         margin={"t": 50},
     )
     return fig
+
+
+def loss_curves_figure(frame: pd.DataFrame, title: str = "Loss per epoch") -> go.Figure:
+    """Overlaid training (dashed) and validation (solid) loss curves, one colour per trial."""
+    figure = go.Figure()
+    for index, (label, group) in enumerate(frame.groupby("label", sort=False)):
+        colour = PALETTE[index % len(PALETTE)]
+        for split, dash in (("val_loss", "solid"), ("loss", "dash")):
+            part = group[group["split"] == split]
+            if part.empty:
+                continue
+            figure.add_trace(
+                go.Scatter(
+                    x=part["epoch"],
+                    y=part["value"],
+                    mode="lines+markers",
+                    name=f"{label} {split}",
+                    line={"color": colour, "dash": dash},
+                    legendgroup=label,
+                )
+            )
+    figure.update_layout(title=title, xaxis_title="epoch", yaxis_title="MSE (log scale)", **LAYOUT)
+    figure.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0})
+    # full numbers on every tick: Plotly's default log ticks label 0.02..0.09 as "2".."9"
+    figure.update_yaxes(type="log", tickformat=".2g")
+    if not frame.empty and frame["epoch"].max() <= 20:
+        figure.update_xaxes(dtick=1)
+    return figure
+
+
+def _optuna_plot(function, study: optuna.Study, **kwargs) -> go.Figure:
+    """One of Optuna's plots in the product's layout (its experimental warnings silenced)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        figure = function(study, **kwargs)
+    figure.update_layout(**LAYOUT)
+    return figure
+
+
+def study_figures(study: optuna.Study, plan: StudyChartPlan) -> dict[str, go.Figure]:
+    """Draws the charts a :class:`~automl_core.leaderboard.StudyChartPlan` chose.
+
+    Args:
+        study: The study.
+        plan: What :func:`automl_core.leaderboard.study_chart_plan` decided.
+
+    Returns:
+        Figures by chart name, in the plan's order.
+    """
+    from optuna import visualization as vis
+
+    target = (lambda t: t.values[0]) if plan.multi_objective else None
+    kwargs = {"target": target, "target_name": plan.objective_names[0]}
+    figures: dict[str, go.Figure] = {}
+    for name in plan.charts:
+        if name == "Optimization history":
+            figure = _optuna_plot(vis.plot_optimization_history, study, **kwargs)
+            if plan.few_trials:  # whole trial numbers, not 0.2 steps
+                figure.update_xaxes(dtick=1)
+        elif name == "Parallel coordinates":
+            figure = _optuna_plot(vis.plot_parallel_coordinate, study, **kwargs)
+        elif name == "Parameter importances":
+            try:
+                figure = _optuna_plot(
+                    vis.plot_param_importances,
+                    study,
+                    evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
+                    **kwargs,
+                )
+            except (RuntimeError, ValueError, ZeroDivisionError):
+                continue  # too few distinct values for fANOVA; the other charts still show
+        else:
+            figure = _optuna_plot(
+                vis.plot_pareto_front, study, target_names=list(plan.objective_names)
+            )
+        figures[name] = figure
+    return figures

@@ -23,8 +23,9 @@ def _add_storage(parser: argparse.ArgumentParser) -> None:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from automl_core.search import DEFAULT_STRATEGY, SECOND_OBJECTIVES, STRATEGIES
-    from automl_core.space import PARAMETER_KINDS
+    from automl_core.settings import SECOND_OBJECTIVES
+    from automl_core.space import PARAMETERS
+    from automl_core.strategies import DEFAULT_STRATEGY, STRATEGIES
 
     parser = argparse.ArgumentParser(
         prog="python -m automl_core",
@@ -37,13 +38,15 @@ def _build_parser() -> argparse.ArgumentParser:
         "--dataset", default="mnist-5k", help="registry name or path (default mnist-5k)"
     )
     search.add_argument("--space", default=None, help="JSON or YAML search-space file")
-    for name in PARAMETER_KINDS:
+    for name, spec in PARAMETERS.items():
+        values = ", ".join(map(str, spec.allowed)) if spec.allowed else ""
         search.add_argument(
             f"--{name.replace('_', '-')}",
             dest=f"param_{name}",
             default=None,
-            metavar="V[,V..]|LOW:HIGH[:log]",
-            help=f"choices or range for {name} (overrides --space)",
+            metavar="V[,V..]|LOW:HIGH[:log]" if spec.numeric else "V[,V..]",
+            help=f"{spec.help}{f' ({values})' if values else ''}; default "
+            f"{','.join(map(str, spec.grid))} (overrides --space)",
         )
     search.add_argument(
         "--strategy",
@@ -113,14 +116,14 @@ def _space_from_args(args) -> dict:
     """The search space from ``--space`` and the per-parameter flags."""
     from automl_core.space import (
         DEFAULT_SPACE,
-        PARAMETER_KINDS,
+        PARAMETERS,
         SearchSpace,
         load_space,
         parse_parameter_text,
     )
 
     spec = load_space(args.space).to_dict() if args.space else dict(DEFAULT_SPACE)
-    for name in PARAMETER_KINDS:
+    for name in PARAMETERS:
         text = getattr(args, f"param_{name}")
         if text is not None:
             spec[name] = parse_parameter_text(name, text)
@@ -137,18 +140,19 @@ def _format_number(value) -> str:
 
 def _print_trial(study, trial) -> None:
     """One line per finished trial: number, parameters, val MSE, PSNR, seconds."""
-    from automl_core.search import FAIL_REASON_ATTR, METRICS_ATTR
+    from automl_core.trials import TrialRecord
 
-    params = " ".join(f"{k}={v}" for k, v in trial.params.items())
-    metrics = trial.user_attrs.get(METRICS_ATTR)
+    record = TrialRecord.from_frozen(trial)
+    params = " ".join(f"{k}={v}" for k, v in record.params.items())
+    metrics = record.metrics
     if metrics:
         tail = (
             f"val_mse={metrics['val_mse']:.5f} psnr={metrics['test_psnr']:.2f}dB "
             f"ssim={metrics['test_ssim']:.3f} {metrics['train_seconds']:.1f}s"
         )
     else:
-        tail = trial.user_attrs.get(FAIL_REASON_ATTR, "")
-    print(f"trial {trial.number:4d} {trial.state.name:8s} {params}  {tail}", flush=True)
+        tail = record.fail_reason
+    print(f"trial {record.number:4d} {record.state:8s} {params}  {tail}", flush=True)
 
 
 def _print_leaderboard(study, top: int | None = None) -> None:
@@ -170,25 +174,27 @@ def _print_best_and_filters(study, number: int | None = None, all_channels: bool
     from automl_core import store
     from automl_core.inspect import encoder_filters, format_filters
     from automl_core.results import best_trial
-    from automl_core.search import METRICS_ATTR
+    from automl_core.trials import TrialRecord
 
     trial = best_trial(study) if number is None else store.get_trial(study, number)
     model = store.load_trial_model(study, trial.number)
     if number is None:
-        metrics = trial.user_attrs[METRICS_ATTR]
+        record = TrialRecord.from_frozen(trial)
+        metrics = record.metrics
         print(
             f"\nBest trial: {trial.number} (val_mse={metrics['val_mse']:.5f}, "
             f"psnr={metrics['test_psnr']:.2f} dB, ssim={metrics['test_ssim']:.3f})"
         )
         print("Best configuration:")
-        for key, value in trial.user_attrs.get("config", trial.params).items():
+        for key, value in record.config.items():
             print(f"  {key}: {value}")
         print()
     print(format_filters(encoder_filters(model), all_channels=all_channels))
 
 
 def _cmd_search(args) -> int:
-    from automl_core.search import SearchSettings, run_search
+    from automl_core.search import run_search
+    from automl_core.settings import SearchSettings
 
     space = _space_from_args(args)
     study_name = (
@@ -206,7 +212,7 @@ def _cmd_search(args) -> int:
         max_images=args.max_images,
         second_objective=args.second_objective,
     )
-    from automl_core.search import get_strategy
+    from automl_core.strategies import get_strategy
 
     get_strategy(settings.strategy)
     print(

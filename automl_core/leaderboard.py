@@ -1,30 +1,23 @@
-"""What the leaderboard shows: tables of trials, loss curves, reconstructions, Optuna charts.
+"""What the leaderboard shows: tables of trials, loss curves, reconstructions, which charts.
 
-Each chart in two steps: a function that computes the data (a DataFrame or arrays) and one
-that turns it into a ``plotly.graph_objects.Figure``. Pages only call ``st.plotly_chart``.
+Everything here is a data step (DataFrames, arrays, small dataclasses); the figures are
+drawn from them by :mod:`automl_core.charts`. Pages only call ``st.plotly_chart``.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import optuna
 import pandas as pd
-import plotly.graph_objects as go
 
 from automl_core import store
 from automl_core.errors import AutoMLError
 from automl_core.results import EMPTY_COLUMNS, METRIC_COLUMNS, sort_trials, trials_frame
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
-_LAYOUT = {
-    "margin": {"l": 10, "r": 10, "t": 40, "b": 10},
-    "height": 380,
-    "template": "plotly_white",
-}
 
 
 def studies_frame(studies: list[optuna.Study]) -> pd.DataFrame:
@@ -65,7 +58,8 @@ def filter_frame(
         keep &= frame["state"].isin(states)
     if text.strip():
         needle = text.strip().lower()
-        joined = frame.astype(str).apply(lambda col: col.str.lower()).agg(" ".join, axis=1)
+        # map(str), not astype(str): pandas keeps NaN missing under astype, and join fails
+        joined = frame.apply(lambda col: col.map(str).str.lower()).agg(" ".join, axis=1)
         keep &= joined.str.contains(needle, regex=False)
     if max_val_mse is not None and "val_mse" in frame:
         keep &= frame["val_mse"].astype(float) <= max_val_mse
@@ -103,48 +97,6 @@ def loss_curves(
 
 def _label(study_name: str, number: int, with_study: bool) -> str:
     return f"{study_name} #{number}" if with_study else f"#{number}"
-
-
-def loss_curves_figure(frame: pd.DataFrame, title: str = "Loss per epoch") -> go.Figure:
-    """Overlaid training (dashed) and validation (solid) loss curves, one colour per trial."""
-    figure = go.Figure()
-    palette = [
-        "#4C6EF5",
-        "#F76707",
-        "#2B8A3E",
-        "#C2255C",
-        "#7048E8",
-        "#1098AD",
-        "#E8590C",
-        "#5C940D",
-        "#862E9C",
-        "#364FC7",
-    ]
-    for index, (label, group) in enumerate(frame.groupby("label", sort=False)):
-        colour = palette[index % len(palette)]
-        for split, dash in (("val_loss", "solid"), ("loss", "dash")):
-            part = group[group["split"] == split]
-            if part.empty:
-                continue
-            figure.add_trace(
-                go.Scatter(
-                    x=part["epoch"],
-                    y=part["value"],
-                    mode="lines+markers",
-                    name=f"{label} {split}",
-                    line={"color": colour, "dash": dash},
-                    legendgroup=label,
-                )
-            )
-    figure.update_layout(
-        title=title, xaxis_title="epoch", yaxis_title="MSE (log scale)", **_LAYOUT
-    )
-    figure.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0})
-    # full numbers on every tick: Plotly's default log ticks label 0.02..0.09 as "2".."9"
-    figure.update_yaxes(type="log", tickformat=".2g")
-    if not frame.empty and frame["epoch"].max() <= 20:
-        figure.update_xaxes(dtick=1)
-    return figure
 
 
 def live_curves(live: dict) -> pd.DataFrame:
@@ -203,69 +155,75 @@ def as_display_images(images: np.ndarray) -> list[np.ndarray]:
     return [img[..., 0] if img.shape[-1] == 1 else img for img in images]
 
 
-def _plot(function, study: optuna.Study, **kwargs) -> go.Figure:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        figure = function(study, **kwargs)
-    figure.update_layout(**_LAYOUT)
-    return figure
-
-
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
 
 
-def study_figures(study: optuna.Study) -> tuple[dict[str, go.Figure], list[str]]:
-    """Optuna's figures that make sense for a study, and why the others are left out.
+@dataclass(frozen=True)
+class StudyChartPlan:
+    """Which of Optuna's study charts make sense for a study, and why others are left out.
 
-    Optimisation history and parallel coordinates need a finished trial; parameter
-    importances need two finished trials and a parameter that varies; a multi-objective
-    study gets its Pareto front (and its history of validation MSE).
+    Attributes:
+        charts: Chart names in display order, from :data:`STUDY_CHARTS`.
+        notes: One sentence per chart left out (or the reason none is shown).
+        multi_objective: Whether the study has two objectives (charts then plot the first).
+        objective_names: The objectives' display names.
+        few_trials: Whether the study has at most 20 trials (whole-number trial ticks).
+    """
+
+    charts: tuple[str, ...]
+    notes: tuple[str, ...]
+    multi_objective: bool = False
+    objective_names: tuple[str, ...] = ("val MSE",)
+    few_trials: bool = True
+
+
+STUDY_CHARTS = (
+    "Optimization history",
+    "Parallel coordinates",
+    "Parameter importances",
+    "Pareto front",
+)
+
+
+def study_chart_plan(study: optuna.Study) -> StudyChartPlan:
+    """Decides which study charts apply.
+
+    Optimisation history needs a finished trial; parallel coordinates a parameter that
+    varies; parameter importances two finished trials and a varying parameter; a
+    multi-objective study also gets its Pareto front.
 
     Args:
         study: The study.
 
     Returns:
-        ``(figures by title, notes)``.
+        The plan; :func:`automl_core.charts.study_figures` draws it.
     """
-    from optuna import visualization as vis
-
-    figures: dict[str, go.Figure] = {}
-    notes: list[str] = []
     finished = _finished(study)
-    if not finished:
-        return figures, ["No finished trial yet: the charts appear when one completes."]
     multi = len(study.directions) > 1
-    target = (lambda t: t.values[0]) if multi else None
-    kwargs = {"target": target, "target_name": "val MSE"}
-    figures["Optimization history"] = _plot(vis.plot_optimization_history, study, **kwargs)
-    if len(study.trials) <= 20:  # whole trial numbers, not 0.2 steps
-        figures["Optimization history"].update_xaxes(dtick=1)
+    names = ("val MSE", _second_objective_name(study)) if multi else ("val MSE",)
+    if not finished:
+        notes = ("No finished trial yet: the charts appear when one completes.",)
+        return StudyChartPlan((), notes, multi, names)
     varying = [
         name
         for name in finished[0].params
         if len({repr(t.params.get(name)) for t in finished}) > 1
     ]
+    charts = ["Optimization history"]
+    notes = []
     if varying:
-        figures["Parallel coordinates"] = _plot(vis.plot_parallel_coordinate, study, **kwargs)
+        charts.append("Parallel coordinates")
     if len(finished) >= 2 and varying:
-        try:
-            figures["Parameter importances"] = _plot(
-                vis.plot_param_importances,
-                study,
-                evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
-                **kwargs,
-            )
-        except (RuntimeError, ValueError, ZeroDivisionError) as exc:
-            notes.append(f"Parameter importances unavailable: {exc}")
+        charts.append("Parameter importances")
     else:
         notes.append(
             "Parameter importances need at least 2 finished trials with varying parameters."
         )
     if multi:
-        names = ["val MSE", _second_objective_name(study)]
-        figures["Pareto front"] = _plot(vis.plot_pareto_front, study, target_names=names)
-    return figures, notes
+        charts.append("Pareto front")
+    few = len(study.get_trials(deepcopy=False)) <= 20
+    return StudyChartPlan(tuple(charts), tuple(notes), multi, names, few)
 
 
 def _second_objective_name(study: optuna.Study) -> str:

@@ -14,71 +14,15 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import keras
 from keras import layers
 
+from automl_core.blocks import BLOCKS
 from automl_core.errors import ConfigError
-from automl_core.space import BLOCK_NAMES, ModelConfig
-
-
-@dataclass(frozen=True)
-class Block:
-    """How one encoder block halves the image and one decoder block doubles it."""
-
-    down: Callable[[keras.KerasTensor, ModelConfig, int], keras.KerasTensor]
-    up: Callable[[keras.KerasTensor, ModelConfig, int], keras.KerasTensor]
-    description: str
-
-
-def _conv(config: ModelConfig, name: str, strides: int = 1) -> layers.Conv2D:
-    """A same-padded convolution with the configuration's filters and activation."""
-    return layers.Conv2D(
-        config.filters,
-        config.kernel_size,
-        strides=strides,
-        padding="same",
-        activation=config.activation,
-        name=name,
-    )
-
-
-def _pool_down(x, config, i):
-    """Convolution, then 2x2 max pooling."""
-    x = _conv(config, f"encoder_conv_{i}")(x)
-    return layers.MaxPooling2D(2, padding="same", name=f"encoder_down_{i}")(x)
-
-
-def _pool_up(x, config, i):
-    """Nearest-neighbour 2x upsampling, then convolution (resize-convolution)."""
-    x = layers.UpSampling2D(2, name=f"decoder_up_{i}")(x)
-    return _conv(config, f"decoder_conv_{i}")(x)
-
-
-def _strided_down(x, config, i):
-    """One stride-2 convolution."""
-    return _conv(config, f"encoder_conv_{i}", strides=2)(x)
-
-
-def _strided_up(x, config, i):
-    """One stride-2 transposed convolution."""
-    return layers.Conv2DTranspose(
-        config.filters,
-        config.kernel_size,
-        strides=2,
-        padding="same",
-        activation=config.activation,
-        name=f"decoder_conv_{i}",
-    )(x)
-
-
-BLOCKS: dict[str, Block] = {
-    "pool": Block(_pool_down, _pool_up, "conv + max-pool / upsample + conv"),
-    "strided": Block(_strided_down, _strided_up, "stride-2 conv / stride-2 transposed conv"),
-}
-assert tuple(BLOCKS) == BLOCK_NAMES, "space.BLOCK_NAMES must list the BLOCKS registry"
+from automl_core.space import PARAMETERS, ModelConfig
 
 
 @dataclass(frozen=True)
@@ -88,14 +32,6 @@ class Autoencoder:
     autoencoder: keras.Model
     encoder: keras.Model
     decoder: keras.Model
-
-
-def bottleneck_shape(input_shape: tuple[int, int, int], num_conv_layers: int) -> tuple[int, int]:
-    """Spatial size after ``num_conv_layers`` halvings (rounded up, as same padding does)."""
-    height, width = input_shape[0], input_shape[1]
-    for _ in range(num_conv_layers):
-        height, width = math.ceil(height / 2), math.ceil(width / 2)
-    return height, width
 
 
 def build_autoencoder(config: ModelConfig, input_shape: tuple[int, int, int]) -> Autoencoder:
@@ -170,11 +106,6 @@ def encoder_conv_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return sorted(convs, key=lambda layer: int(layer.name.rsplit("_", 1)[1]))
 
 
-def split_autoencoder(model: keras.Model) -> Autoencoder:
-    """Finds the encoder and decoder inside a (loaded) autoencoder."""
-    return Autoencoder(model, model.get_layer("encoder"), model.get_layer("decoder"))
-
-
 def multiply_accumulates(model: keras.Model) -> int:
     """Multiply-accumulate operations of one image's forward pass through ``model``.
 
@@ -198,35 +129,19 @@ def multiply_accumulates(model: keras.Model) -> int:
 
 @functools.lru_cache(maxsize=1024)
 def _architecture_work(
-    input_shape: tuple[int, int, int],
-    num_conv_layers: int,
-    filters: int,
-    kernel_size: int,
-    latent_dim: int,
-    block: str,
+    input_shape: tuple[int, int, int], costly: tuple[tuple[str, Any], ...]
 ) -> int:
     """Multiply-accumulates per image of one architecture (cached: building costs ~50 ms)."""
-    config = ModelConfig(
-        num_conv_layers=num_conv_layers,
-        filters=filters,
-        kernel_size=kernel_size,
-        latent_dim=latent_dim,
-        block=block,
-    )
+    config = ModelConfig(**dict(costly))
     return multiply_accumulates(build_autoencoder(config, input_shape).autoencoder)
 
 
 def architecture_work(config: ModelConfig, input_shape: tuple[int, int, int]) -> int:
     """Multiply-accumulates of one image's forward pass through ``config``'s autoencoder.
 
-    Training time per epoch grows with it; learning rate, optimizer and activation do not
-    change it, so configurations differing only in those share one cached count.
+    Training time per epoch grows with it. Only the parameters marked ``costly`` in the
+    parameter table change it, so configurations differing only in others (learning rate,
+    optimizer, activation) share one cached count.
     """
-    return _architecture_work(
-        tuple(int(d) for d in input_shape),
-        config.num_conv_layers,
-        config.filters,
-        config.kernel_size,
-        config.latent_dim,
-        config.block,
-    )
+    costly = tuple((p.name, getattr(config, p.name)) for p in PARAMETERS.values() if p.costly)
+    return _architecture_work(tuple(int(d) for d in input_shape), costly)

@@ -1,85 +1,152 @@
-"""Searches started from the dashboard: their own OS process, found again from files.
+"""Every OS process the product starts: search supervisors, their workers, and stopping them.
 
-A launch runs ``python -m automl_core search ... --study NAME`` in a new session (its own
-process group), writes its output to ``<runs>/launches/<study>.log`` and its process id to
-``<runs>/launches/<study>.json``, so a page reload, another browser session or another
-dashboard process finds it. Stopping sends SIGINT to the whole group (the CLI and the worker
-processes it spawned mark their trials for retry), then SIGKILL after a grace period.
+Two layers, one module:
+
+- Workers: ``search`` (:func:`automl_core.search.run_search`) spawns ``python -m automl_core
+  worker`` children with :func:`spawn_worker`, stops them with :func:`stop_workers` (SIGINT,
+  then SIGKILL), and re-queues the trials they left running with :func:`requeue_orphans`.
+- Launches: the dashboard starts a whole ``search`` command in its own process group with
+  :func:`launch_search`, recorded under ``<runs>/launches/<study>.json`` so a reload, another
+  browser session or another dashboard process finds it; :func:`stop_search` stops the group.
+
+Logs of both are read through :func:`log_lines`, which drops TensorFlow's start-up chatter.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import optuna
 
 from automl_core import store
-from automl_core.datasets import DATASETS, load_arrays
-from automl_core.errors import ConfigError, StorageError
-from automl_core.search import (
-    FAIL_REASON_ATTR,
-    LIVE_ATTR,
-    SearchSettings,
-    get_strategy,
-    settings_conflict,
-    study_settings,
-)
+from automl_core.errors import ConfigError
+from automl_core.settings import SearchSettings
+from automl_core.trials import RETRY_ATTR, TrialRecord
 
 _ROOT = Path(__file__).resolve().parent.parent
+# a worker process ends after this many trials and a fresh one takes over: TensorFlow keeps
+# ~10 MB per trained model even after clear_session(), so a long-lived process would grow
+TRIALS_PER_PROCESS = int(os.environ.get("AUTOML_TRIALS_PER_PROCESS", "16"))
+# lines of native start-up noise (absl, oneDNN, TF's C++ logging) that say nothing to a user
+_NOISE_PREFIXES = ("I0000", "W0000", "WARNING: All log")
+_NOISE_SNIPPETS = ("absl::InitializeLog", "oneDNN custom operations")
+
+
+def log_lines(path: Path | str) -> list[str]:
+    """The meaningful lines of a process's log ('' lines and start-up noise dropped).
+
+    Args:
+        path: The log file.
+
+    Returns:
+        The lines, oldest first; empty when the file cannot be read.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    return [
+        line
+        for line in text.splitlines()
+        if line.strip()
+        and not line.startswith(_NOISE_PREFIXES)
+        and not any(snippet in line for snippet in _NOISE_SNIPPETS)
+    ]
+
+
+# --- workers of one search ---------------------------------------------------------------
+
+
+def worker_id(pid: int | None = None) -> str:
+    """``host:pid`` of a worker process (this one by default), as recorded on its trials."""
+    return f"{socket.gethostname()}:{pid or os.getpid()}"
+
+
+def requeue(study: optuna.Study, number: int, params: dict) -> None:
+    """Queues a trial's parameters again, marked as a retry of that trial."""
+    if params:
+        study.enqueue_trial(params, user_attrs={RETRY_ATTR: number})
+
+
+def requeue_orphans(study: optuna.Study, workers: set[str]) -> int:
+    """Fails and queues again the RUNNING trials of worker processes that are gone.
+
+    Used after a supervisor stopped its workers: a worker interrupted at an awkward moment
+    may leave its trial RUNNING, which heartbeats would only fix a minute later.
+
+    Returns:
+        How many trials were queued again.
+    """
+    queued = 0
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if TrialRecord.from_frozen(trial).worker in workers:
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            requeue(study, trial.number, trial.params)
+            queued += 1
+    return queued
+
+
+def worker_log_path(study_name: str, index: int) -> Path:
+    """Where a supervised worker's stderr goes: ``<runs>/logs/<study>-worker-<index>.log``."""
+    name = store.validate_study_name(study_name)
+    return store.runs_home() / "logs" / f"{name}-worker-{index}.log"
+
+
+def spawn_worker(study_name: str, storage_url: str | None, index: int) -> subprocess.Popen:
+    """Starts a quiet ``python -m automl_core worker`` for a study as a child process.
+
+    Its stderr (TensorFlow's start-up chatter included) goes to :func:`worker_log_path`.
+    """
+    command = [
+        sys.executable, "-m", "automl_core", "worker", "--study", study_name,
+        "--seed-offset", str(index), "--max-trials", str(TRIALS_PER_PROCESS), "--quiet",
+    ]  # fmt: skip
+    if storage_url:
+        command += ["--storage", storage_url]
+    log = worker_log_path(study_name, index)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as stderr:
+        return subprocess.Popen(
+            command,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+
+
+def last_error_line(study_name: str, index: int) -> str:
+    """The last meaningful line a worker wrote to its log (its error), or ''."""
+    lines = log_lines(worker_log_path(study_name, index))
+    return lines[-1].strip() if lines else ""
+
+
+def stop_workers(children: list[subprocess.Popen], wait_seconds: float = 30.0) -> None:
+    """Stops worker processes: SIGINT (they queue their trial again), then SIGKILL."""
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT)
+    for child in children:
+        try:
+            child.wait(timeout=wait_seconds)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+# --- searches launched from the dashboard --------------------------------------------------
 
 
 def launches_dir() -> Path:
     """The folder of launch records and logs: ``<runs>/launches``."""
     return store.runs_home() / "launches"
-
-
-def dataset_input_shape(source: str) -> tuple[int, int, int]:
-    """The (H, W, C) of one image of a registry dataset or a dataset path.
-
-    Raises:
-        DatasetError: The dataset cannot be loaded.
-    """
-    x, _, _ = load_arrays(source)
-    return tuple(int(d) for d in x.shape[1:])  # type: ignore[return-value]
-
-
-def check_settings(settings: SearchSettings, storage_url: str | None = None) -> None:
-    """Checks a search before launching it, so the page can say what is wrong at once.
-
-    Args:
-        settings: The search to launch.
-        storage_url: Where studies live. Defaults to :func:`store.default_storage_url`.
-
-    Raises:
-        ConfigError: Unknown strategy, impossible space for the images, or the study
-            exists with other settings.
-        DatasetError: The dataset cannot be loaded.
-    """
-    strategy = get_strategy(settings.strategy)
-    space = settings.search_space()
-    if strategy.needs_grid:
-        space.grid()
-    if settings.dataset not in DATASETS or DATASETS[settings.dataset].offline:
-        space.validate_for(dataset_input_shape(settings.dataset))
-    if settings.study not in store.study_names(storage_url):
-        return
-    try:
-        stored = study_settings(store.load_study(settings.study, storage_url)).to_dict()
-    except StorageError as exc:
-        raise ConfigError(str(exc)) from None
-    conflict = settings_conflict(settings, stored)
-    if conflict:
-        raise ConfigError(conflict)
 
 
 @dataclass(frozen=True)
@@ -190,7 +257,7 @@ def launch_search(
     """Starts a search as its own process group and records it; returns at once.
 
     Args:
-        settings: The search (checked with :func:`check_settings` first).
+        settings: The search (checked with :func:`automl_core.search.check_search` first).
         workers: Worker processes. Defaults to 1.
         storage_url: Where studies live. Defaults to :func:`store.default_storage_url`.
 
@@ -208,7 +275,9 @@ def launch_search(
             f"a search of study {settings.study!r} is already running; stop it first or "
             "pick another study name"
         )
-    check_settings(settings, storage_url)
+    from automl_core.search import check_search  # the search imports this module
+
+    check_search(settings, storage_url)
     folder = launches_dir()
     folder.mkdir(parents=True, exist_ok=True)
     space_file = folder / f"{settings.study}.space.json"
@@ -297,115 +366,7 @@ def log_tail(study: str, lines: int = 15) -> str:
     record = read_record(study)
     if record is None:
         return ""
-    try:
-        text = Path(record.log).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-    kept = [
-        line
-        for line in text.splitlines()
-        if "absl::InitializeLog" not in line and "oneDNN custom operations" not in line
-    ]
-    return "\n".join(kept[-lines:])
-
-
-@dataclass(frozen=True)
-class SearchProgress:
-    """Where a study's search stands, read from its storage and launch record.
-
-    Attributes:
-        study: The study.
-        running: Whether its launched process still runs.
-        exists: Whether the study is in the storage yet.
-        budget: Trials the search will finish (None before the study exists).
-        done: Trials finished (complete, pruned, failed for a reason of their own).
-        states: Count of trials per state name.
-        live: ``{"trial", "epoch", "loss", "val_loss", "max_epochs"}`` of each running trial.
-        error: The error line of a launch that ended with one, or ''.
-    """
-
-    study: str
-    running: bool
-    exists: bool
-    budget: int | None = None
-    done: int = 0
-    states: dict[str, int] = field(default_factory=dict)
-    live: list[dict[str, Any]] = field(default_factory=list)
-    error: str = ""
-
-    @property
-    def fraction(self) -> float:
-        """Share of the budget done, in [0, 1]."""
-        if not self.budget:
-            return 0.0
-        return min(1.0, self.done / self.budget)
-
-
-def search_progress(study: str, storage_url: str | None = None) -> SearchProgress:
-    """Reads the progress of a study's search (cheap enough to poll every second or two).
-
-    Args:
-        study: The study's name.
-        storage_url: Where studies live. Defaults to :func:`store.default_storage_url`.
-
-    Returns:
-        The progress.
-    """
-    running = is_running(study)
-    error = ""
-    if not running:
-        errors = [line for line in log_tail(study, 40).splitlines() if line.startswith("error:")]
-        error = errors[-1] if errors else ""
-    if study not in store.study_names(storage_url):
-        return SearchProgress(study, running, False, error=error)
-    loaded = store.load_study(study, storage_url)
-    try:
-        settings = study_settings(loaded)
-        budget, max_epochs = settings.trial_budget(), settings.max_epochs
-    except StorageError:
-        budget, max_epochs = None, None
-    states: dict[str, int] = {}
-    live, done = [], 0
-    for trial in loaded.get_trials(deepcopy=False):
-        states[trial.state.name] = states.get(trial.state.name, 0) + 1
-        finished = trial.state in (
-            optuna.trial.TrialState.COMPLETE,
-            optuna.trial.TrialState.PRUNED,
-        )
-        if finished or (
-            trial.state == optuna.trial.TrialState.FAIL and FAIL_REASON_ATTR in trial.user_attrs
-        ):
-            done += 1
-        elif trial.state == optuna.trial.TrialState.RUNNING:
-            curves = trial.user_attrs.get(LIVE_ATTR, {})
-            live.append(
-                {
-                    "trial": trial.number,
-                    "epoch": curves.get("epoch", 0),
-                    "loss": curves.get("loss", []),
-                    "val_loss": curves.get("val_loss", []),
-                    "max_epochs": max_epochs,
-                    "params": dict(trial.params),
-                }
-            )
-    return SearchProgress(study, running, True, budget, done, states, live, error)
-
-
-def default_study_name(dataset: str, strategy: str) -> str:
-    """A fresh, valid study name for a dataset and strategy (``<dataset>-<strategy>-<time>``)."""
-    stem = re.sub(r"[^A-Za-z0-9._-]", "-", Path(dataset).stem)[:40].strip(".-") or "data"
-    return f"{stem}-{strategy}-{time.strftime('%m%d-%H%M%S')}"
-
-
-def elapsed_text(seconds: float) -> str:
-    """Seconds as ``1h 02m``, ``3m 05s`` or ``12s``."""
-    if not math.isfinite(seconds) or seconds < 0:
-        return "-"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+    return "\n".join(log_lines(record.log)[-lines:])
 
 
 def running_studies() -> list[str]:

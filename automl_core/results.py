@@ -7,8 +7,8 @@ import math
 import optuna
 import pandas as pd
 
-from automl_core import store
-from automl_core.search import CONFIG_ATTR, FAIL_REASON_ATTR, LIVE_ATTR, METRICS_ATTR
+from automl_core.errors import ArtifactMissing
+from automl_core.trials import TrialRecord, best_record, read_trials
 
 METRIC_COLUMNS = (
     "val_mse",
@@ -35,26 +35,30 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     Returns:
         The table; empty (with the columns) when the study has no trials.
     """
+    return records_frame(study.study_name, read_trials(study))
+
+
+def records_frame(study_name: str, records: list[TrialRecord]) -> pd.DataFrame:
+    """Trial records as the table :func:`trials_frame` describes.
+
+    Args:
+        study_name: The study the records belong to (the ``study`` column).
+        records: Its trials.
+
+    Returns:
+        The table, best validation MSE first.
+    """
     rows = []
-    for trial in study.get_trials(deepcopy=False):
-        metrics = trial.user_attrs.get(METRICS_ATTR, {})
-        live = trial.user_attrs.get(LIVE_ATTR, {})
-        note = trial.user_attrs.get(FAIL_REASON_ATTR, "")
-        if trial.state == optuna.trial.TrialState.PRUNED:
-            note = f"pruned after epoch {live.get('epoch', '?')}"
-        elif trial.state == optuna.trial.TrialState.FAIL and not note:
-            note = "interrupted or worker lost; retried"
-        elif "duplicate_of" in trial.user_attrs:
-            note = f"same configuration as trial {trial.user_attrs['duplicate_of']}: not retrained"
-        row = {"study": study.study_name, "trial": trial.number, "state": trial.state.name}
-        row.update(trial.user_attrs.get(CONFIG_ATTR, trial.params))
+    for record in records:
+        row = {"study": study_name, "trial": record.number, "state": record.state}
+        row.update(record.config)
         for column in METRIC_COLUMNS:
-            row[column] = metrics.get(column, math.nan)
-        if trial.state == optuna.trial.TrialState.PRUNED and live.get("val_loss"):
-            row["val_mse"] = min(live["val_loss"])
-            row["epochs"] = live.get("epoch", math.nan)
-        row["has_model"] = store.ARTIFACT_ATTR in trial.user_attrs
-        row["note"] = note
+            row[column] = record.metrics.get(column, math.nan)
+        if record.state == "PRUNED" and record.live.get("val_loss"):
+            row["val_mse"] = record.best_val_mse
+            row["epochs"] = record.live.get("epoch", math.nan)
+        row["has_model"] = record.has_model
+        row["note"] = record.note
         rows.append(row)
     return sort_trials(pd.DataFrame(rows, columns=None if rows else EMPTY_COLUMNS))
 
@@ -76,13 +80,7 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
     Raises:
         ArtifactMissing: No trial has finished with a model yet.
     """
-    finished = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if store.ARTIFACT_ATTR in t.user_attrs
-    ]
-    if not finished:
-        raise store.ArtifactMissing(
-            f"study {study.study_name!r} has no finished trial with a model yet"
-        )
-    return min(finished, key=lambda t: t.user_attrs[METRICS_ATTR]["val_mse"])
+    best = best_record(read_trials(study))
+    if best is None:
+        raise ArtifactMissing(f"study {study.study_name!r} has no finished trial with a model yet")
+    return study.get_trials(deepcopy=False)[best.number]

@@ -1,303 +1,108 @@
-"""The search: strategies (one registry), the budget, and the trial loop.
+"""The search loop: prepare a study, train its trials in workers, follow it to its budget.
 
 The space says what to try (:mod:`automl_core.space`), a strategy is Optuna's sampler and
-pruner, and the loop here trains, reports each epoch, stores the artifacts and records the
-trial. Progress flows out through callbacks ``(study, trial) -> None``.
+pruner (:mod:`automl_core.strategies`), the settings are one record stored on the study
+(:mod:`automl_core.settings`), and the loop here trains, reports each epoch, stores the
+artifacts and records the trial (:mod:`automl_core.trials`). Worker processes are started
+and stopped by :mod:`automl_core.processes`. Progress flows out through callbacks
+``(study, trial) -> None``.
 """
 
 from __future__ import annotations
 
 import gc
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import optuna
 
-from automl_core import store
-from automl_core.datasets import Dataset, load_dataset
+from automl_core import processes, store
+from automl_core.datasets import DATASETS, Dataset, load_arrays, load_dataset
 from automl_core.errors import ConfigError, StorageError, TrialFailure
-from automl_core.space import SearchSpace
+from automl_core.settings import (
+    DEADLINE_ATTR,
+    RESUMABLE_SETTINGS,
+    SECOND_OBJECTIVES,
+    SearchSettings,
+    settings_conflict,
+    study_settings,
+)
+from automl_core.strategies import Strategy, StrategyContext, get_strategy
+from automl_core.trials import (
+    ARTIFACT_ATTR,
+    CONFIG_ATTR,
+    DUPLICATE_ATTR,
+    FAIL_REASON_ATTR,
+    LIVE_ATTR,
+    METRICS_ATTR,
+    WORKER_ATTR,
+    BudgetCount,
+    TrialRecord,
+    finished_twin,
+    read_trials,
+)
 
 TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
-FAIL_REASON_ATTR = "fail_reason"
-LIVE_ATTR = "live"
-METRICS_ATTR = "metrics"
-CONFIG_ATTR = "config"
-DEADLINE_ATTR = "deadline"
-DUPLICATE_ATTR = "duplicate_of"
-WORKER_ATTR = "worker"
 
 
-def worker_id(pid: int | None = None) -> str:
-    """``host:pid`` of a worker process (this one by default), as recorded on its trials."""
-    import socket
-
-    return f"{socket.gethostname()}:{pid or os.getpid()}"
-
-
-def requeue_orphans(study: optuna.Study, workers: set[str]) -> int:
-    """Fails and queues again the RUNNING trials of worker processes that are gone.
-
-    Used after a supervisor stopped its workers: a worker interrupted at an awkward moment
-    may leave its trial RUNNING, which heartbeats would only fix a minute later.
-
-    Returns:
-        How many trials were queued again.
-    """
-    queued = 0
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if trial.user_attrs.get(WORKER_ATTR) in workers:
-            study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-            if trial.params:
-                study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-            queued += 1
-    return queued
-
-
-SECOND_OBJECTIVES = {"compression_ratio": "maximize", "param_count": "minimize"}
-
-
-@dataclass(frozen=True)
-class Strategy:
-    """One search algorithm: an Optuna sampler, a pruner, and the study's directions.
-
-    Attributes:
-        description: One line for ``--help`` and the sidebar.
-        make_sampler: ``(space, seed, input_shape) -> optuna sampler``; ``input_shape`` is
-            one image's (H, W, C), for samplers that weigh a model's cost.
-        make_pruner: ``(max_epochs) -> optuna pruner``.
-        multi_objective: Whether trials return (val_mse, second objective).
-        needs_grid: Whether every parameter must be a list of choices.
-        requires: A Python module the strategy imports, checked before the search starts.
-    """
-
-    description: str
-    make_sampler: Callable[
-        [SearchSpace, int | None, tuple[int, int, int]], optuna.samplers.BaseSampler
-    ]
-    make_pruner: Callable[[int], optuna.pruners.BasePruner] = lambda max_epochs: (
-        optuna.pruners.NopPruner()
-    )
-    multi_objective: bool = False
-    needs_grid: bool = False
-    requires: str | None = None
-
-
-def _tpe(space: SearchSpace, seed: int | None, input_shape=None) -> optuna.samplers.BaseSampler:
-    """TPE with a short random start, modelling parameters jointly.
-
-    Three random trials, not Optuna's ten: a search on two cores often runs only a dozen
-    full trials, and the model must start steering early to matter.
-    """
-    return optuna.samplers.TPESampler(
-        seed=seed, n_startup_trials=3, multivariate=True, constant_liar=True
-    )
-
-
-def _cost_aware_tpe(space: SearchSpace, seed: int | None, input_shape: tuple[int, int, int]):
-    """TPE ranking proposals by improvement per predicted second of training."""
-    from automl_core.models import architecture_work
-    from automl_core.samplers import CostAwareTPESampler
-    from automl_core.space import ModelConfig
-
-    def work_of(params: dict) -> float:
-        try:
-            return architecture_work(ModelConfig(**params), input_shape)
-        except (ConfigError, ValueError):
-            return 0.0  # it cannot be built: the trial fails at once, costing nothing
-
-    return CostAwareTPESampler(space.distributions(), work_of, seed=seed)
-
-
-def _random(space: SearchSpace, seed: int | None, input_shape=None) -> optuna.samplers.BaseSampler:
-    """Uniform random draws."""
-    return optuna.samplers.RandomSampler(seed=seed)
-
-
-STRATEGIES: dict[str, Strategy] = {
-    "grid": Strategy(
-        "every configuration of the grid, each once",
-        lambda space, seed, input_shape: optuna.samplers.GridSampler(space.grid(), seed=seed),
-        needs_grid=True,
-    ),
-    "random": Strategy("configurations drawn uniformly at random", _random),
-    "tpe-cost": Strategy(
-        "Bayesian (TPE), improvement per second of training: cheap models first",
-        _cost_aware_tpe,
-    ),
-    "tpe": Strategy("Bayesian: tree-structured Parzen estimator", _tpe),
-    "gp": Strategy(
-        "Bayesian: Gaussian process (needs PyTorch: pip install torch)",
-        lambda space, seed, input_shape: optuna.samplers.GPSampler(seed=seed),
-        requires="torch",
-    ),
-    "hyperband": Strategy(
-        "TPE proposals, Hyperband stops poor trials early",
-        _tpe,
-        make_pruner=lambda max_epochs: optuna.pruners.HyperbandPruner(
-            min_resource=1, max_resource=max_epochs, reduction_factor=3
-        ),
-    ),
-    "asha": Strategy(
-        "random proposals, asynchronous successive halving stops poor trials early",
-        _random,
-        make_pruner=lambda max_epochs: optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=1, reduction_factor=3
-        ),
-    ),
-    "nsga2": Strategy(
-        "multi-objective genetic search: validation MSE against compression (Pareto front)",
-        lambda space, seed, input_shape: optuna.samplers.NSGAIISampler(
-            seed=seed, population_size=10
-        ),
-        multi_objective=True,
-    ),
-}
-DEFAULT_STRATEGY = "tpe-cost"
-
-
-def get_strategy(name: str) -> Strategy:
-    """The registered strategy of that name.
+def dataset_input_shape(source: str) -> tuple[int, int, int]:
+    """The (H, W, C) of one image of a registry dataset or a dataset path.
 
     Raises:
-        ConfigError: The name is not registered, or the strategy's extra is not installed.
+        DatasetError: The dataset cannot be loaded.
     """
-    if name not in STRATEGIES:
-        raise ConfigError(f"unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)}")
-    strategy = STRATEGIES[name]
-    if strategy.requires:
-        import importlib.util
-
-        if importlib.util.find_spec(strategy.requires) is None:
-            raise ConfigError(
-                f"strategy {name!r} needs the package {strategy.requires!r}, which is not "
-                f"installed; run: pip install {strategy.requires}"
-            )
-    return strategy
+    x, _, _ = load_arrays(source)
+    return tuple(int(d) for d in x.shape[1:])  # type: ignore[return-value]
 
 
-@dataclass(frozen=True)
-class SearchSettings:
-    """Everything that defines a search; stored on the study so any worker can join it.
+def check_search(
+    settings: SearchSettings,
+    storage_url: str | None = None,
+    input_shape: tuple[int, int, int] | None = None,
+) -> Strategy:
+    """Checks a search before anything starts, so the caller can say what is wrong at once.
 
-    Attributes:
-        study: The study's name.
-        dataset: A registry name or a path every worker can read.
-        space: The search space, as :meth:`SearchSpace.to_dict` gives it.
-        strategy: A :data:`STRATEGIES` name.
-        trials: Trials to finish in the whole study (None: the grid's size, or 20).
-        timeout: Seconds of wall clock for the search from its (re)start, or None.
-        max_epochs: Most epochs per trial.
-        seed: Seed of the data split, the sampler and weight initialisation.
-        max_images: Use only this many images (tiny runs), or None for all.
-        val_fraction: Share of images for validation.
-        test_fraction: Share of images for the test split.
-        second_objective: For multi-objective strategies: ``compression_ratio`` or
-            ``param_count``.
-    """
-
-    study: str
-    dataset: str = "mnist-5k"
-    space: dict[str, Any] = field(default_factory=dict)
-    strategy: str = DEFAULT_STRATEGY
-    trials: int | None = None
-    timeout: float | None = None
-    max_epochs: int = 20
-    seed: int = 0
-    max_images: int | None = None
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    second_objective: str = "compression_ratio"
-
-    def __post_init__(self) -> None:
-        store.validate_study_name(self.study)
-        if self.trials is not None and (isinstance(self.trials, bool) or self.trials < 1):
-            raise ConfigError(f"trials must be a positive integer, got trials={self.trials}")
-        if self.timeout is not None and not self.timeout > 0:
-            raise ConfigError(
-                f"timeout must be a positive number of seconds, got timeout={self.timeout}"
-            )
-        if isinstance(self.max_epochs, bool) or self.max_epochs < 1:
-            raise ConfigError(
-                f"max_epochs must be a positive integer, got max_epochs={self.max_epochs}"
-            )
-        if self.second_objective not in SECOND_OBJECTIVES:
-            raise ConfigError(
-                f"unknown second objective {self.second_objective!r}; expected one of "
-                f"{', '.join(SECOND_OBJECTIVES)}"
-            )
-
-    def search_space(self) -> SearchSpace:
-        """The space as an object."""
-        return SearchSpace.from_dict(self.space)
-
-    def trial_budget(self) -> int:
-        """Trials to finish: ``trials``, capped by the grid size for grid search."""
-        size = self.search_space().grid_size()
-        if self.strategy == "grid" and size is not None:
-            return min(self.trials, size) if self.trials else size
-        if self.trials:
-            return self.trials
-        return 10_000 if self.timeout else 20
-
-    def to_dict(self) -> dict[str, Any]:
-        """The settings as a JSON-ready dict."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> SearchSettings:
-        """Reads :meth:`to_dict` output back."""
-        return cls(**values)
-
-
-# settings a re-run may change without making it another search
-RESUMABLE_SETTINGS = ("trials", "timeout", "max_epochs")
-# a worker process ends after this many trials and a fresh one takes over: TensorFlow keeps
-# ~10 MB per trained model even after clear_session(), so a long-lived process would grow
-TRIALS_PER_PROCESS = int(os.environ.get("AUTOML_TRIALS_PER_PROCESS", "16"))
-
-
-def settings_conflict(settings: SearchSettings, stored: dict[str, Any]) -> str | None:
-    """Why a re-run with ``settings`` cannot resume a study stored with ``stored``, or None.
+    The one pre-flight check of the CLI's ``search`` and the dashboard's launch.
 
     Args:
-        settings: The new run's settings.
-        stored: The study's stored settings (:meth:`SearchSettings.to_dict`).
+        settings: The search.
+        storage_url: Where studies live. Defaults to :func:`store.default_storage_url`.
+        input_shape: One image's (H, W, C) when the caller has loaded the data already;
+            otherwise offline datasets and paths are read to learn it (downloadable ones
+            are checked by the worker that downloads them).
 
     Returns:
-        A message naming the first differing setting, or None when they match.
+        The search's strategy.
+
+    Raises:
+        ConfigError: Unknown strategy, impossible space for the images, or the study
+            exists with other settings.
+        DatasetError: The dataset cannot be loaded.
     """
-    wanted = {**settings.to_dict(), "space": settings.search_space().to_dict()}
-    for key, value in wanted.items():
-        if key not in RESUMABLE_SETTINGS and stored.get(key) != value:
-            return (
-                f"study {settings.study!r} already exists with {key}={stored.get(key)!r}, not "
-                f"{value!r}; resume it with the same settings or pick a new study name"
-            )
-    return None
-
-
-def _count_trials(study: optuna.Study) -> tuple[int, int]:
-    """(finished trials that use up budget, trials running now).
-
-    A trial failed for a reason of its own counts; one interrupted or killed (no reason
-    recorded) does not: it is retried.
-    """
-    done = running = 0
-    for trial in study.get_trials(deepcopy=False):
-        if trial.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
-            done += 1
-        elif trial.state == optuna.trial.TrialState.FAIL and FAIL_REASON_ATTR in trial.user_attrs:
-            done += 1
-        elif trial.state == optuna.trial.TrialState.RUNNING:
-            running += 1
-    return done, running
+    strategy = get_strategy(settings.strategy)
+    space = settings.search_space()
+    if strategy.needs_grid:
+        space.grid()
+    if input_shape is None and (
+        settings.dataset not in DATASETS or DATASETS[settings.dataset].offline
+    ):
+        input_shape = dataset_input_shape(settings.dataset)
+    if input_shape is not None:
+        space.validate_for(input_shape)
+    if settings.study not in store.study_names(storage_url):
+        return strategy
+    try:
+        stored = study_settings(store.load_study(settings.study, storage_url)).to_dict()
+    except StorageError as exc:
+        raise ConfigError(str(exc)) from None
+    conflict = settings_conflict(settings, stored)
+    if conflict:
+        raise ConfigError(conflict)
+    return strategy
 
 
 def prepare_study(settings: SearchSettings, storage_url: str | None = None) -> optuna.Study:
@@ -341,20 +146,6 @@ def prepare_study(settings: SearchSettings, storage_url: str | None = None) -> o
     return study
 
 
-def study_settings(study: optuna.Study) -> SearchSettings:
-    """The settings stored on a study by :func:`prepare_study`.
-
-    Raises:
-        StorageError: The study was not created by this tool.
-    """
-    stored = study.user_attrs.get(store.SETTINGS_ATTR)
-    if stored is None:
-        raise StorageError(
-            f"study {study.study_name!r} has no search settings; it was not created by automl_core"
-        )
-    return SearchSettings.from_dict(stored)
-
-
 def trial_reporter(trial: optuna.Trial, prune: bool, deadline: float | None, max_epochs: int):
     """A Keras callback that reports each epoch to Optuna, publishes live progress, prunes.
 
@@ -392,18 +183,6 @@ def trial_reporter(trial: optuna.Trial, prune: bool, deadline: float | None, max
     return Reporter()
 
 
-def _finished_twin(study: optuna.Study, config: dict) -> optuna.trial.FrozenTrial | None:
-    """An earlier complete trial of the same configuration with a saved model, if any."""
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        if (
-            trial.user_attrs.get(CONFIG_ATTR) == config
-            and store.ARTIFACT_ATTR in trial.user_attrs
-            and DUPLICATE_ATTR not in trial.user_attrs
-        ):
-            return trial
-    return None
-
-
 def _objective(
     settings: SearchSettings, dataset: Dataset, strategy: Strategy, study: optuna.Study
 ):
@@ -413,21 +192,21 @@ def _objective(
     space = settings.search_space()
 
     def objective(trial: optuna.Trial):
-        trial.set_user_attr(WORKER_ATTR, worker_id())
+        trial.set_user_attr(WORKER_ATTR, processes.worker_id())
         config = space.suggest(trial)
         trial.set_user_attr(CONFIG_ATTR, config.to_dict())
-        earlier = _finished_twin(study, config.to_dict())
+        earlier = finished_twin(read_trials(study), config.to_dict())
         if earlier is not None:
             # samplers may propose a configuration again; training is seeded, so reuse it
-            for key in (METRICS_ATTR, store.ARTIFACT_ATTR):
-                trial.set_user_attr(key, earlier.user_attrs[key])
+            trial.set_user_attr(METRICS_ATTR, earlier.metrics)
+            trial.set_user_attr(ARTIFACT_ATTR, earlier.artifact_dir)
             trial.set_user_attr(DUPLICATE_ATTR, earlier.number)
-            return earlier.values[0] if len(earlier.values) == 1 else tuple(earlier.values)
-        deadline = study.user_attrs.get(DEADLINE_ATTR)
+            values = earlier.values or ()
+            return values[0] if len(values) == 1 else tuple(values)
         reporter = trial_reporter(
             trial,
-            prune=not strategy.multi_objective,
-            deadline=deadline,
+            prune=strategy.prunes,
+            deadline=study.user_attrs.get(DEADLINE_ATTR),
             max_epochs=settings.max_epochs,
         )
         try:
@@ -453,7 +232,7 @@ def _objective(
             config.to_dict(),
         )
         trial.set_user_attr(METRICS_ATTR, metrics)
-        trial.set_user_attr(store.ARTIFACT_ATTR, relative)
+        trial.set_user_attr(ARTIFACT_ATTR, relative)
         if strategy.multi_objective:
             return metrics["val_mse"], metrics[settings.second_objective]
         return metrics["val_mse"]
@@ -463,9 +242,10 @@ def _objective(
 
 def _retry_interrupted(study: optuna.Study, trial: optuna.trial.FrozenTrial | None) -> None:
     """Queues the parameters of a trial cut off by Ctrl-C so a re-run tries them again."""
-    if trial is not None and trial.state == optuna.trial.TrialState.FAIL and trial.params:
-        if FAIL_REASON_ATTR not in trial.user_attrs:
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+    if trial is None or trial.state != optuna.trial.TrialState.FAIL:
+        return
+    if not TrialRecord.from_frozen(trial).fail_reason:
+        processes.requeue(study, trial.number, trial.params)
 
 
 def budget_left(study: optuna.Study, settings: SearchSettings) -> bool:
@@ -480,8 +260,8 @@ def budget_left(study: optuna.Study, settings: SearchSettings) -> bool:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-    done, running = _count_trials(study)
-    return done + running < settings.trial_budget()
+    count = BudgetCount.of(read_trials(study))
+    return count.done + count.running < settings.trial_budget()
 
 
 def run_worker(
@@ -523,11 +303,14 @@ def run_worker(
     )
     space = settings.search_space()
     space.validate_for(dataset.input_shape)
+    context = StrategyContext(
+        space, settings.seed + seed_offset, dataset.input_shape, settings.max_epochs
+    )
     study = optuna.load_study(
         study_name=study_name,
         storage=store.open_storage(storage_url),
-        sampler=strategy.make_sampler(space, settings.seed + seed_offset, dataset.input_shape),
-        pruner=strategy.make_pruner(settings.max_epochs),
+        sampler=strategy.make_sampler(context),
+        pruner=strategy.make_pruner(context),
     )
     objective = _objective(settings, dataset, strategy, study)
     callbacks = [on_trial] if on_trial else []
@@ -583,7 +366,6 @@ def run_search(
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be a positive integer, got workers={workers!r}")
-    get_strategy(settings.strategy)
     dataset = load_dataset(
         settings.dataset,
         settings.seed,
@@ -591,7 +373,7 @@ def run_search(
         settings.test_fraction,
         settings.max_images,
     )
-    settings.search_space().validate_for(dataset.input_shape)
+    check_search(settings, storage_url, dataset.input_shape)
     study = prepare_study(settings, storage_url)
     settings = study_settings(study)
     reported = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
@@ -605,7 +387,7 @@ def run_search(
                 if child.returncode != 0:
                     crashes += 1
                     last_error = (
-                        _last_error_line(settings.study, index)
+                        processes.last_error_line(settings.study, index)
                         or f"exit status {child.returncode}"
                     )
             progressed = _report_finished(study, reported, on_trial)
@@ -619,12 +401,12 @@ def run_search(
             if not more and not children:
                 break
             while more and len(children) < workers:
-                children[spawned] = spawn_worker(settings.study, storage_url, spawned)
+                children[spawned] = processes.spawn_worker(settings.study, storage_url, spawned)
                 spawned += 1
             time.sleep(poll_seconds)
     except BaseException:
-        stop_workers(list(children.values()))
-        requeue_orphans(study, {worker_id(c.pid) for c in children.values()})
+        processes.stop_workers(list(children.values()))
+        processes.requeue_orphans(study, {processes.worker_id(c.pid) for c in children.values()})
         _report_finished(study, reported, on_trial)
         raise
     _report_finished(study, reported, on_trial)
@@ -645,74 +427,3 @@ def _report_finished(
         if on_trial:
             on_trial(study, trial)
     return bool(new)
-
-
-def worker_log_path(study_name: str, index: int) -> Path:
-    """Where a supervised worker's stderr goes: ``<runs>/logs/<study>-worker-<index>.log``."""
-    return (
-        store.runs_home() / "logs" / f"{store.validate_study_name(study_name)}-worker-{index}.log"
-    )
-
-
-def spawn_worker(study_name: str, storage_url: str | None, index: int):
-    """Starts a quiet ``python -m automl_core worker`` for a study as a child process.
-
-    Its stderr (TensorFlow's start-up chatter included) goes to :func:`worker_log_path`.
-    """
-    import subprocess
-    import sys
-
-    command = [
-        sys.executable,
-        "-m",
-        "automl_core",
-        "worker",
-        "--study",
-        study_name,
-        "--seed-offset",
-        str(index),
-        "--max-trials",
-        str(TRIALS_PER_PROCESS),
-        "--quiet",
-    ]
-    if storage_url:
-        command += ["--storage", storage_url]
-    log = worker_log_path(study_name, index)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "wb") as stderr:
-        return subprocess.Popen(
-            command,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-
-
-def _last_error_line(study_name: str, index: int) -> str:
-    """The last meaningful line a worker wrote to its log (its error), or ''."""
-    try:
-        lines = worker_log_path(study_name, index).read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    meaningful = [
-        line
-        for line in lines
-        if line.strip() and not line.startswith(("I0000", "W0000", "WARNING: All log"))
-    ]
-    return meaningful[-1].strip() if meaningful else ""
-
-
-def stop_workers(children: list, wait_seconds: float = 30.0) -> None:
-    """Stops worker processes: SIGINT (they queue their trial again), then SIGKILL."""
-    import signal
-    import subprocess
-
-    for child in children:
-        if child.poll() is None:
-            child.send_signal(signal.SIGINT)
-    for child in children:
-        try:
-            child.wait(timeout=wait_seconds)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()

@@ -9,104 +9,189 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any
 
 from automl_core.errors import ConfigError
 
 ACTIVATIONS = ("relu", "elu", "selu", "gelu", "leaky_relu", "swish", "sigmoid", "tanh")
-OPTIMIZERS = ("adam", "adamw", "nadam", "rmsprop", "sgd", "lion")
-# names of automl_core.models.BLOCKS; kept here so the space can be checked without Keras
-BLOCK_NAMES = ("pool", "strided")
+# optimizer name -> the keras.optimizers class that implements it
+OPTIMIZERS = {
+    "adam": "Adam",
+    "adamw": "AdamW",
+    "nadam": "Nadam",
+    "rmsprop": "RMSprop",
+    "sgd": "SGD",
+    "lion": "Lion",
+}
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    """One point of the search space: everything needed to build and train one model.
+class ParameterSpec:
+    """One search-space parameter: everything parsing, the CLI, the sidebar and the cost
+    model need to know about it.
 
     Attributes:
-        num_conv_layers: Convolution + downsampling blocks in the encoder (and the decoder).
-        filters: Filters of every convolution block.
-        activation: Activation of the hidden layers (see :data:`ACTIVATIONS`).
-        latent_dim: Size of the bottleneck vector.
-        kernel_size: Side of the square convolution kernels.
-        learning_rate: Initial learning rate.
-        batch_size: Images per training step.
-        optimizer: Optimizer name (see :data:`OPTIMIZERS`).
-        block: How each block changes resolution (see ``automl_core.models.BLOCKS``).
+        name: The parameter's name (a :class:`ModelConfig` field, a CLI flag, a space key).
+        kind: ``int``, ``float`` (positive numbers, may be a range), ``bool`` or ``choice``
+            (one of ``allowed``).
+        default: The value a space that omits the parameter uses.
+        grid: The choices of the default search space (the original grid).
+        offered: The values the dashboard's sidebar offers.
+        label: A short human name for widgets and tables.
+        help: One line: what the parameter changes.
+        allowed: For ``choice``: the valid values. Defaults to None.
+        maximum: For ``int`` / ``float``: the largest accepted value, so a typo cannot ask
+            for a model that exhausts memory. Defaults to None (no cap).
+        log: Ranges of this parameter are sampled on a log scale. Defaults to False.
+        rangeable: The sidebar offers it as a range as well as choices. Defaults to False.
+        costly: It changes a model's work per image (the cost model reads these). Defaults
+            to False.
     """
 
-    num_conv_layers: int = 2
-    filters: int = 16
-    activation: str = "relu"
-    latent_dim: int = 16
-    kernel_size: int = 3
-    learning_rate: float = 1e-3
-    batch_size: int = 64
-    optimizer: str = "adam"
-    block: str = "pool"
+    name: str
+    kind: str
+    default: Any
+    grid: tuple
+    offered: tuple
+    label: str
+    help: str
+    allowed: tuple | None = None
+    maximum: float | None = None
+    log: bool = False
+    rangeable: bool = False
+    costly: bool = False
 
-    def to_dict(self) -> dict[str, Any]:
-        """The configuration as a JSON-ready dict."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
-        """Builds a configuration from :meth:`to_dict` output, checking every value.
-
-        Args:
-            values: Parameter names to values; missing names take the defaults.
-
-        Returns:
-            The configuration.
-
-        Raises:
-            ConfigError: A name is unknown or a value is invalid.
-        """
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown parameter {unknown[0]!r}; expected one of {sorted(known)}")
-        for name, value in values.items():
-            _check_value(name, value)
-        return cls(**values)
+    @property
+    def numeric(self) -> bool:
+        """Whether the parameter may be a numeric range."""
+        return self.kind in ("int", "float")
 
 
-PARAMETER_KINDS: dict[str, str] = {
-    "num_conv_layers": "int",
-    "filters": "int",
-    "activation": "activation",
-    "latent_dim": "int",
-    "kernel_size": "int",
-    "learning_rate": "float",
-    "batch_size": "int",
-    "optimizer": "optimizer",
-    "block": "block",
+def _blocks() -> tuple[str, ...]:
+    from automl_core.blocks import BLOCKS
+
+    return tuple(BLOCKS)
+
+
+# The parameter table: one row per parameter. Adding a parameter means adding a row here
+# and reading it in the model builder (automl_core.models) or training.
+# fmt: off
+PARAMETERS: dict[str, ParameterSpec] = {
+    p.name: p
+    for p in (
+        ParameterSpec(
+            "num_conv_layers", "int", 2, (1, 2), (1, 2, 3, 4), "Conv layers",
+            "convolution + downsampling blocks in the encoder (and the decoder)",
+            maximum=8, costly=True,
+        ),
+        ParameterSpec(
+            "filters", "int", 16, (16, 32), (4, 8, 16, 32, 64), "Filters",
+            "filters of every convolution block", maximum=1024, rangeable=True, costly=True,
+        ),
+        ParameterSpec(
+            "activation", "choice", "relu", ("relu", "sigmoid"), ACTIVATIONS, "Activation",
+            "activation of the hidden layers", allowed=ACTIVATIONS,
+        ),
+        ParameterSpec(
+            "latent_dim", "int", 16, (8, 16), (2, 4, 8, 16, 32, 64, 128), "Latent dim",
+            "size of the bottleneck vector", maximum=4096, rangeable=True, costly=True,
+        ),
+        ParameterSpec(
+            "kernel_size", "int", 3, (3,), (3, 5, 7), "Kernel size",
+            "side of the square convolution kernels", maximum=15, costly=True,
+        ),
+        ParameterSpec(
+            "learning_rate", "float", 1e-3, (1e-3,), (1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
+            "Learning rate", "initial learning rate", maximum=10.0, log=True, rangeable=True,
+        ),
+        ParameterSpec(
+            "batch_size", "int", 64, (64,), (16, 32, 64, 128), "Batch size",
+            "images per training step", maximum=4096,
+        ),
+        ParameterSpec(
+            "optimizer", "choice", "adam", ("adam",), tuple(OPTIMIZERS), "Optimizer",
+            "the optimizer", allowed=tuple(OPTIMIZERS),
+        ),
+        ParameterSpec(
+            "block", "choice", "pool", ("pool",), _blocks(), "Block",
+            "how each block changes resolution (see automl_core.blocks)", allowed=_blocks(),
+            costly=True,
+        ),
+    )
 }
+# fmt: on
+DEFAULT_SPACE: dict[str, Any] = {name: list(p.grid) for name, p in PARAMETERS.items()}
+
+
+def _config_to_dict(self) -> dict[str, Any]:
+    """The configuration as a JSON-ready dict."""
+    return asdict(self)
+
+
+def _config_from_dict(cls, values: dict[str, Any]):
+    """Builds a configuration from :meth:`to_dict` output, checking every value.
+
+    Args:
+        values: Parameter names to values; missing names take the defaults.
+
+    Returns:
+        The configuration.
+
+    Raises:
+        ConfigError: A name is unknown or a value is invalid.
+    """
+    unknown = sorted(set(values) - set(PARAMETERS))
+    if unknown:
+        raise ConfigError(f"unknown parameter {unknown[0]!r}; expected one of {list(PARAMETERS)}")
+    for name, value in values.items():
+        _check_value(name, value)
+    return cls(**values)
+
+
+_TYPES = {"int": int, "float": float, "bool": bool, "choice": str}
+# One point of the search space, with one field per row of PARAMETERS (in table order), so
+# the table stays the only declaration of a parameter.
+ModelConfig = make_dataclass(
+    "ModelConfig",
+    [(p.name, _TYPES[p.kind], field(default=p.default)) for p in PARAMETERS.values()],
+    frozen=True,
+    namespace={
+        "to_dict": _config_to_dict,
+        "from_dict": classmethod(_config_from_dict),
+        "__module__": __name__,
+    },
+)
+ModelConfig.__doc__ = (
+    "One point of the search space: everything needed to build and train one model.\n\n"
+    "Attributes:\n"
+    + "".join(f"    {p.name}: {p.help[0].upper()}{p.help[1:]}.\n" for p in PARAMETERS.values())
+)
 
 
 def _check_value(name: str, value: Any) -> None:
     """Raises ConfigError unless ``value`` is valid for parameter ``name``."""
-    kind = PARAMETER_KINDS.get(name)
-    if kind is None:
-        raise ConfigError(f"unknown parameter {name!r}; expected one of {list(PARAMETER_KINDS)}")
-    if kind == "int":
+    spec = PARAMETERS.get(name)
+    if spec is None:
+        raise ConfigError(f"unknown parameter {name!r}; expected one of {list(PARAMETERS)}")
+    if spec.kind == "int":
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ConfigError(f"{name} must be a positive integer, got {name}={value!r}")
-    elif kind == "float":
+    elif spec.kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{name} must be a positive number, got {name}={value!r}")
         if not math.isfinite(value) or value <= 0:
             raise ConfigError(f"{name} must be a positive number, got {name}={value!r}")
-    elif kind == "activation" and value not in ACTIVATIONS:
+    elif spec.kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, got {name}={value!r}")
+    elif value not in spec.allowed:  # type: ignore[operator]
         raise ConfigError(
-            f"unknown activation {value!r}; expected one of {', '.join(ACTIVATIONS)}"
+            f"unknown {name} {value!r}; expected one of {', '.join(map(str, spec.allowed))}"
         )
-    elif kind == "optimizer" and value not in OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer {value!r}; expected one of {', '.join(OPTIMIZERS)}")
-    elif kind == "block" and value not in BLOCK_NAMES:
-        raise ConfigError(f"unknown block {value!r}; expected one of {', '.join(BLOCK_NAMES)}")
+    if spec.maximum is not None and value > spec.maximum:
+        raise ConfigError(f"{name} must be at most {spec.maximum:g}, got {name}={value!r}")
 
 
 @dataclass(frozen=True)
@@ -154,9 +239,9 @@ DEFAULT_SPACE: dict[str, Any] = {
 
 def _parse_parameter(name: str, spec: Any) -> Parameter:
     """Turns one JSON value (list, scalar or range object) into a checked parameter."""
-    if name not in PARAMETER_KINDS:
-        raise ConfigError(f"unknown parameter {name!r}; expected one of {list(PARAMETER_KINDS)}")
-    kind = PARAMETER_KINDS[name]
+    if name not in PARAMETERS:
+        raise ConfigError(f"unknown parameter {name!r}; expected one of {list(PARAMETERS)}")
+    kind = PARAMETERS[name].kind
     if isinstance(spec, dict):
         if kind not in ("int", "float"):
             raise ConfigError(f"{name} takes a list of choices, not a range, got {spec!r}")
@@ -235,9 +320,9 @@ class SearchSpace:
         parameters = {name: _parse_parameter(name, value) for name, value in spec.items()}
         if fill_defaults:
             defaults = ModelConfig()
-            for name in PARAMETER_KINDS:
+            for name in PARAMETERS:
                 parameters.setdefault(name, Choice((getattr(defaults, name),)))
-        ordered = {name: parameters[name] for name in PARAMETER_KINDS if name in parameters}
+        ordered = {name: parameters[name] for name in PARAMETERS if name in parameters}
         return cls(ordered)
 
     def to_dict(self) -> dict[str, Any]:
@@ -310,7 +395,7 @@ class SearchSpace:
         for name, p in self.parameters.items():
             if isinstance(p, Choice):
                 result[name] = CategoricalDistribution(list(p.values))
-            elif PARAMETER_KINDS[name] == "int":
+            elif PARAMETERS[name].kind == "int":
                 step = int(p.step) if p.step else 1
                 result[name] = IntDistribution(int(p.low), int(p.high), step=step, log=p.log)
             else:
@@ -380,9 +465,9 @@ def parse_parameter_text(name: str, text: str) -> Any:
     Raises:
         ConfigError: The text cannot be read as the parameter's kind.
     """
-    kind = PARAMETER_KINDS.get(name)
-    if kind is None:
-        raise ConfigError(f"unknown parameter {name!r}; expected one of {list(PARAMETER_KINDS)}")
+    if name not in PARAMETERS:
+        raise ConfigError(f"unknown parameter {name!r}; expected one of {list(PARAMETERS)}")
+    kind = PARAMETERS[name].kind
 
     def number(token: str):
         try:
@@ -401,4 +486,16 @@ def parse_parameter_text(name: str, text: str) -> Any:
     tokens = [t.strip() for t in text.split(",") if t.strip()]
     if not tokens:
         raise ConfigError(f"{name}: the list of choices is empty; give at least one value")
+    if kind == "bool":
+        return [_boolean(name, t) for t in tokens]
     return [number(t) if kind in ("int", "float") else t for t in tokens]
+
+
+def _boolean(name: str, token: str) -> bool:
+    """``true`` / ``false`` (or yes / no, 1 / 0) from command-line text."""
+    lowered = token.lower()
+    if lowered in ("true", "yes", "1", "on"):
+        return True
+    if lowered in ("false", "no", "0", "off"):
+        return False
+    raise ConfigError(f"{name}: expected true or false, got {token!r}")

@@ -25,9 +25,9 @@ from typing import Any
 import optuna
 
 from automl_core.errors import ArtifactMissing, ConfigError, StorageError
+from automl_core.trials import ARTIFACT_ATTR
 
 STUDY_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-ARTIFACT_ATTR = "artifact_dir"
 ARTIFACT_ROOT_ATTR = "artifact_root"
 SETTINGS_ATTR = "settings"
 

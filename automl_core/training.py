@@ -13,16 +13,8 @@ from automl_core.datasets import Dataset
 from automl_core.errors import TrialFailure
 from automl_core.metrics import reconstruction_scores
 from automl_core.models import Autoencoder, build_autoencoder
-from automl_core.space import ModelConfig
+from automl_core.space import OPTIMIZERS, ModelConfig
 
-OPTIMIZER_CLASSES = {
-    "adam": keras.optimizers.Adam,
-    "adamw": keras.optimizers.AdamW,
-    "nadam": keras.optimizers.Nadam,
-    "rmsprop": keras.optimizers.RMSprop,
-    "sgd": keras.optimizers.SGD,
-    "lion": keras.optimizers.Lion,
-}
 EARLY_STOPPING_PATIENCE = 3
 # many small steps per graph call: per-step overhead dominates models this small
 STEPS_PER_EXECUTION = 16
@@ -76,7 +68,8 @@ class TrainedModel:
 
 def make_optimizer(config: ModelConfig) -> keras.optimizers.Optimizer:
     """The Keras optimizer named by the configuration, at its learning rate."""
-    return OPTIMIZER_CLASSES[config.optimizer](learning_rate=config.learning_rate)
+    optimizer_class = getattr(keras.optimizers, OPTIMIZERS[config.optimizer])
+    return optimizer_class(learning_rate=config.learning_rate)
 
 
 def compile_autoencoder(models: Autoencoder, config: ModelConfig) -> None:

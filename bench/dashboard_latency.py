@@ -33,7 +33,7 @@ def build_study(n_trials: int) -> bool:
     import optuna
 
     from automl_core import store
-    from automl_core.search import SearchSettings
+    from automl_core.settings import SearchSettings
     from automl_core.space import DEFAULT_SPACE, SearchSpace
 
     url = store.default_storage_url()

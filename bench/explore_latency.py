@@ -37,7 +37,7 @@ def main() -> None:
     import keras
     import streamlit as st
 
-    from automl_core import inspect, inspect_charts, latent
+    from automl_core import charts, inspect, latent
     from automl_core.datasets import load_dataset
     from automl_core.models import build_autoencoder
     from automl_core.space import ModelConfig
@@ -54,8 +54,7 @@ def main() -> None:
     # filters: extraction and one heatmap grid per layer
     def filters_render(filters):
         return [
-            inspect_charts.filters_figure(f, "mean" if f.num_input_channels > 1 else 0)
-            for f in filters
+            charts.filters_figure(f, "mean" if f.num_input_channels > 1 else 0) for f in filters
         ]
 
     cached_filters = st.cache_data(lambda: inspect.conv_filters(model))
@@ -66,7 +65,7 @@ def main() -> None:
     # activations: the probe is built once per model (cache_resource), then per image
     def activations_render(probe, image):
         acts = probe(image)
-        return [inspect_charts.activation_figure(a) for a in acts]
+        return [charts.activation_figure(a) for a in acts]
 
     (probe, build) = _timed(lambda: inspect.ActivationProbe(model))
     _, first = _timed(lambda: activations_render(probe, data.x_test[0]))
@@ -106,7 +105,7 @@ def main() -> None:
 
         def render(n=n, method=method, params=params):
             proj = projection(n, method, params)
-            return inspect_charts.projection_figure(proj, labels[:n], data.class_names)
+            return charts.projection_figure(proj, labels[:n], data.class_names)
 
         _, first = _timed(render)
         _, cached = _timed(render)

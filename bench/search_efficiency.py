@@ -48,7 +48,8 @@ def run_one(strategy: str, space: dict, budget: float | None, home: Path) -> dic
     code = f"""
 import json, sys
 sys.path.insert(0, {str(ROOT)!r})
-from automl_core.search import SearchSettings, run_search
+from automl_core.search import run_search
+from automl_core.settings import SearchSettings
 settings = SearchSettings(study={strategy!r}, dataset="mnist-5k", space=json.loads({json.dumps(space)!r}),
     strategy={strategy!r}, trials={None if budget else None}, timeout={budget!r},
     max_epochs={MAX_EPOCHS}, seed=0, val_fraction={SPLIT["val_fraction"]},
@@ -105,7 +106,8 @@ def memory_over_trials(n_trials: int = 50, trials_per_process: int | None = None
     code = f"""
 import glob, sys
 sys.path.insert(0, {str(ROOT)!r})
-from automl_core.search import SearchSettings, run_search
+from automl_core.search import run_search
+from automl_core.settings import SearchSettings
 peak = 0.0
 def field(pid, name):
     try:
@@ -137,7 +139,7 @@ run_search(SearchSettings(study="memory", dataset="digits", space=space, strateg
 
 def main() -> None:
     """Runs the grid, then each strategy for the budget, then the memory check; prints tables."""
-    from automl_core.search import DEFAULT_STRATEGY
+    from automl_core.strategies import DEFAULT_STRATEGY
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=300.0)

@@ -1,7 +1,7 @@
 """Sidebar widgets of the Search page: dataset, search space, strategy, budget, study name.
 
 Each ``*_ui()`` reads widgets and returns plain values (or None plus an ``st.error``); the
-page turns them into one :class:`automl_core.search.SearchSettings`.
+page turns them into one :class:`automl_core.settings.SearchSettings`.
 """
 
 from __future__ import annotations
@@ -10,33 +10,13 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from automl_core import launcher, limits, store, uploads
+from automl_core import limits, settings, store, uploads
 from automl_core.datasets import DATASETS
 from automl_core.errors import AutoMLError
-from automl_core.search import DEFAULT_STRATEGY, STRATEGIES
-from automl_core.space import ACTIVATIONS, BLOCK_NAMES, DEFAULT_SPACE, OPTIMIZERS
+from automl_core.space import PARAMETERS
+from automl_core.strategies import DEFAULT_STRATEGY, STRATEGIES
 
 UPLOAD_CHOICE = "Upload a file…"
-# options offered per parameter; defaults come from DEFAULT_SPACE
-OPTIONS: dict[str, list] = {
-    "num_conv_layers": [1, 2, 3, 4],
-    "filters": [4, 8, 16, 32, 64],
-    "activation": list(ACTIVATIONS),
-    "latent_dim": [2, 4, 8, 16, 32, 64, 128],
-    "kernel_size": [3, 5, 7],
-    "learning_rate": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
-    "batch_size": [16, 32, 64, 128],
-    "optimizer": list(OPTIMIZERS),
-    "block": list(BLOCK_NAMES),
-}
-RANGEABLE = {"latent_dim": False, "filters": False, "learning_rate": True}  # name -> log scale
-LABELS = {
-    "num_conv_layers": "Conv layers",
-    "latent_dim": "Latent dim",
-    "kernel_size": "Kernel size",
-    "learning_rate": "Learning rate",
-    "batch_size": "Batch size",
-}
 
 
 def dataset_ui() -> str | None:
@@ -82,24 +62,25 @@ def upload_ui(name: str, data: bytes) -> str | None:
 
 def _parameter_ui(name: str) -> list | dict:
     """One parameter: a multiselect of choices, or a range slider where a range makes sense."""
-    label = LABELS.get(name, name.replace("_", " ").capitalize())
-    options = OPTIONS[name]
-    if name in RANGEABLE and st.toggle(f"{label} as a range", key=f"range_{name}"):
+    spec = PARAMETERS[name]
+    options = list(spec.offered)
+    if spec.rangeable and st.toggle(f"{spec.label} as a range", key=f"range_{name}"):
         low, high = st.select_slider(
-            label,
+            spec.label,
             options=options,
             value=(options[0], options[-1]),
             key=f"slider_{name}",
             format_func=lambda v: f"{v:g}",
+            help=spec.help,
         )
-        return {"low": low, "high": high, "log": RANGEABLE[name]}
-    default = [v for v in DEFAULT_SPACE[name] if v in options]
+        return {"low": low, "high": high, "log": spec.log}
     return st.multiselect(
-        label,
+        spec.label,
         options,
-        default=default,
+        default=[v for v in spec.grid if v in options],
         key=f"param_{name}",
         format_func=lambda v: v if isinstance(v, str) else f"{v:g}",
+        help=spec.help,
     )
 
 
@@ -107,12 +88,10 @@ def space_ui() -> tuple[dict, list[str]]:
     """The search space and a list of problems (an empty choice names its parameter)."""
     spec, problems = {}, []
     with st.sidebar.expander("Search space", expanded=True):
-        for name in OPTIONS:
+        for name, parameter in PARAMETERS.items():
             value = _parameter_ui(name)
             if isinstance(value, list) and not value:
-                problems.append(
-                    f"Choose at least one value for {name} ({LABELS.get(name, name)})."
-                )
+                problems.append(f"Choose at least one value for {name} ({parameter.label}).")
             spec[name] = value
     return spec, problems
 
@@ -185,7 +164,7 @@ def study_name_ui(dataset: str | None, strategy: str) -> str | None:
     untouched = "study_name" not in st.session_state or st.session_state["study_name"] == previous
     # a new suggestion only when what it is made of changed, not on every rerun (its time)
     if untouched and st.session_state.get("_suggested_for") != (dataset, strategy):
-        suggested = launcher.default_study_name(dataset or "data", strategy)
+        suggested = settings.default_study_name(dataset or "data", strategy)
         st.session_state["study_name"] = suggested
         st.session_state["_suggested_study_name"] = suggested
         st.session_state["_suggested_for"] = (dataset, strategy)

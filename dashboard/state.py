@@ -117,7 +117,7 @@ def load_model(study_name: str, trial_number: int, url: str):
 def load_study_dataset(study_name: str, url: str):
     """The dataset a study was searched on, split as the search split it (read-only, shared)."""
     from automl_core.datasets import load_dataset
-    from automl_core.search import study_settings
+    from automl_core.settings import study_settings
 
     settings = study_settings(store.load_study(study_name, url))
     return load_dataset(
@@ -173,10 +173,21 @@ def _cached_board(study_names: tuple[str, ...], url: str, version: tuple):
 
 @st.cache_data(max_entries=16, show_spinner="Drawing Optuna charts…")
 def study_figures(study_name: str, url: str, version: tuple):
-    """Optuna's figures of a study; ``version`` (see :func:`board_version`) keys the redraw."""
-    from automl_core.leaderboard import study_figures as build
+    """Optuna's figures of a study and notes on those left out; ``version`` (see
+    :func:`board_version`) keys the redraw."""
+    from automl_core.charts import study_figures as draw
+    from automl_core.leaderboard import study_chart_plan
 
-    return build(store.load_study(study_name, url))
+    study = store.load_study(study_name, url)
+    plan = study_chart_plan(study)
+    figures = draw(study, plan)
+    notes = list(plan.notes)
+    notes += [
+        f"{name} could not be computed for this study."
+        for name in plan.charts
+        if name not in figures
+    ]
+    return figures, notes
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -222,7 +233,7 @@ def ensure_routed(page_file: str) -> None:
 def study_settings_of(study_name: str, url: str):
     """The search settings stored on a study, or None for a study made elsewhere."""
     from automl_core.errors import StorageError
-    from automl_core.search import study_settings
+    from automl_core.settings import study_settings
 
     try:
         return study_settings(store.load_study(study_name, url))

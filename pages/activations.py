@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from automl_core import inspect, inspect_charts, metrics
+from automl_core import charts, inspect, metrics
 from automl_core.errors import AutoMLError
 from dashboard import inspect_widgets as iw
 from dashboard import state
@@ -93,7 +93,7 @@ scores = metrics.reconstruction_scores(image[None], recon[None])
 cols = st.columns([2, 1, 1])
 with cols[0]:
     iw.chart(
-        inspect_charts.image_strip_figure(
+        charts.image_strip_figure(
             np.stack([image, recon]), [f"input: {name}", "reconstruction"], height=260
         ),
         key="fig_pair",
@@ -101,7 +101,7 @@ with cols[0]:
 cols[1].metric("PSNR", f"{scores.psnr[0]:.2f} dB")
 cols[2].metric("SSIM", f"{scores.ssim[0]:.3f}")
 latent_act = next(a for a in activations if a.layer == "latent")
-iw.chart(inspect_charts.latent_bar_figure(latent_act.values), key="fig_latent")
+iw.chart(charts.latent_bar_figure(latent_act.values), key="fig_latent")
 iw.csv_download(
     pd.DataFrame({"unit": np.arange(1, len(latent_act.values) + 1), "value": latent_act.values}),
     "Latent vector (CSV)",
@@ -115,4 +115,4 @@ for part, tab in zip(
     with tab:
         for act in activations:
             if act.part == part and act.is_map:
-                iw.chart(inspect_charts.activation_figure(act), key=f"fig_{act.layer}")
+                iw.chart(charts.activation_figure(act), key=f"fig_{act.layer}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from automl_core import inspect, inspect_charts
+from automl_core import charts, inspect
 from dashboard import inspect_widgets as iw
 from dashboard import state
 
@@ -61,13 +61,13 @@ with kernels_tab:
     for layer in filters:
         st.subheader(layer.layer)
         channel = channel_ui(layer)
-        iw.chart(inspect_charts.filters_figure(layer, channel), key=f"fig_{layer.layer}")
+        iw.chart(charts.filters_figure(layer, channel), key=f"fig_{layer.layer}")
 
 with weights_tab:
     params = inspect.layer_parameters(picked.model)
     weights = inspect.layer_weights(picked.model, include_decoder=with_decoder)
-    iw.chart(inspect_charts.weight_histogram_figure(weights), key="fig_weights")
-    iw.chart(inspect_charts.parameters_figure(params), key="fig_params")
+    iw.chart(charts.weight_histogram_figure(weights), key="fig_weights")
+    iw.chart(charts.parameters_figure(params), key="fig_params")
     st.dataframe(params, hide_index=True)
     iw.csv_download(
         params, "Parameters (CSV)", f"{picked.study}-trial{picked.trial}-params.csv", "params_csv"

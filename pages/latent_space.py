@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from automl_core import inspect, inspect_charts, latent
+from automl_core import charts, inspect, latent
 from automl_core.errors import AutoMLError
 from dashboard import inspect_widgets as iw
 from dashboard import state
@@ -114,7 +114,7 @@ for key, default in (("pick_a", 0), ("pick_b", min(1, len(z_test) - 1))):
     if not 0 <= st.session_state.get(key, -1) < len(z_test):
         st.session_state[key] = default
 selected = [st.session_state["pick_a"], st.session_state["pick_b"]]
-fig = inspect_charts.projection_figure(
+fig = charts.projection_figure(
     proj, labels, data.class_names, selected, title=f"Trial #{picked.trial}: {method.upper()}"
 )
 if other is None:
@@ -125,7 +125,7 @@ else:
         iw.chart(fig, key="scatter", on_select=_take_selection, selection_mode="points")
     with right:
         iw.chart(
-            inspect_charts.projection_figure(
+            charts.projection_figure(
                 other,
                 labels,
                 data.class_names,
@@ -171,7 +171,7 @@ margin = (high - low) * 0.25 + 1e-3
 edited = sliders_ui(z_test[a], low - margin, high + margin, f"{picked.trial}-{a}")
 decoded = inspect.decode(model, np.stack([z_test[a], edited]))
 iw.chart(
-    inspect_charts.image_strip_figure(
+    charts.image_strip_figure(
         np.stack([data.x_test[a], decoded[0], decoded[1]]),
         [f"image #{a}", "reconstruction", "decoded from the sliders"],
         height=240,
@@ -183,7 +183,7 @@ st.subheader(f"Interpolation from #{a} to #{b}")
 steps = st.slider("Steps", 3, 16, 8, key="steps")
 path = inspect.decode(model, latent.interpolate(z_test[a], z_test[b], steps))
 iw.chart(
-    inspect_charts.image_strip_figure(
+    charts.image_strip_figure(
         path, [f"{t:.2f}" for t in np.linspace(0, 1, steps)], max_cols=steps
     ),
     key="fig_path",

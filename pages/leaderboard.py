@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from automl_core.charts import loss_curves_figure
 from automl_core.errors import AutoMLError
 from automl_core.leaderboard import (
     STATES,
@@ -11,7 +12,6 @@ from automl_core.leaderboard import (
     display_columns,
     filter_frame,
     loss_curves,
-    loss_curves_figure,
     summary,
 )
 from dashboard import state

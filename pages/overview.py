@@ -6,6 +6,7 @@ import streamlit as st
 
 from automl_core.errors import AutoMLError
 from automl_core.leaderboard import as_display_images, summary
+from automl_core.space import PARAMETERS
 from dashboard import state
 
 SHOWN_IMAGES = 10
@@ -43,20 +44,7 @@ def best_ui(study: str, url: str, board) -> None:
     best = finished.sort_values("val_mse").iloc[0]
     number = int(best["trial"])
     st.subheader(f"Best trial: #{number}")
-    config = {
-        k: best[k]
-        for k in (
-            "num_conv_layers",
-            "filters",
-            "activation",
-            "latent_dim",
-            "kernel_size",
-            "learning_rate",
-            "batch_size",
-            "optimizer",
-        )
-        if k in best
-    }
+    config = {k: best[k] for k in PARAMETERS if k in best}
     st.caption(" · ".join(f"{k.replace('_', ' ')} **{v}**" for k, v in config.items()))
     try:
         originals = state.load_study_dataset(study, url).x_test[:SHOWN_IMAGES]

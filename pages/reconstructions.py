@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from automl_core import inspect, inspect_charts
+from automl_core import charts, inspect
 from dashboard import inspect_widgets as iw
 from dashboard import state
 
@@ -29,14 +29,14 @@ seed = st.number_input("Sample seed", 0, 10_000, 0, key="sample_seed")
 sample = np.sort(np.random.default_rng(int(seed)).choice(n, count, replace=False))
 titles = [f"#{i}" for i in sample] + [f"{scores.psnr[i]:.1f} dB" for i in sample]
 iw.chart(
-    inspect_charts.image_strip_figure(
+    charts.image_strip_figure(
         np.concatenate([data.x_test[sample], recon[sample]]), titles, max_cols=count
     ),
     key="fig_sample",
 )
 
 st.subheader("Error distributions")
-iw.chart(inspect_charts.score_histograms_figure(table), key="fig_hist")
+iw.chart(charts.score_histograms_figure(table), key="fig_hist")
 iw.csv_download(
     table, "Per-image scores (CSV)", f"{picked.study}-trial{picked.trial}-scores.csv", "scores_csv"
 )
@@ -46,7 +46,7 @@ k = st.slider("How many", 1, min(20, n), min(8, n), key="worst_k")
 worst = inspect.worst_reconstructions(scores, k)
 idx = worst["index"].to_numpy()
 iw.chart(
-    inspect_charts.image_strip_figure(
+    charts.image_strip_figure(
         np.concatenate([data.x_test[idx], recon[idx]]),
         [f"#{i}" for i in idx] + [f"MSE {scores.mse[i]:.4f}" for i in idx],
         max_cols=k,
@@ -60,7 +60,7 @@ curve = inspect.compression_curve(iw.trials_table(picked.study, picked.url))
 if curve.empty:
     st.info("No finished trial has a test PSNR yet.")
 else:
-    iw.chart(inspect_charts.compression_curve_figure(curve, picked.trial), key="fig_curve")
+    iw.chart(charts.compression_curve_figure(curve, picked.trial), key="fig_curve")
     iw.csv_download(
         curve, "Compression curve (CSV)", f"{picked.study}-compression.csv", "curve_csv"
     )

@@ -6,10 +6,12 @@ import time
 
 import streamlit as st
 
-from automl_core import launcher
+from automl_core import processes, progress
+from automl_core.charts import loss_curves_figure
 from automl_core.errors import AutoMLError
-from automl_core.leaderboard import live_curves, loss_curves_figure
-from automl_core.search import SearchSettings, get_strategy
+from automl_core.leaderboard import live_curves
+from automl_core.settings import SearchSettings
+from automl_core.strategies import get_strategy
 from dashboard import search_form, state
 
 LIVE_SECONDS = 2.0
@@ -68,12 +70,12 @@ def launch_ui(settings: SearchSettings | None, workers: int, problems: list[str]
     """The Launch button, disabled while the form has problems."""
     for problem in problems:
         st.error(problem)
-    running = settings is not None and launcher.is_running(settings.study)
+    running = settings is not None and processes.is_running(settings.study)
     if running:
         st.info(f"A search of study '{settings.study}' is running; follow it below.")
     if st.button("Launch search", type="primary", key="launch", disabled=settings is None):
         try:
-            launcher.launch_search(settings, workers, state.storage_url())
+            processes.launch_search(settings, workers, state.storage_url())
         except AutoMLError as exc:
             st.error(str(exc))
             return
@@ -84,33 +86,29 @@ def launch_ui(settings: SearchSettings | None, workers: int, problems: list[str]
 @st.fragment(run_every=LIVE_SECONDS)
 def live_ui(study: str) -> None:
     """Progress of a launched search, re-read from the storage every couple of seconds."""
-    progress = launcher.search_progress(study, state.storage_url())
-    record = launcher.read_record(study)
-    elapsed = launcher.elapsed_text(time.time() - record.started) if record else "-"
+    now = progress.search_progress(study, state.storage_url())
+    record = processes.read_record(study)
+    elapsed = progress.elapsed_text(time.time() - record.started) if record else "-"
     head, stop = st.columns([4, 1])
     head.subheader(f"Study {study}")
-    if progress.running and stop.button("Stop", key="stop", type="secondary"):
+    if now.running and stop.button("Stop", key="stop", type="secondary"):
         with st.spinner("Stopping the search and its workers…"):
-            launcher.stop_search(study)
+            processes.stop_search(study)
         st.rerun()
-    if progress.error:
-        st.error(progress.error.removeprefix("error: "))
-    if not progress.exists:
+    if now.error:
+        st.error(now.error.removeprefix("error: "))
+    if not now.exists:
         st.info(
             "Starting: loading the dataset and TensorFlow…"
-            if progress.running
+            if now.running
             else "The search ended before creating its study; see the log below."
         )
     else:
-        budget = progress.budget or max(progress.done, 1)
-        status = (
-            "running" if progress.running else "stopped" if progress.done < budget else "finished"
-        )
-        st.progress(
-            progress.fraction, text=f"{progress.done} / {budget} trials · {status} · {elapsed}"
-        )
-        st.caption(" · ".join(f"{k.lower()}: {v}" for k, v in sorted(progress.states.items())))
-        for live in progress.live:
+        budget = now.budget or max(now.done, 1)
+        status = "running" if now.running else "stopped" if now.done < budget else "finished"
+        st.progress(now.fraction, text=f"{now.done} / {budget} trials · {status} · {elapsed}")
+        st.caption(" · ".join(f"{k.lower()}: {v}" for k, v in sorted(now.states.items())))
+        for live in now.live:
             epochs = live["max_epochs"] or "?"
             st.markdown(f"**Trial #{live['trial']}** — epoch {live['epoch']} / {epochs}")
             if live["loss"]:
@@ -139,15 +137,15 @@ def live_ui(study: str) -> None:
                 key="live_board",
                 column_config=state.BOARD_COLUMNS,
             )
-        if not progress.running and progress.done >= budget:
-            st.success(f"Search finished with {progress.done} trials: open the Leaderboard.")
-        elif not progress.running:
+        if not now.running and now.done >= budget:
+            st.success(f"Search finished with {now.done} trials: open the Leaderboard.")
+        elif not now.running:
             st.warning(
-                f"Search stopped after {progress.done} of {budget} trials; launch the "
+                f"Search stopped after {now.done} of {budget} trials; launch the "
                 "same study name again to resume it."
             )
     with st.expander("Log"):
-        st.code(launcher.log_tail(study) or "(no output yet)", language=None)
+        st.code(processes.log_tail(study) or "(no output yet)", language=None)
 
 
 state.ensure_routed(__file__)
@@ -160,6 +158,6 @@ settings, workers, problems = settings_ui()
 if settings is not None:
     summary_ui(settings)
 launch_ui(settings, workers, problems)
-watched = st.session_state.get("watch") or next(iter(launcher.running_studies()), None)
+watched = st.session_state.get("watch") or next(iter(processes.running_studies()), None)
 if watched:
     live_ui(watched)

@@ -49,7 +49,7 @@ def tiny_study_home(tmp_path_factory):
 
     Session-scoped and read-only for tests: copy it (``shutil.copytree``) before writing.
     """
-    from automl_core.search import SearchSettings
+    from automl_core.settings import SearchSettings
 
     home = tmp_path_factory.mktemp("tiny_runs")
     _search_in(

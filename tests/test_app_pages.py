@@ -141,21 +141,21 @@ class TestSearchPage:
         assert "grid search needs a list of choices" in _texts(at.error)
 
     def test_launch_is_refused_while_the_same_study_runs(self, runs_dir):
-        from automl_core import launcher
+        from automl_core import processes
 
         sleeper = subprocess.Popen(
             [sys.executable, "-c", "import time; time.sleep(60)", "automl_core"],
             start_new_session=True,
         )
         try:
-            launcher.launches_dir().mkdir(parents=True)
-            (launcher.launches_dir() / "busy.json").write_text(
+            processes.launches_dir().mkdir(parents=True)
+            (processes.launches_dir() / "busy.json").write_text(
                 json.dumps(
                     {
                         "study": "busy",
                         "pid": sleeper.pid,
                         "started": time.time(),
-                        "log": str(launcher.launches_dir() / "busy.log"),
+                        "log": str(processes.launches_dir() / "busy.log"),
                     }
                 )
             )
@@ -194,22 +194,22 @@ class TestSearchPage:
 
     @pytest.mark.slow
     def test_tiny_search_from_the_page_reaches_the_leaderboard(self, runs_dir):
-        from automl_core import launcher, store
+        from automl_core import processes, store
 
         at = _tiny_form(_run("pages/search.py"), "page-tiny")
         assert at.metric[0].value == "2"
         at.button(key="launch").click().run()
         assert not at.exception and not at.error
-        assert launcher.read_record("page-tiny") is not None
+        assert processes.read_record("page-tiny") is not None
         url = store.default_storage_url()
         deadline = time.time() + 150
         complete = []
-        while time.time() < deadline and launcher.is_running("page-tiny"):
+        while time.time() < deadline and processes.is_running("page-tiny"):
             time.sleep(1.0)
         if "page-tiny" in store.study_names(url):
             study = optuna.load_study(study_name="page-tiny", storage=store.open_storage(url))
             complete = [t for t in study.trials if t.state.name == "COMPLETE"]
-        assert len(complete) == 2, launcher.log_tail("page-tiny", 40)
+        assert len(complete) == 2, processes.log_tail("page-tiny", 40)
         at.run()
         assert not at.exception
         assert "Search finished with 2 trials" in _texts(at.success)

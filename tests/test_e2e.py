@@ -78,10 +78,10 @@ def server(runs_dir):
             )
         yield url
     finally:
-        from automl_core import launcher
+        from automl_core import processes
 
-        for study in launcher.running_studies():
-            launcher.stop_search(study, grace_seconds=3)
+        for study in processes.running_studies():
+            processes.stop_search(study, grace_seconds=3)
         process.terminate()
         try:
             process.wait(timeout=15)

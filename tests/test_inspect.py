@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import pytest
 from PIL import Image
 
-from automl_core import inspect_charts
+from automl_core import charts
 from automl_core.errors import ConfigError, DatasetError
 from automl_core.inspect import (
     ActivationProbe,
@@ -105,21 +105,21 @@ class TestFilters:
     @pytest.mark.parametrize("channel", [0, "mean"])
     def test_figure_one_heatmap_per_filter_centred(self, model, channel):
         layer = conv_filters(model)[1]
-        fig = inspect_charts.filters_figure(layer, channel)
+        fig = charts.filters_figure(layer, channel)
         heatmaps = [t for t in fig.data if isinstance(t, go.Heatmap)]
         assert len(heatmaps) == layer.num_filters
         assert all(t.zmid == 0 and t.zmin == -t.zmax for t in heatmaps)
 
     def test_rgb_composite(self, rgb_model, model):
         layer = conv_filters(rgb_model)[0]
-        fig = inspect_charts.filters_figure(layer, "rgb")
+        fig = charts.filters_figure(layer, "rgb")
         assert len([t for t in fig.data if isinstance(t, go.Image)]) == layer.num_filters
         with pytest.raises(
             ConfigError, match="RGB composite needs 3 input channels; encoder_conv_1 has 1"
         ):
-            inspect_charts.filters_figure(conv_filters(model)[0], "rgb")
+            charts.filters_figure(conv_filters(model)[0], "rgb")
         with pytest.raises(ConfigError, match="channel=7"):
-            inspect_charts.filters_figure(layer, 7)
+            charts.filters_figure(layer, 7)
 
 
 class TestActivations:
@@ -141,7 +141,7 @@ class TestActivations:
         assert acts["reconstruction"].values.shape == (8, 8, 1)
         assert [a.part for a in probe(image)][-1] == "decoder"
         for a in acts.values():
-            fig = inspect_charts.activation_figure(a)
+            fig = charts.activation_figure(a)
             assert isinstance(fig, go.Figure)
 
     def test_reconstruction_equals_model_output(self, model):
@@ -258,5 +258,5 @@ class TestReconstructionTables:
         assert list(curve["latent_dim"]) == [4, 8]
         assert list(curve["trial"]) == [1, 2] and list(curve["trials"]) == [2, 1]
         assert compression_curve(trials.iloc[3:]).empty
-        fig = inspect_charts.compression_curve_figure(curve, current_trial=2)
+        fig = charts.compression_curve_figure(curve, current_trial=2)
         assert len(fig.data) == 2

@@ -207,7 +207,7 @@ def test_study_without_finished_trials(tiny_with_failure, no_demo):
 @pytest.fixture(scope="module")
 def unlabelled_home(tmp_path_factory, search_in):
     """A one-trial study on 40 unlabelled RGB 8x8 images from an .npz file."""
-    from automl_core.search import SearchSettings
+    from automl_core.settings import SearchSettings
 
     home = tmp_path_factory.mktemp("unlabelled")
     x = np.random.default_rng(0).random((40, 8, 8, 3), dtype=np.float32)

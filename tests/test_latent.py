@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from automl_core import inspect_charts
+from automl_core import charts
 from automl_core.errors import ConfigError
 from automl_core.latent import (
     PROJECTIONS,
@@ -49,13 +49,13 @@ class TestProjectionContract:
     def test_figure_coloured_and_uncoloured(self, method, latents):
         z, labels = latents
         projection = latent_projection(z, method)
-        fig = inspect_charts.projection_figure(projection, labels, ("a", "b", "c"), selected=[3])
+        fig = charts.projection_figure(projection, labels, ("a", "b", "c"), selected=[3])
         assert [t.name for t in fig.data] == ["a", "b", "c", "selected"]
         assert sum(len(t.x) for t in fig.data[:3]) == len(z)
         assert fig.data[0].type == "scattergl"
         # customdata carries the image index back from a selection
         assert int(fig.data[1].customdata[0][0]) == int(np.flatnonzero(labels == 1)[0])
-        assert len(inspect_charts.projection_figure(projection).data) == 1
+        assert len(charts.projection_figure(projection).data) == 1
 
 
 def test_unknown_method():

@@ -14,7 +14,8 @@ import pytest
 
 from automl_core import store
 from automl_core.results import trials_frame
-from automl_core.search import SearchSettings, prepare_study, run_search, run_worker
+from automl_core.search import prepare_study, run_search, run_worker
+from automl_core.settings import SearchSettings
 
 pytestmark = pytest.mark.slow
 
@@ -60,8 +61,9 @@ def test_nsga2_gives_a_pareto_front(runs_dir):
 
 
 def test_cost_aware_search_with_two_workers_records_what_its_time_model_needs(runs_dir):
-    from automl_core.search import STRATEGIES, study_settings
+    from automl_core.settings import study_settings
     from automl_core.space import SearchSpace
+    from automl_core.strategies import STRATEGIES, StrategyContext
 
     space = {**RANGE_SPACE, "num_conv_layers": [1, 2], "filters": [4, 16]}
     study = run_search(
@@ -73,7 +75,7 @@ def test_cost_aware_search_with_two_workers_records_what_its_time_model_needs(ru
     assert all(len(t.intermediate_values) == t.user_attrs["metrics"]["epochs"] for t in complete)
     settings = study_settings(study)
     sampler = STRATEGIES["tpe-cost"].make_sampler(
-        SearchSpace.from_dict(settings.space), 0, (8, 8, 1)
+        StrategyContext(SearchSpace.from_dict(settings.space), 0, (8, 8, 1), 2)
     )
     sampler.fit_time_model(study.get_trials())
     cheap = {

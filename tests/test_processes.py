@@ -1,4 +1,4 @@
-"""Searches launched as their own process: uploads, records, refusal, stop, progress."""
+"""Processes: searches launched as their own process group, records, refusal, stop, progress."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import time
 import numpy as np
 import pytest
 
-from automl_core import launcher
+from automl_core import processes, progress, search
 from automl_core.errors import ConfigError
-from automl_core.search import SearchSettings
+from automl_core.settings import SearchSettings
 
 TINY = {
     "num_conv_layers": [1],
@@ -41,15 +41,15 @@ def _sleeper(seconds: int = 60, with_child: bool = False) -> subprocess.Popen:
 
 
 def _record(study: str, process: subprocess.Popen) -> None:
-    launcher.launches_dir().mkdir(parents=True, exist_ok=True)
+    processes.launches_dir().mkdir(parents=True, exist_ok=True)
     record = {
         "study": study,
         "pid": process.pid,
         "started": time.time(),
-        "log": str(launcher.launches_dir() / f"{study}.log"),
+        "log": str(processes.launches_dir() / f"{study}.log"),
         "command": [],
     }
-    (launcher.launches_dir() / f"{study}.json").write_text(json.dumps(record))
+    (processes.launches_dir() / f"{study}.json").write_text(json.dumps(record))
 
 
 class TestLaunchRecords:
@@ -57,42 +57,42 @@ class TestLaunchRecords:
         process = _sleeper()
         try:
             _record("busy", process)
-            assert launcher.is_running("busy") and launcher.running_studies() == ["busy"]
+            assert processes.is_running("busy") and processes.running_studies() == ["busy"]
             settings = SearchSettings(study="busy", dataset="digits", space=TINY, strategy="grid")
             with pytest.raises(ConfigError, match="already running"):
-                launcher.launch_search(settings)
+                processes.launch_search(settings)
         finally:
             os.killpg(process.pid, 9)
             process.wait()
-        assert not launcher.is_running("busy")
+        assert not processes.is_running("busy")
 
     def test_stop_ends_the_whole_process_group(self, runs_dir):
         process = _sleeper(with_child=True)
         _record("group", process)
         time.sleep(1.0)
-        assert launcher._group_alive(process.pid)
-        assert launcher.stop_search("group", grace_seconds=5)
-        assert not launcher._group_alive(process.pid)
-        assert not launcher.is_running("group")
-        assert launcher.stop_search("group") is False
+        assert processes._group_alive(process.pid)
+        assert processes.stop_search("group", grace_seconds=5)
+        assert not processes._group_alive(process.pid)
+        assert not processes.is_running("group")
+        assert processes.stop_search("group") is False
 
     def test_existing_study_with_other_settings_is_refused(self, tiny_study):
         settings = SearchSettings(study="tiny", dataset="patches", space=TINY, strategy="grid")
         with pytest.raises(ConfigError, match="already exists with dataset='digits'"):
-            launcher.check_settings(settings, tiny_study[1])
+            search.check_search(settings, tiny_study[1])
 
     def test_impossible_space_is_refused_before_launch(self, runs_dir):
         space = {**TINY, "num_conv_layers": [4]}
         settings = SearchSettings(study="deep", dataset="digits", space=space, strategy="grid")
         with pytest.raises(ConfigError, match="num_conv_layers=4"):
-            launcher.launch_search(settings)
-        assert launcher.read_record("deep") is None
+            processes.launch_search(settings)
+        assert processes.read_record("deep") is None
 
     def test_progress_of_a_finished_study(self, tiny_study):
-        progress = launcher.search_progress("tiny", tiny_study[1])
-        assert progress.exists and not progress.running
-        assert progress.done == progress.budget == 4 and progress.fraction == 1.0
-        assert launcher.search_progress("nothing-yet", tiny_study[1]).exists is False
+        now = progress.search_progress("tiny", tiny_study[1])
+        assert now.exists and not now.running
+        assert now.done == now.budget == 4 and now.fraction == 1.0
+        assert progress.search_progress("nothing-yet", tiny_study[1]).exists is False
 
 
 def test_command_line_carries_every_setting(tmp_path):
@@ -106,7 +106,7 @@ def test_command_line_carries_every_setting(tmp_path):
         max_epochs=2,
         max_images=120,
     )
-    command = launcher.build_command(settings, tmp_path / "space.json", 2, "sqlite:///x.db")
+    command = processes.build_command(settings, tmp_path / "space.json", 2, "sqlite:///x.db")
     text = " ".join(command)
     for part in (
         "search --dataset digits",

@@ -9,8 +9,8 @@ import optuna
 import pytest
 
 from automl_core.samplers import PRIOR_OVERHEAD_WORK, CostAwareTPESampler
-from automl_core.search import STRATEGIES
 from automl_core.space import SearchSpace
+from automl_core.strategies import STRATEGIES, StrategyContext
 
 SPACE = SearchSpace.from_dict(
     {
@@ -117,7 +117,7 @@ def test_time_model_is_learned_from_the_study():
 
 
 def test_cost_aware_strategy_is_registered_with_the_real_work_model():
-    sampler = STRATEGIES["tpe-cost"].make_sampler(SPACE, 0, (28, 28, 1))
+    sampler = STRATEGIES["tpe-cost"].make_sampler(StrategyContext(SPACE, 0, (28, 28, 1), 20))
     cheap = {"num_conv_layers": 1, "filters": 8, "latent_dim": 8, "learning_rate": 1e-3}
     costly = {**cheap, "num_conv_layers": 3, "filters": 64}
     assert sampler.predicted_cost(costly) > 5 * sampler.predicted_cost(cheap)
@@ -127,7 +127,7 @@ def test_unbuildable_configuration_costs_only_the_overhead():
     space = SearchSpace.from_dict(
         {"num_conv_layers": [1, 2], "kernel_size": [3, 5], "filters": [4]}
     )
-    sampler = STRATEGIES["tpe-cost"].make_sampler(space, 0, (4, 4, 1))
+    sampler = STRATEGIES["tpe-cost"].make_sampler(StrategyContext(space, 0, (4, 4, 1), 20))
     # a 4x4 image halved twice is 1x1; nothing fails here, and an unknown block cannot be built
     assert (
         sampler.predicted_cost({"num_conv_layers": 2, "kernel_size": 5, "filters": 4})

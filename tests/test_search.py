@@ -11,8 +11,10 @@ from automl_core import store
 from automl_core.datasets import load_dataset
 from automl_core.errors import ConfigError, StorageError
 from automl_core.results import best_trial, trials_frame
-from automl_core.search import STRATEGIES, SearchSettings, get_strategy, run_search
+from automl_core.search import run_search
+from automl_core.settings import SearchSettings
 from automl_core.space import ModelConfig
+from automl_core.strategies import STRATEGIES, get_strategy
 from automl_core.training import train_autoencoder
 
 TINY = {"num_conv_layers": [1], "filters": [4], "latent_dim": [4, 8], "batch_size": [32]}

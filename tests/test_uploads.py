@@ -8,7 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from automl_core import launcher, uploads
+from automl_core import search, uploads
 from automl_core.errors import DatasetError
 
 
@@ -23,7 +23,7 @@ class TestUploads:
         data = _npz_bytes(x=np.random.default_rng(0).random((10, 8, 8)), y=np.arange(10) % 2)
         path = uploads.save_upload("my data.npz", data)
         assert path.parent == runs_dir / "uploads" and path.name == "my_data.npz"
-        assert launcher.dataset_input_shape(str(path)) == (8, 8, 1)
+        assert search.dataset_input_shape(str(path)) == (8, 8, 1)
 
     def test_pickled_object_array_is_refused(self, runs_dir):
         data = _npz_bytes(x=np.array([{"a": 1}, None], dtype=object))

@@ -1,0 +1,98 @@
+"""Where a running search stands: read from its storage and its launch record, cheaply."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from automl_core import processes, store
+from automl_core.errors import StorageError
+from automl_core.settings import study_settings
+from automl_core.trials import BudgetCount, read_trials
+
+
+@dataclass(frozen=True)
+class SearchProgress:
+    """Where a study's search stands, read from its storage and launch record.
+
+    Attributes:
+        study: The study.
+        running: Whether its launched process still runs.
+        exists: Whether the study is in the storage yet.
+        budget: Trials the search will finish (None before the study exists).
+        done: Trials finished (complete, pruned, failed for a reason of their own).
+        states: Count of trials per state name.
+        live: ``{"trial", "epoch", "loss", "val_loss", "max_epochs"}`` of each running trial.
+        error: The error line of a launch that ended with one, or ''.
+    """
+
+    study: str
+    running: bool
+    exists: bool
+    budget: int | None = None
+    done: int = 0
+    states: dict[str, int] = field(default_factory=dict)
+    live: list[dict[str, Any]] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def fraction(self) -> float:
+        """Share of the budget done, in [0, 1]."""
+        if not self.budget:
+            return 0.0
+        return min(1.0, self.done / self.budget)
+
+
+def search_progress(study: str, storage_url: str | None = None) -> SearchProgress:
+    """Reads the progress of a study's search (cheap enough to poll every second or two).
+
+    Args:
+        study: The study's name.
+        storage_url: Where studies live. Defaults to :func:`store.default_storage_url`.
+
+    Returns:
+        The progress.
+    """
+    running = processes.is_running(study)
+    error = ""
+    if not running:
+        lines = processes.log_tail(study, 40).splitlines()
+        errors = [line for line in lines if line.startswith("error:")]
+        error = errors[-1] if errors else ""
+    if study not in store.study_names(storage_url):
+        return SearchProgress(study, running, False, error=error)
+    loaded = store.load_study(study, storage_url)
+    try:
+        settings = study_settings(loaded)
+        budget, max_epochs = settings.trial_budget(), settings.max_epochs
+    except StorageError:
+        budget, max_epochs = None, None
+    records = read_trials(loaded)
+    states = dict(Counter(r.state for r in records))
+    live = [
+        {
+            "trial": r.number,
+            "epoch": r.live.get("epoch", 0),
+            "loss": r.live.get("loss", []),
+            "val_loss": r.live.get("val_loss", []),
+            "max_epochs": max_epochs,
+            "params": r.params,
+        }
+        for r in records
+        if r.running
+    ]
+    done = BudgetCount.of(records).done
+    return SearchProgress(study, running, True, budget, done, states, live, error)
+
+
+def elapsed_text(seconds: float) -> str:
+    """Seconds as ``1h 02m``, ``3m 05s`` or ``12s``."""
+    if not math.isfinite(seconds) or seconds < 0:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"

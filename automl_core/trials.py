@@ -1,0 +1,189 @@
+"""The trial record: what a trial stores beside Optuna's own fields, read once into a type.
+
+Workers write a handful of user attributes on each trial (its configuration, metrics, live
+curves, why it failed, where its model is). Everything that reads trials (tables, the CLI,
+progress, duplicate lookup, the budget) goes through :class:`TrialRecord`, so the keys and
+the rules about them live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+# user attribute keys of a trial (the storage contract between workers and readers)
+CONFIG_ATTR = "config"
+METRICS_ATTR = "metrics"
+LIVE_ATTR = "live"
+FAIL_REASON_ATTR = "fail_reason"
+DUPLICATE_ATTR = "duplicate_of"
+RETRY_ATTR = "retry_of"
+WORKER_ATTR = "worker"
+ARTIFACT_ATTR = "artifact_dir"
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as this tool stored it.
+
+    Attributes:
+        number: The trial's number in its study.
+        state: Optuna's state name (``COMPLETE``, ``PRUNED``, ``FAIL``, ``RUNNING``, ...).
+        config: The full configuration (parameter name to value); the sampled parameters
+            when the trial has not recorded one yet.
+        params: The parameters the sampler chose (single-valued ones may be missing).
+        metrics: The metrics of a trained model (empty before training ends).
+        live: ``{"epoch", "loss", "val_loss"}`` as reported after each epoch.
+        values: The objective values, or None.
+        fail_reason: Why the trial failed for a reason of its own ('' otherwise).
+        duplicate_of: The earlier trial whose result this one reuses, or None.
+        retry_of: The interrupted trial this one retries, or None.
+        worker: ``host:pid`` of the worker that ran it ('' if unknown).
+        artifact_dir: Its artifact folder relative to the artifact root ('' when none).
+        seconds: Wall-clock duration, or None while it runs.
+        epochs_reported: Epochs reported to the pruner (intermediate values).
+    """
+
+    number: int
+    state: str
+    config: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    live: dict[str, Any] = field(default_factory=dict)
+    values: tuple[float, ...] | None = None
+    fail_reason: str = ""
+    duplicate_of: int | None = None
+    retry_of: int | None = None
+    worker: str = ""
+    artifact_dir: str = ""
+    seconds: float | None = None
+    epochs_reported: int = 0
+
+    @classmethod
+    def from_frozen(cls, trial: FrozenTrial) -> TrialRecord:
+        """Reads an Optuna trial's stored fields.
+
+        Args:
+            trial: A trial from ``study.get_trials()``.
+
+        Returns:
+            The record.
+        """
+        attrs = trial.user_attrs
+        return cls(
+            number=trial.number,
+            state=trial.state.name,
+            config=dict(attrs.get(CONFIG_ATTR) or trial.params),
+            params=dict(trial.params),
+            metrics=dict(attrs.get(METRICS_ATTR) or {}),
+            live=dict(attrs.get(LIVE_ATTR) or {}),
+            values=tuple(trial.values) if trial.values is not None else None,
+            fail_reason=str(attrs.get(FAIL_REASON_ATTR, "")),
+            duplicate_of=attrs.get(DUPLICATE_ATTR),
+            retry_of=attrs.get(RETRY_ATTR),
+            worker=str(attrs.get(WORKER_ATTR, "")),
+            artifact_dir=str(attrs.get(ARTIFACT_ATTR, "")),
+            seconds=trial.duration.total_seconds() if trial.duration is not None else None,
+            epochs_reported=len(trial.intermediate_values),
+        )
+
+    @property
+    def has_model(self) -> bool:
+        """Whether a trained model was saved (or reused) for this trial."""
+        return bool(self.artifact_dir)
+
+    @property
+    def running(self) -> bool:
+        """Whether the trial is training now."""
+        return self.state == TrialState.RUNNING.name
+
+    @property
+    def counts_toward_budget(self) -> bool:
+        """Whether the trial used up one trial of the search's budget.
+
+        Complete and pruned trials count, and so does a trial that failed for a reason of
+        its own (a diverging or impossible model). One interrupted or lost with its worker
+        (no reason recorded) does not: it is retried.
+        """
+        if self.state in (TrialState.COMPLETE.name, TrialState.PRUNED.name):
+            return True
+        return self.state == TrialState.FAIL.name and bool(self.fail_reason)
+
+    @property
+    def best_val_mse(self) -> float:
+        """The validation MSE of the trained model, or the best reported before pruning."""
+        if "val_mse" in self.metrics:
+            return float(self.metrics["val_mse"])
+        if self.state == TrialState.PRUNED.name and self.live.get("val_loss"):
+            return float(min(self.live["val_loss"]))
+        return math.nan
+
+    @property
+    def note(self) -> str:
+        """A short reader's note: why it failed, when it was pruned, whose result it reuses."""
+        if self.state == TrialState.PRUNED.name:
+            return f"pruned after epoch {self.live.get('epoch', '?')}"
+        if self.state == TrialState.FAIL.name:
+            return self.fail_reason or "interrupted or worker lost; retried"
+        if self.duplicate_of is not None:
+            return f"same configuration as trial {self.duplicate_of}: not retrained"
+        return ""
+
+
+def read_trials(study: optuna.Study) -> list[TrialRecord]:
+    """Every trial of a study as a record, in trial-number order."""
+    return [TrialRecord.from_frozen(t) for t in study.get_trials(deepcopy=False)]
+
+
+@dataclass(frozen=True)
+class BudgetCount:
+    """How much of a search's trial budget is used.
+
+    Attributes:
+        done: Trials that count toward the budget (see
+            :attr:`TrialRecord.counts_toward_budget`).
+        running: Trials training now.
+    """
+
+    done: int
+    running: int
+
+    @classmethod
+    def of(cls, records: list[TrialRecord]) -> BudgetCount:
+        """Counts a study's records."""
+        return cls(
+            done=sum(r.counts_toward_budget for r in records),
+            running=sum(r.running for r in records),
+        )
+
+
+def finished_twin(records: list[TrialRecord], config: dict[str, Any]) -> TrialRecord | None:
+    """An earlier complete trial of the same configuration with its own saved model.
+
+    Args:
+        records: The study's trials.
+        config: The configuration about to be trained.
+
+    Returns:
+        That trial's record, or None.
+    """
+    for record in records:
+        if (
+            record.state == TrialState.COMPLETE.name
+            and record.has_model
+            and record.duplicate_of is None
+            and record.config == config
+        ):
+            return record
+    return None
+
+
+def best_record(records: list[TrialRecord]) -> TrialRecord | None:
+    """The complete trial with a model and the lowest validation MSE, or None."""
+    finished = [r for r in records if r.state == TrialState.COMPLETE.name and r.has_model]
+    finished = [r for r in finished if "val_mse" in r.metrics]
+    return min(finished, key=lambda r: r.metrics["val_mse"]) if finished else None

@@ -1,0 +1,137 @@
+"""Result tables and study charts: the data steps unit-tested, and their plot steps."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState, create_trial
+
+from automl_core import charts, leaderboard, results
+from automl_core.errors import ArtifactMissing
+
+DIST = {"filters": CategoricalDistribution([4, 8, 16])}
+
+
+def _add(study, state, filters=4, val=None, **attrs):
+    metrics = {"val_mse": val, "test_psnr": 20.0} if val is not None else {}
+    study.add_trial(
+        create_trial(
+            state=state,
+            value=val if state == TrialState.COMPLETE else None,
+            params={"filters": filters},
+            distributions=DIST,
+            user_attrs={"metrics": metrics, **attrs},
+        )
+    )
+
+
+@pytest.fixture
+def study():
+    study = optuna.create_study(study_name="s")
+    _add(study, TrialState.COMPLETE, 4, 0.03, artifact_dir="s/0")
+    _add(study, TrialState.COMPLETE, 8, 0.01, artifact_dir="s/1")
+    _add(study, TrialState.PRUNED, 16, live={"epoch": 1, "val_loss": [0.2]})
+    _add(study, TrialState.FAIL, 16, fail_reason="loss became NaN")
+    return study
+
+
+class TestTrialsFrame:
+    def test_complete_first_best_first_then_pruned_then_the_rest(self, study):
+        frame = results.trials_frame(study)
+        assert list(frame["trial"]) == [1, 0, 2, 3]
+        assert list(frame["state"]) == ["COMPLETE", "COMPLETE", "PRUNED", "FAIL"]
+        assert frame.loc[2, "val_mse"] == 0.2 and frame.loc[2, "note"] == "pruned after epoch 1"
+        assert frame.loc[3, "note"] == "loss became NaN" and not frame.loc[3, "has_model"]
+        assert math.isnan(frame.loc[3, "val_mse"])
+
+    def test_empty_study_gives_the_columns(self):
+        frame = results.trials_frame(optuna.create_study())
+        assert frame.empty and list(frame.columns) == results.EMPTY_COLUMNS
+
+    def test_best_trial(self, study):
+        assert results.best_trial(study).number == 1
+        with pytest.raises(ArtifactMissing, match="no finished trial with a model"):
+            results.best_trial(optuna.create_study(study_name="empty"))
+
+
+class TestLeaderboardTables:
+    def test_filters_by_state_text_and_ceiling(self, study):
+        frame = results.trials_frame(study)
+        assert len(leaderboard.filter_frame(frame, states=["COMPLETE"])) == 2
+        assert list(leaderboard.filter_frame(frame, text="Loss Became")["trial"]) == [3]
+        assert list(leaderboard.filter_frame(frame, max_val_mse=0.02)["trial"]) == [1]
+
+    def test_summary_headlines(self, study):
+        headline = leaderboard.summary(results.trials_frame(study))
+        assert headline == {
+            "Trials": "4",
+            "Finished": "2",
+            "Best val MSE": "0.0100",
+            "Best PSNR": "20.0 dB",
+        }
+
+    def test_display_columns_put_identity_and_metrics_first(self, study):
+        frame = results.trials_frame(study)
+        columns = leaderboard.display_columns(frame, with_study=False)
+        assert columns[:3] == ["trial", "state", "val_mse"] and columns[-2:] == [
+            "has_model",
+            "note",
+        ]
+        assert "study" not in columns and "filters" in columns
+
+    def test_studies_frame_merges_and_sorts(self, study):
+        other = optuna.create_study(study_name="t")
+        _add(other, TrialState.COMPLETE, 4, 0.005, artifact_dir="t/0")
+        merged = leaderboard.studies_frame([study, other])
+        assert list(zip(merged["study"][:2], merged["trial"][:2], strict=True)) == [
+            ("t", 0),
+            ("s", 1),
+        ]
+
+    def test_live_curves_long_form(self):
+        frame = leaderboard.live_curves({"trial": 4, "loss": [0.3, 0.2], "val_loss": [0.4]})
+        assert len(frame) == 3 and set(frame["split"]) == {"loss", "val_loss"}
+
+
+class TestStudyCharts:
+    def test_plan_of_a_study_with_varying_parameters(self, study):
+        plan = leaderboard.study_chart_plan(study)
+        assert plan.charts == (
+            "Optimization history",
+            "Parallel coordinates",
+            "Parameter importances",
+        )
+        assert not plan.notes and not plan.multi_objective
+
+    def test_plan_without_finished_trials_says_why(self):
+        plan = leaderboard.study_chart_plan(optuna.create_study())
+        assert plan.charts == () and "No finished trial yet" in plan.notes[0]
+
+    def test_plan_of_one_trial_leaves_importances_out(self):
+        one = optuna.create_study()
+        _add(one, TrialState.COMPLETE, 4, 0.1)
+        plan = leaderboard.study_chart_plan(one)
+        assert plan.charts == ("Optimization history",)
+        assert "at least 2 finished trials" in plan.notes[0]
+
+    def test_figures_follow_the_plan(self, study):
+        plan = leaderboard.study_chart_plan(study)
+        figures = charts.study_figures(study, plan)
+        assert list(figures) == list(plan.charts)
+
+    def test_loss_curves_figure_draws_one_line_per_trial_and_split(self):
+        frame = pd.DataFrame(
+            {
+                "label": ["#1", "#1", "#2"],
+                "epoch": [1, 1, 1],
+                "split": ["loss", "val_loss", "val_loss"],
+                "value": [0.3, 0.4, 0.5],
+            }
+        )
+        figure = charts.loss_curves_figure(frame)
+        assert len(figure.data) == 3
+        assert figure.data[0].line.color == charts.PALETTE[0]
