@@ -115,19 +115,6 @@ def live_curves(live: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["label", "epoch", "split", "value"])
 
 
-@dataclass(frozen=True)
-class Reconstructions:
-    """Test images and what each picked trial's model makes of them.
-
-    Attributes:
-        originals: The test images, (N, H, W, C) in [0, 1].
-        rows: ``(label, images or None, note)`` per trial; images like ``originals``.
-    """
-
-    originals: np.ndarray
-    rows: list[tuple[str, np.ndarray | None, str]]
-
-
 def reconstruct(model, images: np.ndarray) -> np.ndarray:
     """A model's reconstruction of images, clipped to [0, 1].
 

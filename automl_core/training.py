@@ -50,11 +50,6 @@ class TrialMetrics:
         """The metrics as a JSON-ready dict."""
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, values: dict) -> TrialMetrics:
-        """Reads :meth:`to_dict` output back."""
-        return cls(**values)
-
 
 @dataclass
 class TrainedModel:

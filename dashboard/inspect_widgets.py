@@ -17,8 +17,6 @@ from automl_core import inspect, latent, metrics
 from automl_core.errors import AutoMLError
 from dashboard import state
 
-SPLITS = ("test", "train")
-
 
 @dataclass(frozen=True)
 class Inspected:
