@@ -104,7 +104,7 @@ PARAMETERS: dict[str, ParameterSpec] = {
         ),
         ParameterSpec(
             "learning_rate", "float", 1e-3, (1e-3,), (1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
-            "Learning rate", "initial learning rate", maximum=10.0, log=True, rangeable=True,
+            "Learning rate", "initial learning rate", log=True, rangeable=True,
         ),
         ParameterSpec(
             "batch_size", "int", 64, (64,), (16, 32, 64, 128), "Batch size",
