@@ -607,7 +607,9 @@ def image_to_unit_array(
         image = (image if image.mode == "I" else image.convert("I")).convert("F")
     else:
         scale = 255.0
-        image = image.convert("L" if channels == 1 else "RGB")
+        wanted = "L" if channels == 1 else "RGB"
+        if image.mode != wanted:  # convert() would copy even when the mode is right
+            image = image.convert(wanted)
     if image.size != tuple(size):
         image = image.resize(tuple(size), resample=resample, reducing_gap=3.0)
     array = np.asarray(image, dtype=np.float32) / np.float32(scale)
