@@ -269,7 +269,7 @@ class LoadNotes:
             if tuple(common) != tuple(self.image_size):
                 text += (
                     f" (the most common size, {common[1]}x{common[0]}, scaled down to the "
-                    f"max_image_side limit of {limits.get('max_image_side')} pixels)"
+                    f"max_image_side limit of {max(height, width)} pixels)"
                 )
             else:
                 text += " (the most common size)"
@@ -366,7 +366,7 @@ def _check_image_shape(shape: tuple[int, ...], source: str) -> None:
         raise DatasetError(
             f"{source}: 'x' must have shape (N, H, W) or (N, H, W, C), got shape {shape}"
         )
-    if shape[0] == 0:
+    if shape[0] <= 0:
         raise DatasetError(f"{source}: 'x' holds no images (shape {shape}); expected at least 1")
     if len(shape) == 4 and shape[-1] not in (1, 3):
         raise DatasetError(
