@@ -90,6 +90,24 @@ _limit(
     "seconds",
     "time the child process that checks an upload may take",
 )
+_limit(
+    "max_grid_size",
+    100_000,
+    "configurations",
+    "most configurations a search space's full grid may hold",
+)
+_limit(
+    "max_model_parameters",
+    50_000_000,
+    "parameters",
+    "largest autoencoder a trial may build; a bigger one fails with that reason",
+)
+_limit(
+    "max_consecutive_failures",
+    5,
+    "trials",
+    "failed trials in a row after which a search stops and says why",
+)
 
 
 def get(name: str) -> int:

@@ -20,6 +20,7 @@ from typing import Any
 import keras
 from keras import layers
 
+from automl_core import limits
 from automl_core.blocks import BLOCKS
 from automl_core.errors import ConfigError
 from automl_core.space import PARAMETERS, ModelConfig
@@ -32,6 +33,30 @@ class Autoencoder:
     autoencoder: keras.Model
     encoder: keras.Model
     decoder: keras.Model
+
+
+def estimate_parameters(config: ModelConfig, input_shape: tuple[int, int, int]) -> int:
+    """The parameter count of ``config``'s autoencoder, computed without building it.
+
+    Building a model allocates its weights, so a configuration far too large for memory is
+    refused from this count first (see :func:`build_autoencoder`).
+
+    Args:
+        config: The architecture.
+        input_shape: One image's (H, W, C).
+
+    Returns:
+        The number of weights and biases of the encoder and decoder.
+    """
+    height, width, channels = (int(d) for d in input_shape)
+    k, f, depth = config.kernel_size, config.filters, config.num_conv_layers
+    for _ in range(depth):  # each block halves the image, rounding up (same padding)
+        height, width = math.ceil(height / 2), math.ceil(width / 2)
+    features = height * width * f
+    encoder_convs = (k * k * channels * f + f) + (depth - 1) * (k * k * f * f + f)
+    decoder_convs = depth * (k * k * f * f + f) + (k * k * f * channels + channels)
+    dense = 2 * features * config.latent_dim + config.latent_dim + features
+    return encoder_convs + decoder_convs + dense
 
 
 def build_autoencoder(config: ModelConfig, input_shape: tuple[int, int, int]) -> Autoencoder:
@@ -51,6 +76,14 @@ def build_autoencoder(config: ModelConfig, input_shape: tuple[int, int, int]) ->
         ConfigError: The configuration does not fit the image size.
     """
     height, width, channels = (int(d) for d in input_shape)
+    size = estimate_parameters(config, input_shape)
+    if size > limits.get("max_model_parameters"):
+        raise ConfigError(
+            f"filters={config.filters}, latent_dim={config.latent_dim} and "
+            f"num_conv_layers={config.num_conv_layers} make a model of {size:,} parameters "
+            f"on {height}x{width}x{channels} images, more than the "
+            f"{limits.get('max_model_parameters'):,} allowed (AUTOML_MAX_MODEL_PARAMETERS)"
+        )
     if 2**config.num_conv_layers > min(height, width):
         raise ConfigError(
             f"num_conv_layers={config.num_conv_layers} would shrink the {height}x{width} image "

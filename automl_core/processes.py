@@ -14,6 +14,8 @@ Logs of both are read through :func:`log_lines`, which drops TensorFlow's start-
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -109,14 +111,12 @@ def spawn_worker(study_name: str, storage_url: str | None, index: int) -> subpro
         sys.executable, "-m", "automl_core", "worker", "--study", study_name,
         "--seed-offset", str(index), "--max-trials", str(TRIALS_PER_PROCESS), "--quiet",
     ]  # fmt: skip
-    if storage_url:
-        command += ["--storage", storage_url]
     log = worker_log_path(study_name, index)
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as stderr:
         return subprocess.Popen(
             command,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=_child_environment(storage_url),
             stdout=subprocess.DEVNULL,
             stderr=stderr,
         )
@@ -214,10 +214,13 @@ def is_running(study: str) -> bool:
     return record is not None and _alive(record.pid)
 
 
-def build_command(
-    settings: SearchSettings, space_file: Path, workers: int, storage_url: str | None
-) -> list[str]:
-    """The CLI command line that runs a search."""
+def build_command(settings: SearchSettings, space_file: Path, workers: int) -> list[str]:
+    """The CLI command line that runs a search.
+
+    The storage URL is not on it: it may hold a password, and command lines are visible to
+    every user of the machine (``ps``) and are recorded in the launch record. It travels in
+    the child's environment (``AUTOML_STORAGE``) instead.
+    """
     command = [
         sys.executable,
         "-m",
@@ -246,9 +249,38 @@ def build_command(
         command += ["--timeout", f"{settings.timeout:g}"]
     if settings.max_images is not None:
         command += ["--max-images", str(settings.max_images)]
-    if storage_url:
-        command += ["--storage", storage_url]
     return command
+
+
+def _child_environment(storage_url: str | None) -> dict[str, str]:
+    """This process's environment plus what a search or worker child needs.
+
+    Passing the storage URL here rather than as an argument keeps a password in it out of
+    process listings and log files.
+    """
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "AUTOML_HOME": str(store.runs_home())}
+    if storage_url:
+        env["AUTOML_STORAGE"] = storage_url
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+@contextlib.contextmanager
+def _launch_lock(study: str):
+    """Holds an exclusive lock on the study's launch, across threads and processes.
+
+    Check-then-start is not atomic by itself: two launches at the same moment would both
+    see no running search. An ``flock`` on a per-study lock file serialises them, so the
+    second sees the first's record and is refused.
+    """
+    folder = launches_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{store.validate_study_name(study)}.lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def launch_search(
@@ -270,39 +302,33 @@ def launch_search(
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be a positive integer, got workers={workers!r}")
-    if is_running(settings.study):
-        raise ConfigError(
-            f"a search of study {settings.study!r} is already running; stop it first or "
-            "pick another study name"
-        )
-    from automl_core.search import check_search  # the search imports this module
+    with _launch_lock(settings.study):
+        if is_running(settings.study):
+            raise ConfigError(
+                f"a search of study {settings.study!r} is already running; stop it first or "
+                "pick another study name"
+            )
+        from automl_core.search import check_search  # the search imports this module
 
-    check_search(settings, storage_url)
-    folder = launches_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    space_file = folder / f"{settings.study}.space.json"
-    space_file.write_text(json.dumps(settings.search_space().to_dict(), indent=2), "utf-8")
-    log = folder / f"{settings.study}.log"
-    command = build_command(settings, space_file, workers, storage_url)
-    env = {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-        "AUTOML_HOME": str(store.runs_home()),
-    }
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            command,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            cwd=str(_ROOT),
-            start_new_session=True,
-        )
-    record = LaunchRecord(settings.study, process.pid, time.time(), str(log), command)
-    _record_path(settings.study).write_text(json.dumps(record.__dict__), "utf-8")
+        check_search(settings, storage_url)
+        folder = launches_dir()
+        space_file = folder / f"{settings.study}.space.json"
+        space_file.write_text(json.dumps(settings.search_space().to_dict(), indent=2), "utf-8")
+        log = folder / f"{settings.study}.log"
+        command = build_command(settings, space_file, workers)
+        env = {**_child_environment(storage_url), "TF_CPP_MIN_LOG_LEVEL": "3"}
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                command,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=str(_ROOT),
+                start_new_session=True,
+            )
+        record = LaunchRecord(settings.study, process.pid, time.time(), str(log), command)
+        _record_path(settings.study).write_text(json.dumps(record.__dict__), "utf-8")
     return record
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import math
 import time
+import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
@@ -20,7 +21,7 @@ from typing import Any
 
 import optuna
 
-from automl_core import processes, store
+from automl_core import limits, processes, store
 from automl_core.datasets import DATASETS, Dataset, load_arrays, load_dataset
 from automl_core.errors import ConfigError, StorageError, TrialFailure
 from automl_core.settings import (
@@ -42,6 +43,8 @@ from automl_core.trials import (
     WORKER_ATTR,
     BudgetCount,
     TrialRecord,
+    fail_trial,
+    failures_in_a_row,
     finished_twin,
     read_trials,
 )
@@ -135,6 +138,7 @@ def prepare_study(settings: SearchSettings, storage_url: str | None = None) -> o
     if stored is None:
         study.set_user_attr(store.SETTINGS_ATTR, settings.to_dict())
         study.set_user_attr(store.ARTIFACT_ROOT_ATTR, str(store.artifact_root()))
+        study.set_user_attr(store.ARTIFACT_KEY_ATTR, uuid.uuid4().hex[:8])
     else:
         conflict = settings_conflict(settings, stored)
         if conflict:
@@ -221,16 +225,23 @@ def _objective(
         except (ConfigError, ValueError) as exc:
             trial.set_user_attr(FAIL_REASON_ATTR, f"impossible configuration: {exc}")
             raise TrialFailure(str(exc)) from exc
+        except MemoryError as exc:
+            trial.set_user_attr(FAIL_REASON_ATTR, "out of memory while building or training")
+            raise TrialFailure("out of memory") from exc
         metrics = trained.metrics.to_dict()
-        relative = store.save_trial_artifacts(
-            store.artifact_root(),
-            settings.study,
-            trial.number,
-            trained.models.autoencoder,
-            trained.history,
-            metrics,
-            config.to_dict(),
-        )
+        try:
+            relative = store.save_trial_artifacts(
+                store.artifact_root(),
+                store.study_artifact_folder(study),
+                trial.number,
+                trained.models.autoencoder,
+                trained.history,
+                metrics,
+                config.to_dict(),
+            )
+        except StorageError as exc:
+            trial.set_user_attr(FAIL_REASON_ATTR, str(exc))
+            raise TrialFailure(str(exc)) from exc
         trial.set_user_attr(METRICS_ATTR, metrics)
         trial.set_user_attr(ARTIFACT_ATTR, relative)
         if strategy.multi_objective:
@@ -377,6 +388,8 @@ def run_search(
     study = prepare_study(settings, storage_url)
     settings = study_settings(study)
     reported = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+    storage = store.open_storage(storage_url)
+    started = time.time()
     children: dict[int, Any] = {}
     spawned = crashes = 0
     last_error = ""
@@ -390,15 +403,17 @@ def run_search(
                         processes.last_error_line(settings.study, index)
                         or f"exit status {child.returncode}"
                     )
-            progressed = _report_finished(study, reported, on_trial)
-            crashes = 0 if progressed else crashes
-            if crashes >= 3 * workers:
-                raise TrialFailure(
-                    f"worker processes of study {settings.study!r} exited {crashes} times in a "
-                    f"row without finishing a trial; the last said: {last_error}"
-                )
+                    _fail_trial_of_dead_worker(storage, study, child, last_error)
+            new = _report_finished(study, reported, on_trial)
+            if any(t.state != optuna.trial.TrialState.FAIL for t in new):
+                crashes = 0
+            records = read_trials(study)
+            _stop_if_failing(settings.study, records, started, crashes, last_error)
             more = budget_left(study, settings)
-            if not more and not children:
+            running = BudgetCount.of(records).running
+            # a trial still RUNNING without a worker of ours (a killed run's, another
+            # machine's) is waited for: it finishes, or heartbeats fail and re-queue it
+            if not more and not children and not running:
                 break
             while more and len(children) < workers:
                 children[spawned] = processes.spawn_worker(settings.study, storage_url, spawned)
@@ -413,10 +428,46 @@ def run_search(
     return study
 
 
+def _fail_trial_of_dead_worker(storage, study: optuna.Study, child, last_error: str) -> None:
+    """Fails, with the reason, the trial a crashed worker left RUNNING, so it counts.
+
+    A worker killed by the kernel (out of memory) or by an error would otherwise leave its
+    trial to be retried, and the same configuration could kill the next worker again.
+    """
+    worker = processes.worker_id(child.pid)
+    for record in read_trials(study):
+        if record.running and record.worker == worker:
+            reason = f"its worker process died (exit status {child.returncode}): {last_error}"
+            try:
+                fail_trial(storage, study.study_name, record.number, reason)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # it finished or was failed by heartbeats in the meantime
+
+
+def _stop_if_failing(
+    study_name: str, records: list[TrialRecord], since: float, crashes: int, last_error: str
+) -> None:
+    """Raises TrialFailure when this run's recent trials all failed, or workers keep dying."""
+    limit = limits.get("max_consecutive_failures")
+    recent = [r for r in failures_in_a_row(records) if (r.finished_at or 0) >= since]
+    if len(recent) >= limit:
+        raise TrialFailure(
+            f"the last {len(recent)} trials of study {study_name!r} failed, so the search "
+            f"stopped (AUTOML_MAX_CONSECUTIVE_FAILURES={limit}); the last said: "
+            f"{recent[-1].fail_reason}"
+        )
+    if crashes >= limit:
+        raise TrialFailure(
+            f"worker processes of study {study_name!r} exited {crashes} times in a row "
+            f"without finishing a trial (AUTOML_MAX_CONSECUTIVE_FAILURES={limit}); the last "
+            f"said: {last_error}"
+        )
+
+
 def _report_finished(
     study: optuna.Study, reported: set[int], on_trial: TrialCallback | None
-) -> bool:
-    """Calls ``on_trial`` for trials finished since the last call; True if there were any."""
+) -> list[optuna.trial.FrozenTrial]:
+    """Calls ``on_trial`` for trials finished since the last call and returns them."""
     new = [
         t
         for t in study.get_trials(deepcopy=False)
@@ -426,4 +477,4 @@ def _report_finished(
         reported.add(trial.number)
         if on_trial:
             on_trial(study, trial)
-    return bool(new)
+    return new

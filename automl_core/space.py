@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any
 
+from automl_core import limits
 from automl_core.errors import ConfigError
 
 ACTIVATIONS = ("relu", "elu", "selu", "gelu", "leaky_relu", "swish", "sigmoid", "tanh")
@@ -347,6 +348,13 @@ class SearchSpace:
                     f"grid search needs a list of choices for every parameter, but {name} is a "
                     f"range {p.low}..{p.high}; give a list or pick another strategy"
                 )
+        size = self.grid_size()
+        if size is not None and size > limits.get("max_grid_size"):
+            raise ConfigError(
+                f"the grid holds {size:,} configurations, more than the "
+                f"{limits.get('max_grid_size'):,} allowed (AUTOML_MAX_GRID_SIZE); give fewer "
+                "choices or use a sampling strategy (random, tpe-cost) with ranges"
+            )
         return {name: list(p.values) for name, p in self.parameters.items()}  # type: ignore[union-attr]
 
     def configurations(self) -> list[ModelConfig]:

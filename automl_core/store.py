@@ -10,27 +10,43 @@ relative folder and the study records the root it was created with.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import itertools
 import json
 import os
+import random
 import re
 import shutil
 import sqlite3
 import tempfile
 import threading
+import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
+from sqlalchemy.engine import make_url
 
 from automl_core.errors import ArtifactMissing, ConfigError, StorageError
 from automl_core.trials import ARTIFACT_ATTR
 
 STUDY_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 ARTIFACT_ROOT_ATTR = "artifact_root"
+ARTIFACT_KEY_ATTR = "artifact_key"
 SETTINGS_ATTR = "settings"
 
+# what the database layer raises when a storage cannot be opened or read
+STORAGE_FAILURES: tuple[type[BaseException], ...] = (
+    optuna.exceptions.StorageInternalError,
+    sqlalchemy.exc.SQLAlchemyError,
+    sqlite3.Error,
+)
+_PASSWORD_IN_URL = re.compile(r"(//[^/@:\s]*:)[^\s/]*@")
+_PASSWORD_IN_QUERY = re.compile(r"([?&]password=)[^&\s]*", re.IGNORECASE)
 
 _OPEN_LOCK = threading.Lock()
 
@@ -68,9 +84,10 @@ def validate_study_name(name: str) -> str:
 
     Raises:
         ConfigError: The name is empty, too long, or has characters other than letters,
-            digits, ``.``, ``_`` and ``-`` (path separators and HTML included).
+            digits, ``.``, ``_`` and ``-`` (path separators, HTML and line breaks included).
     """
-    if not isinstance(name, str) or not STUDY_NAME_PATTERN.match(name) or ".." in name:
+    # fullmatch: with match(), the pattern's "$" would also accept a final newline
+    if not isinstance(name, str) or not STUDY_NAME_PATTERN.fullmatch(name) or ".." in name:
         raise ConfigError(
             f"invalid study name {name!r}: use 1-100 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit (no path separators, spaces or HTML)"
@@ -78,17 +95,134 @@ def validate_study_name(name: str) -> str:
     return name
 
 
-def _prepare_sqlite(url: str) -> None:
-    """Creates the SQLite file's folder and switches it to WAL so readers never block writers."""
-    path = url.split(":///", 1)[1] if ":///" in url else ""
-    if not path or path == ":memory:":
-        return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+def safe_url(url: str) -> str:
+    """A storage URL fit for a message: its password, if any, shown as ``***``.
+
+    Args:
+        url: A SQLAlchemy URL, or any text given as one.
+
+    Returns:
+        The URL as SQLAlchemy renders it without its password; text SQLAlchemy cannot parse
+        has whatever lies between ``//user:`` and ``@`` (and a ``password=`` query value)
+        masked instead.
+    """
+    text = str(url)
     try:
-        with sqlite3.connect(path, timeout=60) as connection:
+        text = make_url(text).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy parses: mask by pattern below
+        pass
+    return _PASSWORD_IN_QUERY.sub(r"\1***", _PASSWORD_IN_URL.sub(r"\1***@", text))
+
+
+def _hide_secrets(text: str, url: str) -> str:
+    """``text`` with ``url`` shown as :func:`safe_url` and its password masked wherever it is."""
+    text = text.replace(url, safe_url(url))
+    try:
+        password = make_url(url).password
+    except Exception:  # noqa: BLE001 - unparsable URL: the patterns below still apply
+        password = None
+    if password and len(str(password)) >= 3:  # shorter ones would mask ordinary letters
+        text = text.replace(str(password), "***")
+    return _PASSWORD_IN_QUERY.sub(r"\1***", _PASSWORD_IN_URL.sub(r"\1***@", text))
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite storage URL, or None for other storages and in-memory databases.
+
+    Args:
+        url: A SQLAlchemy URL such as ``sqlite:///runs/studies.db``.
+
+    Returns:
+        The database file's path (relative paths stay relative).
+    """
+    if not url.startswith("sqlite") or ":///" not in url:
+        return None
+    path = url.split(":///", 1)[1].split("?", 1)[0]
+    path = path.removeprefix("file:")  # the URI form used for read-only opening
+    if not path or path == ":memory:":
+        return None
+    return Path(path)
+
+
+def storage_exists(url: str | None = None) -> bool:
+    """Whether a storage is there to read: False only for a SQLite file that does not exist.
+
+    Args:
+        url: A SQLAlchemy URL. Defaults to :func:`default_storage_url`.
+    """
+    path = sqlite_path(url or default_storage_url())
+    return path is None or path.is_file()
+
+
+def _failure_reason(exc: BaseException) -> str:
+    """The first line of the driver's own words behind a database error (``file is not a
+    database``), following SQLAlchemy's ``orig`` and Optuna's ``raise ... from``."""
+    seen = exc
+    for _ in range(10):
+        orig = getattr(seen, "orig", None)
+        deeper = orig if isinstance(orig, BaseException) else seen.__cause__
+        if deeper is None or deeper is seen:
+            break
+        seen = deeper
+    text = str(seen).strip()
+    return text.splitlines()[0] if text else type(seen).__name__
+
+
+def storage_error(exc: BaseException, url: str | None = None) -> StorageError:
+    """A clear :class:`StorageError` for a failure to open or read a storage.
+
+    The message names the SQLite file (or the URL without its password) and the driver's
+    reason; no password reaches it.
+
+    Args:
+        exc: What the database layer raised (SQLAlchemy, ``sqlite3``, Optuna's
+            ``StorageInternalError``, a missing driver...).
+        url: The storage's URL. Defaults to :func:`default_storage_url`.
+
+    Returns:
+        The error to raise (``raise storage_error(exc, url) from exc``).
+    """
+    url = url or default_storage_url()
+    reason = _hide_secrets(_failure_reason(exc), url)
+    path = sqlite_path(url)
+    if path is None:
+        return StorageError(f"storage {safe_url(url)!r} is unreachable or malformed ({reason})")
+    damaged = any(word in reason.lower() for word in ("not a database", "malformed", "corrupt"))
+    hint = (
+        "; the file is damaged or is not a study database: move it away, or point "
+        "AUTOML_STORAGE / --storage at another one"
+        if damaged
+        else ""
+    )
+    return StorageError(f"the study database {path} cannot be used as SQLite ({reason}){hint}")
+
+
+@contextlib.contextmanager
+def storage_errors(url: str | None = None) -> Iterator[None]:
+    """Turns database failures raised in the block into :func:`storage_error`'s StorageError.
+
+    Args:
+        url: The storage being read. Defaults to :func:`default_storage_url`.
+    """
+    try:
+        yield
+    except STORAGE_FAILURES as exc:
+        raise storage_error(exc, url) from exc
+
+
+def _prepare_sqlite(path: Path) -> None:
+    """Creates the SQLite file's folder and switches it to WAL so readers never block writers."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(
+            f"the folder {path.parent} of the study database cannot be created "
+            f"({exc.strerror or exc}); expected a writable location (AUTOML_HOME / --storage)"
+        ) from exc
+    with contextlib.closing(sqlite3.connect(path, timeout=60)) as connection:
+        # reading the mode takes no lock; setting it does, so only a new file is switched
+        if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
             connection.execute("PRAGMA journal_mode=WAL")
-    except sqlite3.Error as exc:
-        raise StorageError(f"storage '{url}' cannot be opened as SQLite ({exc})") from exc
 
 
 def _retry_callback():
@@ -98,83 +232,172 @@ def _retry_callback():
     return retry(max_retry=3)
 
 
-def open_storage(url: str | None = None) -> optuna.storages.RDBStorage:
+def _writable(path: Path) -> bool:
+    """Whether this process may write a SQLite file and its folder (journals live beside it)."""
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+
+
+def open_storage(url: str | None = None, *, create: bool = True) -> optuna.storages.RDBStorage:
     """Opens (and creates if needed) the study storage at a SQLAlchemy URL.
 
     SQLite waits up to 60 s for a lock instead of failing with "database is locked", and
     runs in WAL mode. Trials send a heartbeat, so a killed worker's trial is failed and
-    retried by the next worker instead of staying RUNNING forever.
+    retried by the next worker instead of staying RUNNING forever. Two processes creating
+    one new database at once do not fail: the one that loses the race tries again.
 
     Args:
         url: A SQLAlchemy URL (``sqlite:///...``, ``postgresql://...``). Defaults to
             :func:`default_storage_url`.
+        create: Create a missing SQLite file, its folder and the tables. Commands that only
+            read pass False: a missing SQLite file is then an error, and a file in a folder
+            this process may not write is opened read-only. Defaults to True.
 
     Returns:
         The storage, shared within this process.
 
     Raises:
-        StorageError: The URL is malformed or the database is unreachable.
+        StorageError: The URL is malformed, the database is unreachable or damaged, or
+            (``create=False``) the SQLite file does not exist.
     """
+    url = url or default_storage_url()
+    path = sqlite_path(url)
+    read_only = False
+    if not create and path is not None:
+        if not path.is_file():
+            raise StorageError(
+                f"no study database at {path}; expected an existing studies.db (run a search "
+                "first, or point AUTOML_HOME / AUTOML_STORAGE / --storage at one)"
+            )
+        read_only = not _writable(path)
     with _OPEN_LOCK:  # two threads creating one database's tables at once would collide
-        return _open_storage(url or default_storage_url())
+        if read_only:
+            return _open_read_only(path)
+        return _open_storage(url)
+
+
+def _open_read_only(path: Path) -> optuna.storages.RDBStorage:
+    """A SQLite file in a place this process cannot write, opened without writing anything.
+
+    Read-only mode works when the WAL's side files are there; otherwise the file is read
+    as immutable (as of its last checkpoint), which needs no side files at all.
+    """
+    failure: BaseException | None = None
+    for options in ("mode=ro", "mode=ro&immutable=1"):
+        try:
+            return _open_storage(f"sqlite:///file:{path.resolve()}?{options}&uri=true", True)
+        except StorageError as exc:
+            failure = exc
+    assert failure is not None
+    raise failure
+
+
+# words of a database error that mean another process was creating the same database
+_CREATION_RACE = ("already exists", "unique constraint failed", "duplicate key", "is locked")
+_RACE_RETRY_SECONDS = 30.0
+
+
+def _is_creation_race(exc: BaseException) -> bool:
+    """Whether an error looks like two processes creating one database's tables at once."""
+    text = f"{exc} {_failure_reason(exc)}".lower()
+    return any(words in text for words in _CREATION_RACE)
 
 
 @functools.lru_cache(maxsize=8)
-def _open_storage(url: str) -> optuna.storages.RDBStorage:
-    """Opens one storage per URL and process (engines are expensive; they are thread-safe)."""
+def _open_storage(url: str, read_only: bool = False) -> optuna.storages.RDBStorage:
+    """Opens one storage per URL and process (engines are expensive; they are thread-safe).
+
+    A creation race (a table or version row made by another process between Optuna's check
+    and its own ``CREATE``) is retried for a while with a growing pause, then reported.
+    """
     if "://" not in url:
         raise StorageError(
-            f"malformed storage URL {url!r}; expected a SQLAlchemy URL such as "
+            f"malformed storage URL {safe_url(url)!r}; expected a SQLAlchemy URL such as "
             "sqlite:///runs/studies.db or postgresql://user@host/db"
         )
+    started = time.monotonic()
+    for attempt in itertools.count(1):
+        try:
+            return _connect(url, read_only)
+        except StorageError:
+            raise
+        except Exception as exc:  # SQLAlchemy's ArgumentError, OperationalError, ImportError...
+            late = time.monotonic() - started > _RACE_RETRY_SECONDS
+            if late or not _is_creation_race(exc):
+                raise storage_error(exc, url) from exc
+            time.sleep(min(0.1 * attempt, 1.0) + random.uniform(0, 0.1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _connect(url: str, read_only: bool) -> optuna.storages.RDBStorage:
+    """One attempt at opening a storage (see :func:`_open_storage`)."""
     engine_kwargs: dict[str, Any] = {}
+    path = sqlite_path(url)
     if url.startswith("sqlite"):
-        _prepare_sqlite(url)
+        if path is not None and not read_only:
+            _prepare_sqlite(path)
         engine_kwargs["connect_args"] = {"timeout": 60}
     else:
         engine_kwargs["pool_pre_ping"] = True
         if url.startswith("postgresql"):
             engine_kwargs["connect_args"] = {"connect_timeout": 10}
-    try:
-        with warnings.catch_warnings():
-            # heartbeats are marked experimental, yet they are what keeps killed trials retried
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            warnings.simplefilter("ignore", FutureWarning)
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=_heartbeat_settings()[0],
-                grace_period=_heartbeat_settings()[1],
-                heartbeat_stale_trial_callback=_retry_callback(),
-            )
-    except Exception as exc:  # SQLAlchemy's ArgumentError, OperationalError, ImportError...
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StorageError(f"storage {url!r} is unreachable or malformed ({first_line})") from exc
+    with warnings.catch_warnings():
+        # heartbeats are marked experimental, yet they are what keeps killed trials retried
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            skip_table_creation=read_only,
+            heartbeat_interval=_heartbeat_settings()[0],
+            grace_period=_heartbeat_settings()[1],
+            heartbeat_stale_trial_callback=_retry_callback(),
+        )
 
 
-def study_names(storage_url: str | None = None) -> list[str]:
-    """Names of every study in a storage, oldest first."""
-    storage = open_storage(storage_url)
-    return [
-        s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
-    ]
+def study_names(storage_url: str | None = None, *, create: bool = True) -> list[str]:
+    """Names of every study in a storage, oldest first.
+
+    Args:
+        storage_url: The storage. Defaults to :func:`default_storage_url`.
+        create: As in :func:`open_storage`; with False, a SQLite file that does not exist
+            holds no study (and is not created). Defaults to True.
+
+    Raises:
+        StorageError: The storage is unreachable, malformed or damaged.
+    """
+    url = storage_url or default_storage_url()
+    if not create and not storage_exists(url):
+        return []
+    storage = open_storage(url, create=create)
+    with storage_errors(url):
+        summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+    return [s.study_name for s in summaries]
 
 
-def load_study(name: str, storage_url: str | None = None) -> optuna.Study:
+def load_study(name: str, storage_url: str | None = None, *, create: bool = True) -> optuna.Study:
     """Loads an existing study.
+
+    Args:
+        name: The study's name.
+        storage_url: Its storage. Defaults to :func:`default_storage_url`.
+        create: As in :func:`open_storage`: read-only callers pass False, so a missing
+            SQLite file is reported instead of created. Defaults to True.
 
     Raises:
         ConfigError: The name is invalid.
-        StorageError: No study of that name exists in the storage.
+        StorageError: The storage is missing, unreachable or damaged, or holds no study of
+            that name.
     """
     validate_study_name(name)
-    storage = open_storage(storage_url)
+    url = storage_url or default_storage_url()
+    storage = open_storage(url, create=create)
     try:
-        return optuna.load_study(study_name=name, storage=storage)
+        with storage_errors(url):
+            return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        known = study_names(storage_url)
+        known = study_names(url, create=create)
         raise StorageError(
-            f"no study named {name!r} in storage {storage_url or default_storage_url()!r}; "
+            f"no study named {name!r} in storage {safe_url(url)!r}; "
             f"existing studies: {', '.join(known) if known else 'none'}"
         ) from None
 
@@ -204,17 +427,30 @@ def trial_artifact_dir(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> 
     )
 
 
+def study_artifact_folder(study: optuna.Study) -> str:
+    """The folder name of a study's artifacts under the artifact root.
+
+    Unique per study and storage: the study's name plus a random key recorded on the study
+    when it was created, so two storages sharing one runs folder never write (or delete)
+    each other's models. Studies made before the key existed use their bare name.
+    """
+    key = study.user_attrs.get(ARTIFACT_KEY_ATTR)
+    name = validate_study_name(study.study_name)
+    return f"{name}-{key}" if key else name
+
+
 def save_trial_artifacts(
-    root: Path, study_name: str, number: int, model, history: dict, metrics: dict, config: dict
+    root: Path, folder: str, number: int, model, history: dict, metrics: dict, config: dict
 ) -> str:
     """Writes a trial's model, history, metrics and configuration, all or nothing.
 
     Files go to a temporary folder first and are moved into place in one rename, so a crash
-    never leaves half a trial.
+    never leaves half a trial; a failed write removes the temporary folder. An existing
+    trial folder is never replaced.
 
     Args:
         root: The artifact root.
-        study_name: The study's (validated) name.
+        folder: The study's artifact folder name (:func:`study_artifact_folder`).
         number: The trial number.
         model: The trained ``keras.Model`` (the autoencoder).
         history: Per-epoch losses.
@@ -223,21 +459,34 @@ def save_trial_artifacts(
 
     Returns:
         The trial folder relative to ``root``, as stored in the trial row.
+
+    Raises:
+        StorageError: The files cannot be written (a full or read-only disk) or the trial
+            folder already exists; nothing is left behind.
     """
-    relative = f"{validate_study_name(study_name)}/trial_{number:05d}"
+    relative = f"{validate_study_name(folder)}/trial_{number:05d}"
     target = root / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".trial_{number:05d}_", dir=target.parent))
-    model.save(staging / "model.keras")
-    for filename, payload in (
-        ("history.json", history),
-        ("metrics.json", metrics),
-        ("config.json", config),
-    ):
-        (staging / filename).write_text(json.dumps(payload, indent=2), encoding="utf-8")
-    if target.exists():
-        shutil.rmtree(target)
-    staging.rename(target)
+    staging: Path | None = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".trial_{number:05d}_", dir=target.parent))
+        model.save(staging / "model.keras")
+        for filename, payload in (
+            ("history.json", history),
+            ("metrics.json", metrics),
+            ("config.json", config),
+        ):
+            (staging / filename).write_text(json.dumps(payload, indent=2), encoding="utf-8")
+        if target.exists():
+            raise StorageError(f"the artifact folder {target} already exists; it is left as is")
+        staging.rename(target)
+    except (OSError, ValueError) as exc:
+        raise StorageError(
+            f"the model of trial {number} could not be saved to {root} ({exc})"
+        ) from exc
+    finally:
+        if staging is not None and staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
     return relative
 
 
@@ -307,14 +556,32 @@ def install_study(
         True if the study was copied, False if the target already had it.
 
     Raises:
-        StorageError: The source has no such study.
+        StorageError: The source has no such study, a storage cannot be read or written, or
+            the artifacts cannot be copied (a read-only runs folder).
     """
+    try:
+        with storage_errors(storage_url):
+            return _install_study(
+                source_storage_url, source_artifact_root, study_name, storage_url
+            )
+    except OSError as exc:
+        raise StorageError(
+            f"study {study_name!r} cannot be copied into {artifact_root()} ({exc.strerror or exc})"
+        ) from exc
+
+
+def _install_study(
+    source_storage_url: str, source_artifact_root: Path, study_name: str, storage_url: str | None
+) -> bool:
+    """:func:`install_study` without its error translation."""
     if study_name in study_names(storage_url):
         return False
     with tempfile.TemporaryDirectory() as scratch:
         source = _read_only_source(source_storage_url, Path(scratch))
         if study_name not in [s.study_name for s in optuna.get_all_study_summaries(source, False)]:
-            raise StorageError(f"no study named {study_name!r} in {source_storage_url!r}")
+            raise StorageError(
+                f"no study named {study_name!r} in {safe_url(source_storage_url)!r}"
+            )
         source_folder = Path(source_artifact_root) / study_name
         target_folder = artifact_root() / study_name
         if source_folder.is_dir() and not target_folder.exists():
@@ -340,4 +607,5 @@ def _read_only_source(url: str, scratch: Path) -> optuna.storages.RDBStorage:
     try:
         return optuna.storages.RDBStorage(url, skip_table_creation=True)
     except Exception as exc:
-        raise StorageError(f"storage {url!r} cannot be read ({exc})") from exc
+        reason = _hide_secrets(_failure_reason(exc), url)
+        raise StorageError(f"storage {safe_url(url)!r} cannot be read ({reason})") from exc

@@ -45,6 +45,7 @@ class TrialRecord:
         worker: ``host:pid`` of the worker that ran it ('' if unknown).
         artifact_dir: Its artifact folder relative to the artifact root ('' when none).
         seconds: Wall-clock duration, or None while it runs.
+        finished_at: Unix time it finished, or None while it runs.
         epochs_reported: Epochs reported to the pruner (intermediate values).
     """
 
@@ -61,6 +62,7 @@ class TrialRecord:
     worker: str = ""
     artifact_dir: str = ""
     seconds: float | None = None
+    finished_at: float | None = None
     epochs_reported: int = 0
 
     @classmethod
@@ -88,6 +90,7 @@ class TrialRecord:
             worker=str(attrs.get(WORKER_ATTR, "")),
             artifact_dir=str(attrs.get(ARTIFACT_ATTR, "")),
             seconds=trial.duration.total_seconds() if trial.duration is not None else None,
+            finished_at=(trial.datetime_complete.timestamp() if trial.datetime_complete else None),
             epochs_reported=len(trial.intermediate_values),
         )
 
@@ -187,3 +190,38 @@ def best_record(records: list[TrialRecord]) -> TrialRecord | None:
     finished = [r for r in records if r.state == TrialState.COMPLETE.name and r.has_model]
     finished = [r for r in finished if "val_mse" in r.metrics]
     return min(finished, key=lambda r: r.metrics["val_mse"]) if finished else None
+
+
+def failures_in_a_row(records: list[TrialRecord]) -> list[TrialRecord]:
+    """The trials that failed for a reason of their own since the last success, latest last.
+
+    A search whose every recent trial fails (a model that never fits in memory, a full
+    disk) should stop and say why rather than keep proposing; pruned and complete trials
+    end a run of failures, interrupted ones (retried) neither add to nor end it.
+    """
+    finished = sorted(
+        (r for r in records if r.counts_toward_budget and r.finished_at is not None),
+        key=lambda r: r.finished_at,  # type: ignore[arg-type, return-value]
+    )
+    run: list[TrialRecord] = []
+    for record in finished:
+        run = run + [record] if record.state == TrialState.FAIL.name else []
+    return run
+
+
+def fail_trial(storage: optuna.storages.BaseStorage, study_name: str, number: int, reason: str):
+    """Marks another process's RUNNING trial failed for a reason, through the storage's API.
+
+    Used by a supervisor whose worker died mid-trial: the trial then counts toward the
+    budget with its reason instead of being retried forever.
+
+    Args:
+        storage: The study's storage.
+        study_name: The study.
+        number: The trial's number.
+        reason: Why it failed, as :attr:`TrialRecord.fail_reason` will show it.
+    """
+    study_id = storage.get_study_id_from_name(study_name)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+    storage.set_trial_user_attr(trial_id, FAIL_REASON_ATTR, reason)
+    storage.set_trial_state_values(trial_id, TrialState.FAIL)

@@ -106,7 +106,7 @@ def test_command_line_carries_every_setting(tmp_path):
         max_epochs=2,
         max_images=120,
     )
-    command = processes.build_command(settings, tmp_path / "space.json", 2, "sqlite:///x.db")
+    command = processes.build_command(settings, tmp_path / "space.json", 2)
     text = " ".join(command)
     for part in (
         "search --dataset digits",
@@ -117,6 +117,51 @@ def test_command_line_carries_every_setting(tmp_path):
         "--max-epochs 2",
         "--max-images 120",
         "--workers 2",
-        "--storage sqlite:///x.db",
     ):
         assert part in text
+    assert "--storage" not in text
+
+
+def test_storage_url_travels_in_the_environment_not_the_command_line(runs_dir):
+    url = "postgresql://bob:s3cret@db.invalid/automl"
+    env = processes._child_environment(url)
+    assert env["AUTOML_STORAGE"] == url and env["AUTOML_HOME"] == str(runs_dir)
+
+
+def test_two_launches_at_once_start_one_search(runs_dir, monkeypatch):
+    """The check-then-start of a launch is atomic: the second caller is refused."""
+    import threading
+
+    started, refused = [], []
+    real_popen = subprocess.Popen
+
+    def fake_check(settings, storage_url=None, input_shape=None):
+        time.sleep(0.3)  # widen the window in which both would see no running search
+
+    def fake_popen(command, **kwargs):
+        process = real_popen([sys.executable, "-c", "import time; time.sleep(30)", "automl_core"])
+        started.append(process)
+        return process
+
+    monkeypatch.setattr("automl_core.search.check_search", fake_check)
+    monkeypatch.setattr(processes.subprocess, "Popen", fake_popen)
+    settings = SearchSettings(study="twice", dataset="digits", space=TINY, trials=1)
+
+    def launch():
+        try:
+            processes.launch_search(settings)
+        except ConfigError as exc:
+            refused.append(str(exc))
+
+    threads = [threading.Thread(target=launch) for _ in range(2)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(started) == 1 and len(refused) == 1
+        assert "already running" in refused[0]
+    finally:
+        for process in started:
+            process.kill()
+            process.wait()
