@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard.state import mark_routed
+from dashboard.state import follow_deep_link, mark_routed
 
 ROOT = Path(__file__).resolve().parent
 SECTIONS = {
@@ -27,12 +27,17 @@ st.set_page_config(page_title="Autoencoder AutoML", page_icon=":material/hub:", 
 st.logo(str(ROOT / "assets" / "logo.svg"))
 st.html(f"<style>{(ROOT / 'assets' / 'style.css').read_text(encoding='utf-8')}</style>")
 mark_routed()
-pages = {
-    section: [
-        st.Page(path, title=title, icon=icon)
-        for path, title, icon in entries
-        if (ROOT / path).exists()
-    ]
+# one st.Page per file, by file name (a deep link names the file it asked for)
+by_file = {
+    Path(path).name: st.Page(path, title=title, icon=icon)
+    for entries in SECTIONS.values()
+    for path, title, icon in entries
+    if (ROOT / path).exists()
+}
+sections = {
+    section: [by_file[Path(path).name] for path, _, _ in entries if Path(path).name in by_file]
     for section, entries in SECTIONS.items()
 }
-st.navigation({section: entries for section, entries in pages.items() if entries}).run()
+navigation = st.navigation({section: pages for section, pages in sections.items() if pages})
+follow_deep_link(by_file)
+navigation.run()

@@ -13,7 +13,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from automl_core import store
+from automl_core import store, trials
 from automl_core.errors import AutoMLError
 from automl_core.results import EMPTY_COLUMNS, METRIC_COLUMNS, sort_trials, trials_frame
 
@@ -234,31 +234,30 @@ def summary(frame: pd.DataFrame) -> dict[str, str]:
 def storage_version(study_name: str, url: str | None = None) -> tuple:
     """A cheap stamp that changes when a study gains a trial or a trial finishes.
 
-    One SQL query on an RDB storage (trial count, running count, latest completion), so a
+    Workers stamp the study each time a trial starts or ends (:func:`trials.touch_study`),
+    so reading the stamp is one small query through the storage's public API, and a
     dashboard can cache the leaderboard until it changes instead of re-reading every trial.
+    A study made elsewhere (no stamp) is read whole: it is counted instead.
 
     Args:
         study_name: The study.
         url: Its storage. Defaults to :func:`store.default_storage_url`.
 
     Returns:
-        A hashable stamp; a time bucket of a few seconds if the storage cannot be queried.
+        A hashable stamp.
     """
-    import time
-
-    from sqlalchemy import text
-
-    query = text(
-        "SELECT COUNT(t.trial_id), MAX(t.datetime_complete), "
-        "SUM(CASE WHEN t.state = 'RUNNING' THEN 1 ELSE 0 END) FROM trials t "
-        "JOIN studies s ON s.study_id = t.study_id WHERE s.study_name = :name"
-    )
+    storage = store.open_storage(url)
     try:
-        with store.open_storage(url).engine.connect() as connection:
-            row = connection.execute(query, {"name": study_name}).one()
-        return tuple(str(v) for v in row)
-    except Exception:  # noqa: BLE001 - another storage kind or schema: fall back to a short time bucket
-        return ("time", int(time.time() // 3))
+        study_id = storage.get_study_id_from_name(study_name)
+    except KeyError:
+        return ("missing",)
+    stamp = storage.get_study_user_attrs(study_id).get(trials.CHANGED_ATTR)
+    if stamp is not None:
+        return ("stamp", str(stamp))
+    every = storage.get_all_trials(study_id, deepcopy=False)
+    finished = [t.datetime_complete for t in every if t.datetime_complete is not None]
+    running = sum(t.state == optuna.trial.TrialState.RUNNING for t in every)
+    return ("count", len(every), running, str(max(finished, default="")))
 
 
 FIRST_COLUMNS = ("study", "trial", "state", *METRIC_COLUMNS)

@@ -31,7 +31,7 @@ import optuna
 from automl_core import store
 from automl_core.errors import ConfigError
 from automl_core.settings import SearchSettings
-from automl_core.trials import RETRY_ATTR, TrialRecord
+from automl_core.trials import RETRY_ATTR, TrialRecord, touch_study
 
 _ROOT = Path(__file__).resolve().parent.parent
 # a worker process ends after this many trials and a fresh one takes over: TensorFlow keeps
@@ -93,6 +93,8 @@ def requeue_orphans(study: optuna.Study, workers: set[str]) -> int:
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
             requeue(study, trial.number, trial.params)
             queued += 1
+    if queued:
+        touch_study(study)
     return queued
 
 

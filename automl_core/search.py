@@ -47,6 +47,7 @@ from automl_core.trials import (
     failures_in_a_row,
     finished_twin,
     read_trials,
+    touch_study,
 )
 
 TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
@@ -197,6 +198,7 @@ def _objective(
 
     def objective(trial: optuna.Trial):
         trial.set_user_attr(WORKER_ATTR, processes.worker_id())
+        touch_study(study)
         config = space.suggest(trial)
         trial.set_user_attr(CONFIG_ATTR, config.to_dict())
         earlier = finished_twin(read_trials(study), config.to_dict())
@@ -324,7 +326,8 @@ def run_worker(
         pruner=strategy.make_pruner(context),
     )
     objective = _objective(settings, dataset, strategy, study)
-    callbacks = [on_trial] if on_trial else []
+    callbacks = [lambda finished_study, trial: touch_study(finished_study)]
+    callbacks += [on_trial] if on_trial else []
     import keras
 
     ran = 0
@@ -442,6 +445,7 @@ def _fail_trial_of_dead_worker(storage, study: optuna.Study, child, last_error: 
                 fail_trial(storage, study.study_name, record.number, reason)
             except optuna.exceptions.UpdateFinishedTrialError:
                 pass  # it finished or was failed by heartbeats in the meantime
+            touch_study(study)
 
 
 def _stop_if_failing(

@@ -9,6 +9,8 @@ the rules about them live here and nowhere else.
 from __future__ import annotations
 
 import math
+import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +26,8 @@ DUPLICATE_ATTR = "duplicate_of"
 RETRY_ATTR = "retry_of"
 WORKER_ATTR = "worker"
 ARTIFACT_ATTR = "artifact_dir"
+# study attribute: changes whenever one of its trials starts or ends (a cheap version stamp)
+CHANGED_ATTR = "changed"
 
 
 @dataclass(frozen=True)
@@ -225,3 +229,8 @@ def fail_trial(storage: optuna.storages.BaseStorage, study_name: str, number: in
     trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
     storage.set_trial_user_attr(trial_id, FAIL_REASON_ATTR, reason)
     storage.set_trial_state_values(trial_id, TrialState.FAIL)
+
+
+def touch_study(study: optuna.Study) -> None:
+    """Stamps a study as changed (a trial started or ended), for readers that cache it."""
+    study.set_user_attr(CHANGED_ATTR, f"{time.time():.6f}-{os.getpid()}")

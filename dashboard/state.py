@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from automl_core import store
 from automl_core.errors import AutoMLError
@@ -19,6 +22,29 @@ def storage_url() -> str:
     return store.default_storage_url()
 
 
+@contextlib.contextmanager
+def shown_errors(stop: bool = True) -> Iterator[None]:
+    """The page edge: the core's errors, and a storage that cannot be read, become ``st.error``.
+
+    A damaged or foreign ``studies.db``, an unreachable database or a missing file is told in
+    one line (no password, no traceback) and the page stops there.
+
+    Args:
+        stop: Stop the script run after the message (a page). A live fragment passes False:
+            the block ends and the fragment tries again on its next run. Defaults to True.
+    """
+    try:
+        yield
+    except AutoMLError as exc:
+        st.error(str(exc), icon=":material/error:")
+    except store.STORAGE_FAILURES as exc:  # raised by a read deep in Optuna or SQLAlchemy
+        st.error(str(store.storage_error(exc, storage_url())), icon=":material/error:")
+    else:
+        return
+    if stop:
+        st.stop()
+
+
 @st.cache_resource(show_spinner=False)
 def ensure_demo_study(url: str) -> bool:
     """Copies the bundled demo study into an empty storage, so a fresh install shows results.
@@ -26,7 +52,7 @@ def ensure_demo_study(url: str) -> bool:
     A storage that already holds studies (a user's, a shared one) is left as it is.
     """
     demo_db = DEMO_DIR / "studies.db"
-    if not demo_db.is_file() or store.study_names(url):
+    if not demo_db.is_file() or store.study_names(url, create=False):
         return False
     try:
         return store.install_study(f"sqlite:///{demo_db}", DEMO_DIR / "artifacts", DEMO_STUDY, url)
@@ -36,8 +62,11 @@ def ensure_demo_study(url: str) -> bool:
 
 @st.cache_data(ttl=5, show_spinner=False)
 def list_studies(url: str) -> list[str]:
-    """Study names in the storage (refreshed every few seconds, so new searches appear)."""
-    return store.study_names(url)
+    """Study names in the storage (refreshed every few seconds, so new searches appear).
+
+    Reading never creates the database: a missing SQLite file holds no study.
+    """
+    return store.study_names(url, create=False)
 
 
 def study_picker(label: str = "Study", key: str = "study") -> str | None:
@@ -104,13 +133,13 @@ def trial_picker(study_name: str, label: str = "Trial", key: str = "trial") -> i
 
 def load_study(study_name: str, url: str):
     """The study (not cached: it changes while a search runs; loading it is cheap)."""
-    return store.load_study(study_name, url)
+    return store.load_study(study_name, url, create=False)
 
 
 @st.cache_resource(max_entries=16, show_spinner="Loading model…")
 def load_model(study_name: str, trial_number: int, url: str):
     """A trial's trained autoencoder, loaded once per process (bounded to 16 models)."""
-    return store.load_trial_model(store.load_study(study_name, url), trial_number)
+    return store.load_trial_model(load_study(study_name, url), trial_number)
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading dataset…")
@@ -119,7 +148,7 @@ def load_study_dataset(study_name: str, url: str):
     from automl_core.datasets import load_dataset
     from automl_core.settings import study_settings
 
-    settings = study_settings(store.load_study(study_name, url))
+    settings = study_settings(load_study(study_name, url))
     return load_dataset(
         settings.dataset,
         settings.seed,
@@ -150,7 +179,7 @@ def read_board(study_names: tuple[str, ...], url: str):
     """The leaderboard of one or more studies, read now (for live views)."""
     from automl_core.leaderboard import studies_frame
 
-    return studies_frame([store.load_study(name, url) for name in study_names])
+    return studies_frame([load_study(name, url) for name in study_names])
 
 
 def board_version(study_names: tuple[str, ...], url: str) -> tuple:
@@ -178,7 +207,7 @@ def study_figures(study_name: str, url: str, version: tuple):
     from automl_core.charts import study_figures as draw
     from automl_core.leaderboard import study_chart_plan
 
-    study = store.load_study(study_name, url)
+    study = load_study(study_name, url)
     plan = study_chart_plan(study)
     figures = draw(study, plan)
     notes = list(plan.notes)
@@ -207,27 +236,38 @@ def mark_routed() -> None:
     st.session_state[ROUTED_FLAG] = True
 
 
+DEEP_LINK_KEY = "_deep_link_page"
+
+
 def ensure_routed(page_file: str) -> None:
-    """Reloads the browser tab when Streamlit ran a page file straight from ``pages/``.
+    """Sends a page run straight from ``pages/`` through the router, keeping its link.
 
     On the first run of a fresh server, Streamlit still treats ``pages/`` as an old-style
-    page folder: a deep link such as ``/filters`` then runs that file alone, without the
-    router, its layout and its navigation. This switches the old mode off for the server, as
-    ``st.navigation`` itself does, and reloads the tab: the same URL then lands on
-    ``app.py``. A page run on its own as the main script (``streamlit run pages/x.py``,
-    ``AppTest.from_file``) is left alone.
+    page folder: a deep link such as ``/filters?study=s`` then runs that file alone, without
+    the router, its layout and its navigation. This switches to ``app.py`` (whose
+    ``st.navigation`` turns the old mode off for the whole server), remembering the page
+    and its query, and ``app.py`` switches on to that page (:func:`follow_deep_link`). A page
+    run on its own as the main script (``streamlit run pages/x.py``, ``AppTest.from_file``)
+    has no ``app.py`` to switch to and is left alone. Public Streamlit API only.
     """
-    from streamlit.runtime.pages_manager import PagesManager
-    from streamlit.runtime.scriptrunner import get_script_run_ctx
-
-    ctx = get_script_run_ctx()
-    if ctx is None or st.session_state.get(ROUTED_FLAG):
+    if st.session_state.get(ROUTED_FLAG):
         return
-    main_script = Path(ctx.main_script_path).resolve()
-    if main_script != Path(page_file).resolve() and main_script.name == "app.py":
-        PagesManager.uses_pages_directory = False
-        st.html("<script>window.location.reload()</script>", unsafe_allow_javascript=True)
-        st.stop()
+    st.session_state[DEEP_LINK_KEY] = Path(page_file).name
+    try:
+        st.switch_page("app.py", query_params=st.query_params.to_dict())
+    except StreamlitAPIException:
+        st.session_state.pop(DEEP_LINK_KEY, None)  # run alone: nothing to route through
+
+
+def follow_deep_link(pages_by_file: dict) -> None:
+    """Called by ``app.py`` after ``st.navigation``: opens the page a deep link asked for.
+
+    Args:
+        pages_by_file: The router's ``st.Page`` objects by their file name.
+    """
+    wanted = st.session_state.pop(DEEP_LINK_KEY, None)
+    if wanted in pages_by_file:
+        st.switch_page(pages_by_file[wanted], query_params=st.query_params.to_dict())
 
 
 def study_settings_of(study_name: str, url: str):
@@ -236,6 +276,19 @@ def study_settings_of(study_name: str, url: str):
     from automl_core.settings import study_settings
 
     try:
-        return study_settings(store.load_study(study_name, url))
+        return study_settings(load_study(study_name, url))
     except StorageError:
         return None
+
+
+def dataset_notes(study_name: str, url: str) -> list[str]:
+    """What loading a study's dataset changed, one sentence each (empty when nothing did).
+
+    Call it after :func:`load_study_dataset`: the notes are those of this process's load of
+    the study's dataset file or folder, e.g. "12 of 40 images were resized to 28x28".
+    """
+    from automl_core.datasets import load_notes
+
+    settings = study_settings_of(study_name, url)
+    notes = load_notes(settings.dataset) if settings is not None else None
+    return list(notes.messages) if notes is not None else []

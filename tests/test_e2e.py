@@ -131,3 +131,22 @@ def test_launch_a_tiny_search_and_see_it_on_the_leaderboard(server):
         page.get_by_role("option", name="e2e-tiny").click()
         expect(page.get_by_test_id("stMetricValue").nth(1)).to_have_text("2", timeout=30_000)
         browser.close()
+
+
+def test_deep_link_on_a_fresh_server_opens_the_page_with_its_query(server):
+    """A link straight to an inspection page, as the first request of a new server, lands
+    on that page inside the router (navigation shown) with its study and trial kept."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(30_000)
+        page.goto(f"{server}/filters?study=demo-mnist-5k&trial=1")
+        expect(page.get_by_role("heading", name="Filters").first).to_be_visible(timeout=60_000)
+        expect(page.get_by_test_id("stSidebarNav")).to_be_visible()
+        expect(page.get_by_role("link", name="Leaderboard")).to_be_visible()
+        page.wait_for_timeout(1500)
+        assert "study=demo-mnist-5k" in page.url and "trial=1" in page.url
+        assert "/filters" in page.url
+        browser.close()

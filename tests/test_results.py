@@ -135,3 +135,26 @@ class TestStudyCharts:
         figure = charts.loss_curves_figure(frame)
         assert len(figure.data) == 3
         assert figure.data[0].line.color == charts.PALETTE[0]
+
+
+class TestStorageVersion:
+    def test_stamp_changes_when_a_trial_starts_or_ends(self, runs_dir):
+        from automl_core import store, trials
+
+        url = f"sqlite:///{runs_dir / 'v.db'}"
+        study = optuna.create_study(study_name="v", storage=store.open_storage(url))
+        first = leaderboard.storage_version("v", url)
+        assert first[0] == "count"  # no stamp yet: counted
+        trial = study.ask()
+        assert leaderboard.storage_version("v", url) != first
+        trials.touch_study(study)
+        stamped = leaderboard.storage_version("v", url)
+        assert stamped[0] == "stamp" and leaderboard.storage_version("v", url) == stamped
+        study.tell(trial, 0.1)
+        trials.touch_study(study)
+        assert leaderboard.storage_version("v", url) != stamped
+
+    def test_missing_study(self, runs_dir):
+        assert leaderboard.storage_version("nope", f"sqlite:///{runs_dir / 'v.db'}") == (
+            "missing",
+        )
