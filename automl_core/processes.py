@@ -67,6 +67,17 @@ def log_lines(path: Path | str) -> list[str]:
 # --- workers of one search ---------------------------------------------------------------
 
 
+def check_workers(workers: object) -> int:
+    """Checks a number of worker processes.
+
+    Raises:
+        ConfigError: It is not a positive integer.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be a positive integer, got workers={workers!r}")
+    return workers
+
+
 def worker_id(pid: int | None = None) -> str:
     """``host:pid`` of a worker process (this one by default), as recorded on its trials."""
     return f"{socket.gethostname()}:{pid or os.getpid()}"
@@ -302,8 +313,7 @@ def launch_search(
         ConfigError: A search of this study is already running, or the settings are invalid.
         DatasetError: The dataset cannot be loaded.
     """
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"workers must be a positive integer, got workers={workers!r}")
+    check_workers(workers)
     with _launch_lock(settings.study):
         if is_running(settings.study):
             raise ConfigError(

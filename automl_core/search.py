@@ -378,8 +378,7 @@ def run_search(
         StorageError: The storage cannot be reached.
         TrialFailure: Worker processes keep dying without finishing a trial.
     """
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"workers must be a positive integer, got workers={workers!r}")
+    processes.check_workers(workers)
     dataset = load_dataset(
         settings.dataset,
         settings.seed,
