@@ -230,9 +230,13 @@ def layer_parameters(model) -> pd.DataFrame:
 def layer_weights(model, include_decoder: bool = False) -> dict[str, np.ndarray]:
     """Every kernel weight of each convolution (and dense layer), flattened, for histograms."""
     out = {f.layer: f.kernels.ravel() for f in conv_filters(model, include_decoder)}
-    for part, name in (("encoder", "latent"), ("decoder", "decoder_dense")):
-        if include_decoder or part == "encoder":
-            out[name] = np.asarray(model.get_layer(part).get_layer(name).get_weights()[0]).ravel()
+    # the bottleneck's weights: a dense layer, or 1x1 convolutions in a convolutional one
+    names = (("encoder", "latent"), ("encoder", "encoder_code"))
+    names += (("decoder", "decoder_dense"), ("decoder", "decoder_code")) if include_decoder else ()
+    for part, name in names:
+        layers = {layer.name: layer for layer in model.get_layer(part).layers}
+        if name in layers and layers[name].get_weights():
+            out[name] = np.asarray(layers[name].get_weights()[0]).ravel()
     return out
 
 
@@ -406,12 +410,15 @@ class ActivationProbe:
         self._enc_layers = [
             layer
             for layer in self.encoder.layers
-            if layer.name.startswith(("encoder_conv_", "encoder_down_")) or layer.name == "latent"
+            if layer.name.startswith(("encoder_conv_", "encoder_add_", "encoder_down_"))
+            or layer.name in ("bottleneck_attention", "latent")
         ]
         self._dec_layers = [
             layer
             for layer in self.decoder.layers
-            if layer.name.startswith(("decoder_up_", "decoder_conv_", "decoder_crop"))
+            if layer.name.startswith(
+                ("decoder_up_", "decoder_conv_", "decoder_add_", "decoder_crop")
+            )
             or layer.name in ("decoder_reshape", "reconstruction")
         ]
         self._enc = keras.Model(self.encoder.input, [layer.output for layer in self._enc_layers])

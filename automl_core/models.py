@@ -20,8 +20,7 @@ from typing import Any
 import keras
 from keras import layers
 
-from automl_core import limits
-from automl_core.blocks import BLOCKS
+from automl_core import blocks, limits
 from automl_core.errors import ConfigError
 from automl_core.space import PARAMETERS, ModelConfig
 
@@ -35,28 +34,87 @@ class Autoencoder:
     decoder: keras.Model
 
 
+def bottleneck_size(config: ModelConfig, input_shape: tuple[int, int, int]) -> tuple[int, int]:
+    """Height and width after the encoder's blocks (each halves, rounding up)."""
+    height, width = int(input_shape[0]), int(input_shape[1])
+    for _ in range(config.num_conv_layers):
+        height, width = math.ceil(height / 2), math.ceil(width / 2)
+    return height, width
+
+
 def estimate_parameters(config: ModelConfig, input_shape: tuple[int, int, int]) -> int:
     """The parameter count of ``config``'s autoencoder, computed without building it.
 
     Building a model allocates its weights, so a configuration far too large for memory is
-    refused from this count first (see :func:`build_autoencoder`).
+    refused from this count first (see :func:`check_fits`).
 
     Args:
         config: The architecture.
         input_shape: One image's (H, W, C).
 
     Returns:
-        The number of weights and biases of the encoder and decoder.
+        The number of weights, biases and normalisation statistics of the autoencoder.
+    """
+    channels = int(input_shape[2])
+    k, f, depth = config.kernel_size, config.filters, config.num_conv_layers
+    height, width = bottleneck_size(config, input_shape)
+    conv_ff = k * k * f * f + f
+    per_norm = 4 * f if config.batch_norm else 0  # gamma, beta, moving mean and variance
+    encoder = (k * k * channels * f + f) + (depth - 1) * conv_ff + depth * per_norm
+    decoder = depth * (conv_ff + per_norm) + (k * k * f * channels + channels)
+    if config.residual:
+        skips = (channels * f + f) + (depth - 1) * (f * f + f)
+        encoder += depth * (conv_ff + per_norm) + skips
+        decoder += depth * (conv_ff + per_norm)
+    if config.attention:
+        heads, key_dim = blocks.ATTENTION_HEADS, max(1, f // blocks.ATTENTION_HEADS)
+        encoder += 3 * (f * heads * key_dim + heads * key_dim) + heads * key_dim * f + f
+    positions = height * width
+    if config.bottleneck == "conv":
+        code = config.latent_dim // positions
+        return encoder + decoder + (f * code + code) + (code * f + f)
+    features = positions * f
+    return encoder + decoder + 2 * features * config.latent_dim + config.latent_dim + features
+
+
+def check_fits(config: ModelConfig, input_shape: tuple[int, int, int]) -> None:
+    """Checks, without building anything, that a configuration can be built for the images.
+
+    Raises:
+        ConfigError: The image would shrink below 1x1, a combination of options is
+            impossible (the message names both parameters), or the model would be larger
+            than the ``max_model_parameters`` limit.
     """
     height, width, channels = (int(d) for d in input_shape)
-    k, f, depth = config.kernel_size, config.filters, config.num_conv_layers
-    for _ in range(depth):  # each block halves the image, rounding up (same padding)
-        height, width = math.ceil(height / 2), math.ceil(width / 2)
-    features = height * width * f
-    encoder_convs = (k * k * channels * f + f) + (depth - 1) * (k * k * f * f + f)
-    decoder_convs = depth * (k * k * f * f + f) + (k * k * f * channels + channels)
-    dense = 2 * features * config.latent_dim + config.latent_dim + features
-    return encoder_convs + decoder_convs + dense
+    if 2**config.num_conv_layers > min(height, width):
+        raise ConfigError(
+            f"num_conv_layers={config.num_conv_layers} would shrink the {height}x{width} image "
+            "below 1x1"
+        )
+    if config.kernel_size > min(height, width):
+        raise ConfigError(
+            f"kernel_size={config.kernel_size} is larger than the {height}x{width} image"
+        )
+    bottom_h, bottom_w = bottleneck_size(config, input_shape)
+    if config.attention and bottom_h * bottom_w < 2:
+        raise ConfigError(
+            f"attention=true needs a bottleneck of at least 2 positions, but "
+            f"num_conv_layers={config.num_conv_layers} shrinks the {height}x{width} image to "
+            "1x1; use fewer layers or attention=false"
+        )
+    if config.bottleneck == "conv" and config.latent_dim % (bottom_h * bottom_w):
+        raise ConfigError(
+            f"bottleneck=conv needs latent_dim to be a multiple of the {bottom_h}x{bottom_w} "
+            f"bottleneck ({bottom_h * bottom_w} positions), got latent_dim={config.latent_dim}"
+        )
+    size = estimate_parameters(config, input_shape)
+    if size > limits.get("max_model_parameters"):
+        raise ConfigError(
+            f"filters={config.filters}, latent_dim={config.latent_dim} and "
+            f"num_conv_layers={config.num_conv_layers} make a model of {size:,} parameters "
+            f"on {height}x{width}x{channels} images, more than the "
+            f"{limits.get('max_model_parameters'):,} allowed (AUTOML_MAX_MODEL_PARAMETERS)"
+        )
 
 
 def build_autoencoder(config: ModelConfig, input_shape: tuple[int, int, int]) -> Autoencoder:
@@ -76,39 +134,37 @@ def build_autoencoder(config: ModelConfig, input_shape: tuple[int, int, int]) ->
         ConfigError: The configuration does not fit the image size.
     """
     height, width, channels = (int(d) for d in input_shape)
-    size = estimate_parameters(config, input_shape)
-    if size > limits.get("max_model_parameters"):
-        raise ConfigError(
-            f"filters={config.filters}, latent_dim={config.latent_dim} and "
-            f"num_conv_layers={config.num_conv_layers} make a model of {size:,} parameters "
-            f"on {height}x{width}x{channels} images, more than the "
-            f"{limits.get('max_model_parameters'):,} allowed (AUTOML_MAX_MODEL_PARAMETERS)"
-        )
-    if 2**config.num_conv_layers > min(height, width):
-        raise ConfigError(
-            f"num_conv_layers={config.num_conv_layers} would shrink the {height}x{width} image "
-            "below 1x1"
-        )
-    if config.block not in BLOCKS:
-        raise ConfigError(f"unknown block {config.block!r}; expected one of {', '.join(BLOCKS)}")
-    block = BLOCKS[config.block]
+    check_fits(config, input_shape)
 
     image = keras.Input((height, width, channels), name="encoder_input")
     x = image
     for i in range(1, config.num_conv_layers + 1):
-        x = block.down(x, config, i)
+        x = blocks.encoder_block(x, config, i)
+    if config.attention:
+        x = blocks.bottleneck_attention(x)
     feature_shape = tuple(int(d) for d in x.shape[1:])
-    x = layers.Flatten(name="encoder_flatten")(x)
-    latent = layers.Dense(config.latent_dim, name="latent")(x)
+    if config.bottleneck == "conv":
+        code_channels = config.latent_dim // (feature_shape[0] * feature_shape[1])
+        x = layers.Conv2D(code_channels, 1, name="encoder_code")(x)
+        latent = layers.Flatten(name="latent")(x)
+    else:
+        x = layers.Flatten(name="encoder_flatten")(x)
+        latent = layers.Dense(config.latent_dim, name="latent")(x)
     encoder = keras.Model(image, latent, name="encoder")
 
     code = keras.Input((config.latent_dim,), name="decoder_input")
-    y = layers.Dense(math.prod(feature_shape), activation=config.activation, name="decoder_dense")(
-        code
-    )
-    y = layers.Reshape(feature_shape, name="decoder_reshape")(y)
+    if config.bottleneck == "conv":
+        y = layers.Reshape((*feature_shape[:2], code_channels), name="decoder_reshape")(code)
+        y = layers.Conv2D(feature_shape[2], 1, activation=config.activation, name="decoder_code")(
+            y
+        )
+    else:
+        y = layers.Dense(
+            math.prod(feature_shape), activation=config.activation, name="decoder_dense"
+        )(code)
+        y = layers.Reshape(feature_shape, name="decoder_reshape")(y)
     for i in range(config.num_conv_layers, 0, -1):
-        y = block.up(y, config, i)
+        y = blocks.decoder_block(y, config, i)
     out_h, out_w = int(y.shape[1]), int(y.shape[2])
     if (out_h, out_w) != (height, width):
         dh, dw = out_h - height, out_w - width
@@ -157,6 +213,11 @@ def multiply_accumulates(model: keras.Model) -> int:
             total += math.prod(layer.output.shape[1:]) * kernel
         elif isinstance(layer, layers.Dense):
             total += math.prod(layer.kernel.shape)
+        elif isinstance(layer, layers.MultiHeadAttention):
+            tokens, width = (int(d) for d in layer.get_build_config()["query_shape"][1:])
+            inner = layer.get_config()["num_heads"] * layer.get_config()["key_dim"]
+            # q, k, v and output projections, then scores and the weighted sum
+            total += 4 * tokens * width * inner + 2 * tokens * tokens * inner
     return int(total)
 
 

@@ -113,6 +113,8 @@ def settings_conflict(settings: SearchSettings, stored: dict[str, Any]) -> str |
         A message naming the first differing setting, or None when they match.
     """
     wanted = {**settings.to_dict(), "space": settings.search_space().to_dict()}
+    # a space stored before a parameter existed means that parameter's default
+    stored = {**stored, "space": SearchSpace.from_dict(stored.get("space") or {}).to_dict()}
     for key, value in wanted.items():
         if key not in RESUMABLE_SETTINGS and stored.get(key) != value:
             return (

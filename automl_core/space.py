@@ -45,6 +45,7 @@ class ParameterSpec:
         allowed: For ``choice``: the valid values. Defaults to None.
         maximum: For ``int`` / ``float``: the largest accepted value, so a typo cannot ask
             for a model that exhausts memory. Defaults to None (no cap).
+        allow_zero: For ``float``: 0 is valid too (a rate that can be off). Defaults to False.
         log: Ranges of this parameter are sampled on a log scale. Defaults to False.
         rangeable: The sidebar offers it as a range as well as choices. Defaults to False.
         costly: It changes a model's work per image (the cost model reads these). Defaults
@@ -60,6 +61,7 @@ class ParameterSpec:
     help: str
     allowed: tuple | None = None
     maximum: float | None = None
+    allow_zero: bool = False
     log: bool = False
     rangeable: bool = False
     costly: bool = False
@@ -70,10 +72,10 @@ class ParameterSpec:
         return self.kind in ("int", "float")
 
 
-def _blocks() -> tuple[str, ...]:
-    from automl_core.blocks import BLOCKS
+def _resampling(direction: str) -> tuple[str, ...]:
+    from automl_core.blocks import DOWNSAMPLING, UPSAMPLING
 
-    return tuple(BLOCKS)
+    return tuple(DOWNSAMPLING if direction == "down" else UPSAMPLING)
 
 
 # The parameter table: one row per parameter. Adding a parameter means adding a row here
@@ -116,9 +118,40 @@ PARAMETERS: dict[str, ParameterSpec] = {
             "the optimizer", allowed=tuple(OPTIMIZERS),
         ),
         ParameterSpec(
-            "block", "choice", "pool", ("pool",), _blocks(), "Block",
-            "how each block changes resolution (see automl_core.blocks)", allowed=_blocks(),
-            costly=True,
+            "block", "choice", "pool", ("pool",), ("pool", "strided"), "Block",
+            "pool: downsample and upsample as set; strided: shorthand for stride / transpose",
+            allowed=("pool", "strided"), costly=True,
+        ),
+        ParameterSpec(
+            "downsample", "choice", "max-pool", ("max-pool",), _resampling("down"),
+            "Downsampling", "how each encoder block halves the image",
+            allowed=_resampling("down"), costly=True,
+        ),
+        ParameterSpec(
+            "upsample", "choice", "resize", ("resize",), _resampling("up"), "Upsampling",
+            "how each decoder block doubles it: resize + convolution (no checkerboard "
+            "artefacts) or transposed convolution", allowed=_resampling("up"), costly=True,
+        ),
+        ParameterSpec(
+            "batch_norm", "bool", False, (False,), (False, True), "Batch norm",
+            "batch normalisation after each convolution", costly=True,
+        ),
+        ParameterSpec(
+            "residual", "bool", False, (False,), (False, True), "Residual",
+            "residual blocks: a second convolution and a skip connection", costly=True,
+        ),
+        ParameterSpec(
+            "attention", "bool", False, (False,), (False, True), "Attention",
+            "self-attention over the bottleneck's positions", costly=True,
+        ),
+        ParameterSpec(
+            "dropout", "float", 0.0, (0.0,), (0.0, 0.1, 0.2, 0.3), "Dropout",
+            "dropout rate after each encoder block", maximum=0.9, allow_zero=True,
+        ),
+        ParameterSpec(
+            "bottleneck", "choice", "dense", ("dense",), ("dense", "conv"), "Bottleneck",
+            "dense layer, or fully convolutional (a 1x1 convolution; latent_dim must be a "
+            "multiple of the bottleneck's positions)", allowed=("dense", "conv"), costly=True,
         ),
     )
 }
@@ -182,8 +215,9 @@ def _check_value(name: str, value: Any) -> None:
     elif spec.kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{name} must be a positive number, got {name}={value!r}")
-        if not math.isfinite(value) or value <= 0:
-            raise ConfigError(f"{name} must be a positive number, got {name}={value!r}")
+        if not math.isfinite(value) or value < 0 or (value == 0 and not spec.allow_zero):
+            expected = "a number from 0" if spec.allow_zero else "a positive number"
+            raise ConfigError(f"{name} must be {expected}, got {name}={value!r}")
     elif spec.kind == "bool":
         if not isinstance(value, bool):
             raise ConfigError(f"{name} must be true or false, got {name}={value!r}")
@@ -224,18 +258,6 @@ class Range:
 
 
 Parameter = Choice | Range
-
-DEFAULT_SPACE: dict[str, Any] = {
-    "num_conv_layers": [1, 2],
-    "filters": [16, 32],
-    "activation": ["relu", "sigmoid"],
-    "latent_dim": [8, 16],
-    "kernel_size": [3],
-    "learning_rate": [1e-3],
-    "batch_size": [64],
-    "optimizer": ["adam"],
-    "block": ["pool"],
-}
 
 
 def _parse_parameter(name: str, spec: Any) -> Parameter:
