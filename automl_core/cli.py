@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 
-from automl_core.errors import AutoMLError
+from automl_core.errors import AutoMLError, ConfigError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -66,7 +69,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--seed",
         type=int,
         default=0,
-        help="seed of the data split, the sampler and the weights (default 0)",
+        help=f"seed of the data split, the sampler and the weights, 0 to {MAX_SEED} (default 0)",
     )
     search.add_argument("--max-images", type=int, default=None, help="use only this many images")
     search.add_argument(
@@ -110,6 +113,19 @@ def _build_parser() -> argparse.ArgumentParser:
         "--details", action="store_true", help="load each offline one and show its shape"
     )
     return parser
+
+
+MAX_SEED = 2**31 - 1
+
+
+def _check_count(name: str, value: int | None, low: int = 1, high: int | None = None) -> None:
+    """Refuses a command-line count outside ``low..high``, naming the flag and the value."""
+    if value is None or (value >= low and (high is None or value <= high)):
+        return
+    if high is not None and value > high:
+        raise ConfigError(f"{name} must be at most {high}, got {name}={value}")
+    kind = "a non-negative integer" if low == 0 else "a positive integer"
+    raise ConfigError(f"{name} must be {kind}, got {name}={value}")
 
 
 def _space_from_args(args) -> dict:
@@ -161,7 +177,7 @@ def _print_leaderboard(study, top: int | None = None) -> None:
     from automl_core.results import trials_frame
 
     frame = trials_frame(study)
-    if top:
+    if top is not None:
         frame = frame.head(top)
     columns = [c for c in frame.columns if c not in ("study", "has_model")]
     with pd.option_context(
@@ -196,6 +212,7 @@ def _cmd_search(args) -> int:
     from automl_core.search import run_search
     from automl_core.settings import SearchSettings
 
+    _check_count("seed", args.seed, low=0, high=MAX_SEED)
     space = _space_from_args(args)
     study_name = (
         args.study or f"{os.path.basename(str(args.dataset)).split('.')[0]}-{args.strategy}"
@@ -228,7 +245,8 @@ def _cmd_search(args) -> int:
         _print_trial(study, trial)
 
     try:
-        study = run_search(settings, args.storage, on_trial=on_trial, workers=args.workers)
+        with _interrupt_once():  # SIGTERM too: the workers are stopped, their trials re-queued
+            study = run_search(settings, args.storage, on_trial=on_trial, workers=args.workers)
     except KeyboardInterrupt:
         print("\nstopped; run the same command again to resume", file=sys.stderr)
         return 130
@@ -251,49 +269,65 @@ def _cmd_search(args) -> int:
 def _cmd_worker(args) -> int:
     from automl_core.search import run_worker
 
+    _check_count("seed_offset", args.seed_offset, low=0, high=MAX_SEED)
+    _check_count("max_trials", args.max_trials)
     offset = args.seed_offset if args.seed_offset is not None else os.getpid()
-    _interrupt_once()
     try:
-        run_worker(
-            args.study,
-            args.storage,
-            on_trial=None if args.quiet else _print_trial,
-            seed_offset=offset,
-            max_trials=args.max_trials,
-        )
+        with _interrupt_once():
+            run_worker(
+                args.study,
+                args.storage,
+                on_trial=None if args.quiet else _print_trial,
+                seed_offset=offset,
+                max_trials=args.max_trials,
+            )
     except KeyboardInterrupt:
         return 130
     return 0
 
 
-def _interrupt_once() -> None:
-    """First SIGINT or SIGTERM raises KeyboardInterrupt; later ones are ignored.
+@contextlib.contextmanager
+def _interrupt_once() -> Iterator[None]:
+    """Within the block, the first SIGINT or SIGTERM raises KeyboardInterrupt; later ones
+    are ignored. The previous handlers come back after it.
 
-    Ctrl-C reaches a worker both from the terminal and from its supervisor; a second
-    interrupt during cleanup would leave the trial marked RUNNING instead of re-queued.
+    ``kill -TERM`` then stops a search like Ctrl-C does: its workers are stopped and their
+    trials re-queued instead of left training. Ctrl-C reaches a worker both from the
+    terminal and from its supervisor; a second interrupt during cleanup would leave the
+    trial marked RUNNING instead of re-queued.
     """
-    import signal
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {number: signal.getsignal(number) for number in signals}
 
     def handler(signum, frame):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for number in signals:
+            signal.signal(number, signal.SIG_IGN)
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
+    for number in signals:
+        signal.signal(number, handler)
+    try:
+        yield
+    finally:
+        for number, action in previous.items():
+            signal.signal(number, action if action is not None else signal.SIG_DFL)
 
 
 def _cmd_leaderboard(args) -> int:
     from automl_core import store
 
-    _print_leaderboard(store.load_study(args.study, args.storage), args.top)
+    _check_count("top", args.top)
+    _print_leaderboard(store.load_study(args.study, args.storage, create=False), args.top)
     return 0
 
 
 def _cmd_filters(args) -> int:
     from automl_core import store
 
-    study = store.load_study(args.study, args.storage)
+    study = store.load_study(args.study, args.storage, create=False)
     _print_best_and_filters(study, args.trial, args.all_channels)
     return 0
 
@@ -336,8 +370,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from automl_core import store
+
     try:
         return COMMANDS[args.command](args)
     except AutoMLError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except store.STORAGE_FAILURES as exc:  # a damaged database met while reading it
+        print(
+            f"error: {store.storage_error(exc, getattr(args, 'storage', None))}", file=sys.stderr
+        )
         return 2
