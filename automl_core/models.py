@@ -74,6 +74,8 @@ def estimate_parameters(config: ModelConfig, input_shape: tuple[int, int, int]) 
         code = config.latent_dim // positions
         return encoder + decoder + (f * code + code) + (code * f + f)
     features = positions * f
+    if config.objective == "variational":  # a second dense layer: the code's log-variance
+        encoder += features * config.latent_dim + config.latent_dim
     return encoder + decoder + 2 * features * config.latent_dim + config.latent_dim + features
 
 
@@ -101,6 +103,11 @@ def check_fits(config: ModelConfig, input_shape: tuple[int, int, int]) -> None:
             f"attention=true needs a bottleneck of at least 2 positions, but "
             f"num_conv_layers={config.num_conv_layers} shrinks the {height}x{width} image to "
             "1x1; use fewer layers or attention=false"
+        )
+    if config.bottleneck == "conv" and config.objective == "variational":
+        raise ConfigError(
+            "objective=variational needs bottleneck=dense (its code is a dense mean and "
+            "variance), got bottleneck=conv"
         )
     if config.bottleneck == "conv" and config.latent_dim % (bottom_h * bottom_w):
         raise ConfigError(
@@ -136,8 +143,13 @@ def build_autoencoder(config: ModelConfig, input_shape: tuple[int, int, int]) ->
     height, width, channels = (int(d) for d in input_shape)
     check_fits(config, input_shape)
 
+    from automl_core import recipes  # registers the custom layers for loading too
+
     image = keras.Input((height, width, channels), name="encoder_input")
     x = image
+    noise = recipes.input_noise(config)
+    if noise is not None:
+        x = noise(x)
     for i in range(1, config.num_conv_layers + 1):
         x = blocks.encoder_block(x, config, i)
     if config.attention:
@@ -145,11 +157,17 @@ def build_autoencoder(config: ModelConfig, input_shape: tuple[int, int, int]) ->
     feature_shape = tuple(int(d) for d in x.shape[1:])
     if config.bottleneck == "conv":
         code_channels = config.latent_dim // (feature_shape[0] * feature_shape[1])
-        x = layers.Conv2D(code_channels, 1, name="encoder_code")(x)
+        sparse = config.objective == "sparse"
+        x = layers.Conv2D(
+            code_channels,
+            1,
+            activity_regularizer=keras.regularizers.L1(config.sparsity) if sparse else None,
+            name="encoder_code",
+        )(x)
         latent = layers.Flatten(name="latent")(x)
     else:
         x = layers.Flatten(name="encoder_flatten")(x)
-        latent = layers.Dense(config.latent_dim, name="latent")(x)
+        latent = recipes.code_layer(config, x, height * width * channels)
     encoder = keras.Model(image, latent, name="encoder")
 
     code = keras.Input((config.latent_dim,), name="decoder_input")

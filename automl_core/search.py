@@ -176,7 +176,8 @@ def trial_reporter(trial: optuna.Trial, prune: bool, deadline: float | None, max
                 if key in logs:
                     self.curves[key].append(float(logs[key]))
             trial.set_user_attr(LIVE_ATTR, {"epoch": epoch + 1, **self.curves})
-            val_loss = float(logs.get("val_loss", math.nan))
+            # validation MSE, not the loss: trials trained with other losses stay comparable
+            val_loss = float(logs.get("val_mse", logs.get("val_loss", math.nan)))
             if prune and math.isfinite(val_loss):
                 trial.report(val_loss, epoch + 1)
                 # a trial that has run all its epochs is finished, not pruned

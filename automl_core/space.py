@@ -17,14 +17,14 @@ from automl_core import limits
 from automl_core.errors import ConfigError
 
 ACTIVATIONS = ("relu", "elu", "selu", "gelu", "leaky_relu", "swish", "sigmoid", "tanh")
-# optimizer name -> the keras.optimizers class that implements it
-OPTIMIZERS = {
-    "adam": "Adam",
-    "adamw": "AdamW",
-    "nadam": "Nadam",
-    "rmsprop": "RMSprop",
-    "sgd": "SGD",
-    "lion": "Lion",
+# optimizer name -> (the keras.optimizers class, its options)
+OPTIMIZERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "adam": ("Adam", {}),
+    "adamw": ("AdamW", {}),
+    "nadam": ("Nadam", {}),
+    "rmsprop": ("RMSprop", {}),
+    "sgd": ("SGD", {"momentum": 0.9}),
+    "lion": ("Lion", {}),
 }
 
 
@@ -45,7 +45,8 @@ class ParameterSpec:
         allowed: For ``choice``: the valid values. Defaults to None.
         maximum: For ``int`` / ``float``: the largest accepted value, so a typo cannot ask
             for a model that exhausts memory. Defaults to None (no cap).
-        allow_zero: For ``float``: 0 is valid too (a rate that can be off). Defaults to False.
+        allow_zero: For ``int`` / ``float``: 0 is valid too (an option that can be off).
+            Defaults to False.
         log: Ranges of this parameter are sampled on a log scale. Defaults to False.
         rangeable: The sidebar offers it as a range as well as choices. Defaults to False.
         costly: It changes a model's work per image (the cost model reads these). Defaults
@@ -153,6 +154,60 @@ PARAMETERS: dict[str, ParameterSpec] = {
             "dense layer, or fully convolutional (a 1x1 convolution; latent_dim must be a "
             "multiple of the bottleneck's positions)", allowed=("dense", "conv"), costly=True,
         ),
+        ParameterSpec(
+            "objective", "choice", "plain", ("plain",),
+            ("plain", "denoising", "variational", "sparse"), "Objective",
+            "plain reconstruction; denoising (noisy inputs, clean targets); variational (a "
+            "VAE, KL weighted by kl_weight); sparse (an L1 penalty on the code)",
+            allowed=("plain", "denoising", "variational", "sparse"),
+        ),
+        ParameterSpec(
+            "noise", "float", 0.2, (0.2,), (0.1, 0.2, 0.3, 0.5), "Noise",
+            "denoising: the Gaussian noise's standard deviation, or the share of masked "
+            "values", maximum=1.0,
+        ),
+        ParameterSpec(
+            "noise_type", "choice", "gaussian", ("gaussian",), ("gaussian", "masking"),
+            "Noise type", "denoising: additive Gaussian noise or masking (values set to 0)",
+            allowed=("gaussian", "masking"),
+        ),
+        ParameterSpec(
+            "kl_weight", "float", 1.0, (1.0,), (0.1, 0.5, 1.0, 2.0), "KL weight",
+            "variational: weight of the KL divergence to the prior", maximum=1000.0,
+            rangeable=True, log=True,
+        ),
+        ParameterSpec(
+            "sparsity", "float", 1e-4, (1e-4,), (1e-5, 1e-4, 1e-3), "Sparsity",
+            "sparse: weight of the L1 penalty on the code", maximum=10.0, log=True,
+        ),
+        ParameterSpec(
+            "loss", "choice", "mse", ("mse",), ("mse", "bce", "l1", "mse_ssim"), "Loss",
+            "training loss: mean squared error, binary cross-entropy, L1, or MSE mixed with "
+            "1 - SSIM (validation MSE ranks trials whatever the loss)",
+            allowed=("mse", "bce", "l1", "mse_ssim"),
+        ),
+        ParameterSpec(
+            "ssim_weight", "float", 0.5, (0.5,), (0.25, 0.5, 0.75), "SSIM weight",
+            "mse_ssim: the share of 1 - SSIM in the loss", maximum=1.0, allow_zero=True,
+        ),
+        ParameterSpec(
+            "schedule", "choice", "constant", ("constant",),
+            ("constant", "step", "cosine", "one_cycle"), "LR schedule",
+            "learning-rate schedule after the warm-up",
+            allowed=("constant", "step", "cosine", "one_cycle"),
+        ),
+        ParameterSpec(
+            "warmup_epochs", "int", 0, (0,), (0, 1, 2, 5), "Warm-up epochs",
+            "epochs of linear learning-rate warm-up", maximum=100, allow_zero=True,
+        ),
+        ParameterSpec(
+            "clip_norm", "float", 0.0, (0.0,), (0.0, 1.0, 5.0), "Clip norm",
+            "clip each gradient to this norm (0: off)", maximum=1e6, allow_zero=True,
+        ),
+        ParameterSpec(
+            "augment", "bool", False, (False,), (False, True), "Augment",
+            "light augmentation while training: random flips, shifts up to a tenth of a side",
+        ),
     )
 }
 # fmt: on
@@ -210,7 +265,9 @@ def _check_value(name: str, value: Any) -> None:
     if spec is None:
         raise ConfigError(f"unknown parameter {name!r}; expected one of {list(PARAMETERS)}")
     if spec.kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{name} must be a positive integer, got {name}={value!r}")
+        if value == 0 and not spec.allow_zero:
             raise ConfigError(f"{name} must be a positive integer, got {name}={value!r}")
     elif spec.kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):

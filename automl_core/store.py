@@ -505,6 +505,8 @@ def load_trial_model(study: optuna.Study, number: int):
     """
     import keras
 
+    from automl_core import recipes  # noqa: F401 - registers the custom layers safe_mode loads
+
     trial = get_trial(study, number)
     folder = trial_artifact_dir(study, trial)
     try:

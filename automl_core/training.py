@@ -13,6 +13,7 @@ from automl_core.datasets import Dataset
 from automl_core.errors import TrialFailure
 from automl_core.metrics import reconstruction_scores
 from automl_core.models import Autoencoder, build_autoencoder
+from automl_core.recipes import augmenter, make_loss, make_schedule
 from automl_core.space import OPTIMIZERS, ModelConfig
 
 EARLY_STOPPING_PATIENCE = 3
@@ -61,16 +62,38 @@ class TrainedModel:
     metrics: TrialMetrics | None = None
 
 
-def make_optimizer(config: ModelConfig) -> keras.optimizers.Optimizer:
-    """The Keras optimizer named by the configuration, at its learning rate."""
-    optimizer_class = getattr(keras.optimizers, OPTIMIZERS[config.optimizer])
-    return optimizer_class(learning_rate=config.learning_rate)
+def make_optimizer(
+    config: ModelConfig, steps_per_epoch: int = 1, epochs: int = 1
+) -> keras.optimizers.Optimizer:
+    """The Keras optimizer of a configuration: its class, schedule and gradient clipping.
+
+    Args:
+        config: The configuration.
+        steps_per_epoch: Optimizer steps per epoch (for schedules). Defaults to 1.
+        epochs: Epochs of training (for schedules). Defaults to 1.
+
+    Returns:
+        The optimizer.
+    """
+    class_name, options = OPTIMIZERS[config.optimizer]
+    rate = make_schedule(config, steps_per_epoch, epochs)
+    clipping = {"clipnorm": config.clip_norm} if config.clip_norm > 0 else {}
+    return getattr(keras.optimizers, class_name)(learning_rate=rate, **options, **clipping)
 
 
-def compile_autoencoder(models: Autoencoder, config: ModelConfig) -> None:
-    """Compiles the autoencoder for mean-squared-error reconstruction."""
+def compile_autoencoder(
+    models: Autoencoder, config: ModelConfig, steps_per_epoch: int = 1, epochs: int = 1
+) -> None:
+    """Compiles the autoencoder with the configuration's loss, optimizer and schedule.
+
+    Mean squared error is tracked as a metric whatever the loss, so trials trained with
+    different losses are still ranked (and pruned) by the same validation MSE.
+    """
     models.autoencoder.compile(
-        optimizer=make_optimizer(config), loss="mse", steps_per_execution=STEPS_PER_EXECUTION
+        optimizer=make_optimizer(config, steps_per_epoch, epochs),
+        loss=make_loss(config),
+        metrics=["mse"],
+        steps_per_execution=STEPS_PER_EXECUTION,
     )
 
 
@@ -128,18 +151,35 @@ def train_autoencoder(
     started = time.perf_counter()
     keras.utils.set_random_seed(seed)
     models = build_autoencoder(config, dataset.input_shape)
-    compile_autoencoder(models, config)
+    steps_per_epoch = math.ceil(len(dataset.x_train) / config.batch_size)
+    compile_autoencoder(models, config, steps_per_epoch, max_epochs)
     stop = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=EARLY_STOPPING_PATIENCE, restore_best_weights=True
     )
     try:
+        if config.augment:
+            # an image and its target are the same augmented image: flips and shifts
+            # change what is seen each epoch, never the task
+            train = (
+                tf.data.Dataset.from_tensor_slices(dataset.x_train)
+                .shuffle(len(dataset.x_train), seed=seed)
+                .batch(config.batch_size)
+                .map(augmenter(seed), num_parallel_calls=tf.data.AUTOTUNE)
+                .map(lambda x: (x, x))
+                .prefetch(tf.data.AUTOTUNE)
+            )
+            inputs = {"x": train}
+        else:
+            inputs = {
+                "x": dataset.x_train,
+                "y": dataset.x_train,
+                "batch_size": config.batch_size,
+                "shuffle": True,
+            }
         fit = models.autoencoder.fit(
-            dataset.x_train,
-            dataset.x_train,
+            **inputs,
             validation_data=(dataset.x_val, dataset.x_val),
             epochs=max_epochs,
-            batch_size=config.batch_size,
-            shuffle=True,
             verbose=0,
             callbacks=[StopOnNonFiniteLoss(), stop, *(callbacks or [])],
         )
@@ -150,7 +190,9 @@ def train_autoencoder(
     val_losses = history.get("val_loss", [])
     best_epoch = int(np.argmin(val_losses)) + 1 if val_losses else len(history.get("loss", []))
     val_mse = float(
-        models.autoencoder.evaluate(dataset.x_val, dataset.x_val, verbose=0, batch_size=256)
+        models.autoencoder.evaluate(
+            dataset.x_val, dataset.x_val, verbose=0, batch_size=256, return_dict=True
+        )["mse"]
     )
     reconstructions = models.autoencoder.predict(dataset.x_test, batch_size=256, verbose=0)
     scores = reconstruction_scores(dataset.x_test, reconstructions)
