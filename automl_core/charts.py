@@ -526,3 +526,50 @@ def study_figures(study: optuna.Study, plan: StudyChartPlan) -> dict[str, go.Fig
             )
         figures[name] = figure
     return figures
+
+
+def anomaly_figure(report) -> go.Figure:
+    """Validation and test reconstruction errors, overlaid, with the flagging threshold.
+
+    Args:
+        report: An :class:`automl_core.inspect.AnomalyReport`.
+
+    Returns:
+        Overlaid histograms of per-image MSE and a vertical threshold line.
+    """
+    fig = go.Figure()
+    fig.add_trace(
+        go.Histogram(
+            x=report.validation_mse,
+            name="validation (reference)",
+            marker_color=PALETTE[0],
+            opacity=0.6,
+            histnorm="percent",
+        )
+    )
+    fig.add_trace(
+        go.Histogram(
+            x=report.scores["mse"],
+            name="test",
+            marker_color=PALETTE[1],
+            opacity=0.6,
+            histnorm="percent",
+        )
+    )
+    flagged = int(report.scores["flagged"].sum())
+    fig.add_vline(
+        x=report.threshold,
+        line_dash="dash",
+        line_color=PALETTE[3],
+        annotation_text=f"threshold {report.threshold:.4g}: {flagged} flagged",
+        annotation_position="top right",
+    )
+    fig.update_layout(
+        barmode="overlay",
+        title="Reconstruction error: test against validation",
+        xaxis_title="per-image MSE",
+        yaxis_title="% of images",
+        **LAYOUT,
+    )
+    fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0})
+    return fig

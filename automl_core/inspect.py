@@ -587,3 +587,128 @@ def compression_curve(trials: pd.DataFrame) -> pd.DataFrame:
         .sort_values("latent_dim")
         .reset_index(drop=True)
     )
+
+
+# --- applications: anomaly detection, denoising, sampling a VAE ------------------------------
+
+
+@dataclass(frozen=True)
+class AnomalyReport:
+    """Test images scored against the validation images' reconstruction errors.
+
+    Attributes:
+        scores: Per test image: ``index``, ``mse``, ``percentile`` (the share of validation
+            images reconstructed better, 0-100) and ``flagged``.
+        threshold: The MSE above which an image is flagged.
+        validation_mse: The validation images' errors, the reference distribution.
+    """
+
+    scores: pd.DataFrame
+    threshold: float
+    validation_mse: np.ndarray
+
+    @property
+    def flagged(self) -> np.ndarray:
+        """Indices of the flagged test images, worst first."""
+        flagged = self.scores[self.scores["flagged"]].sort_values("mse", ascending=False)
+        return flagged["index"].to_numpy()
+
+
+def anomaly_report(
+    test_mse: np.ndarray, validation_mse: np.ndarray, percentile: float = 99.0
+) -> AnomalyReport:
+    """Flags test images whose reconstruction error is unusual for the model.
+
+    An autoencoder reconstructs what resembles its training data; an image it reconstructs
+    worse than nearly every validation image is likely out of distribution.
+
+    Args:
+        test_mse: Per-image MSE of the images to score.
+        validation_mse: Per-image MSE of held-out images like the training data.
+        percentile: Flag above this percentile of the validation errors (0-100).
+            Defaults to 99.
+
+    Returns:
+        The report.
+
+    Raises:
+        ConfigError: The percentile is outside 0-100 or there are no validation errors.
+    """
+    if not 0.0 <= percentile <= 100.0:
+        raise ConfigError(f"percentile must lie in 0..100, got percentile={percentile}")
+    validation_mse = np.sort(np.asarray(validation_mse, dtype=float))
+    if validation_mse.size == 0:
+        raise ConfigError("anomaly scores need at least one validation image")
+    test_mse = np.asarray(test_mse, dtype=float)
+    threshold = float(np.percentile(validation_mse, percentile))
+    rank = np.searchsorted(validation_mse, test_mse, side="right") / validation_mse.size
+    scores = pd.DataFrame(
+        {
+            "index": np.arange(test_mse.size),
+            "mse": test_mse,
+            "percentile": 100.0 * rank,
+            "flagged": test_mse > threshold,
+        }
+    )
+    return AnomalyReport(scores, threshold, validation_mse)
+
+
+def is_denoising(model) -> bool:
+    """Whether a trained autoencoder was trained to denoise (it has an input noise layer)."""
+    encoder = model.get_layer("encoder")
+    return any(layer.name == "input_noise" for layer in encoder.layers)
+
+
+def denoising_examples(model, images: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy versions of images, made with the model's own training noise, and its output.
+
+    Args:
+        model: A denoising autoencoder (see :func:`is_denoising`).
+        images: Clean images, NHWC in [0, 1].
+        seed: Seed of the noise. Defaults to 0.
+
+    Returns:
+        ``(noisy, denoised)``, each like ``images`` (noisy clipped to [0, 1]).
+
+    Raises:
+        ConfigError: The model has no input noise layer.
+    """
+    import keras
+
+    if not is_denoising(model):
+        raise ConfigError("this model was not trained to denoise (objective is not denoising)")
+    images = check_images(images, tuple(int(d) for d in model.input_shape[1:]))
+    keras.utils.set_random_seed(seed)
+    noise = model.get_layer("encoder").get_layer("input_noise")
+    noisy = np.clip(keras.ops.convert_to_numpy(noise(images, training=True)), 0.0, 1.0)
+    denoised = np.clip(model.predict(noisy.astype(np.float32), verbose=0), 0.0, 1.0)
+    return noisy.astype(np.float32), denoised.astype(np.float32)
+
+
+def is_variational(model) -> bool:
+    """Whether a trained autoencoder is a VAE (its code has a mean and a variance)."""
+    encoder = model.get_layer("encoder")
+    return any(layer.name == "latent_log_var" for layer in encoder.layers)
+
+
+def sample_prior(model, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Draws codes from a VAE's prior N(0, I) and decodes them: new images.
+
+    Args:
+        model: A variational autoencoder (see :func:`is_variational`).
+        count: How many images.
+        seed: Seed of the draws. Defaults to 0.
+
+    Returns:
+        ``(codes, images)``.
+
+    Raises:
+        ConfigError: The model is not variational, or ``count`` is not positive.
+    """
+    if not is_variational(model):
+        raise ConfigError("only a variational model (objective=variational) has a prior to sample")
+    if count < 1:
+        raise ConfigError(f"count must be a positive integer, got count={count}")
+    latent_dim = int(model.get_layer("encoder").output_shape[-1])
+    codes = np.random.default_rng(seed).standard_normal((count, latent_dim)).astype(np.float32)
+    return codes, decode(model, codes)
