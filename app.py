@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard.state import follow_deep_link, mark_routed
+from dashboard.state import follow_deep_link, mark_routed, shown_errors
 
 ROOT = Path(__file__).resolve().parent
 SECTIONS = {
@@ -40,4 +40,5 @@ sections = {
 }
 navigation = st.navigation({section: pages for section, pages in sections.items() if pages})
 follow_deep_link(by_file)
-navigation.run()
+with shown_errors():  # each page catches its own; this is the last edge
+    navigation.run()

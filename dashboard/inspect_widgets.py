@@ -90,8 +90,22 @@ def inspected_trial() -> Inspected | None:
 
 
 def dataset(picked: Inspected):
-    """The study's dataset, split as the search split it."""
-    return state.load_study_dataset(picked.study, picked.url)
+    """The study's dataset, split as the search split it; what loading changed is told."""
+    data = state.load_study_dataset(picked.study, picked.url)
+    for note in state.dataset_notes(picked.study, picked.url):
+        st.caption(f"Dataset: {note}.")
+    return data
+
+
+def count_slider(label: str, most: int, default: int, key: str) -> int:
+    """A slider for how many images to show, from 1 to ``most``.
+
+    With a single image there is nothing to choose (Streamlit refuses a slider whose ends
+    meet): no widget, and ``most`` is returned.
+    """
+    if most <= 1:
+        return most
+    return st.slider(label, 1, most, min(default, most), key=key)
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)

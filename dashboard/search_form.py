@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import streamlit as st
 
 from automl_core import limits, settings, store, uploads
-from automl_core.datasets import DATASETS
+from automl_core.datasets import DATASETS, load_notes
 from automl_core.errors import AutoMLError
 from automl_core.space import PARAMETERS
 from automl_core.strategies import DEFAULT_STRATEGY, STRATEGIES
@@ -44,19 +44,27 @@ def dataset_ui() -> str | None:
 
 
 def upload_ui(name: str, data: bytes) -> str | None:
-    """Saves and validates an upload once per file; shows the core's message when refused."""
+    """Saves and validates an upload once per file; shows the core's message when refused.
+
+    What loading changed (images resized to the common size, converted to grayscale or RGB,
+    links skipped) is told under the success message.
+    """
     cache = st.session_state.setdefault("_uploads", {})
     key = (name, len(data), hash(data[:4096]))
     if key not in cache:
         try:
-            cache[key] = ("ok", str(uploads.save_upload(name, data)))
+            path = uploads.save_upload(name, data)
+            notes = load_notes(path)
+            cache[key] = ("ok", str(path), list(notes.messages) if notes is not None else [])
         except AutoMLError as exc:
-            cache[key] = ("error", str(exc))
-    status, value = cache[key]
+            cache[key] = ("error", str(exc), [])
+    status, value, messages = cache[key]
     if status == "error":
         st.sidebar.error(value)
         return None
     st.sidebar.success(f"Dataset saved as {value}")
+    for message in messages:
+        st.sidebar.info(f"{message}.", icon=":material/info:")
     return value
 
 

@@ -68,51 +68,54 @@ def canvas_ui(input_shape) -> tuple[np.ndarray | None, str]:
 
 state.ensure_routed(__file__)
 st.title("Activations")
-picked = iw.inspected_trial()
-if picked is None:
-    st.stop()
-data = iw.dataset(picked)
-probe = iw.activation_probe(picked.study, picked.trial, picked.url)
-source = st.segmented_control("Input", SOURCES, default=SOURCES[0], key="act_source")
-try:
-    if source == "Upload":
-        image, name = upload_ui(probe.input_shape)
-    elif source == "Draw":
-        image, name = canvas_ui(probe.input_shape)
-    else:
-        image, name = test_image_ui(data)
-    if image is None:
+with state.shown_errors():
+    picked = iw.inspected_trial()
+    if picked is None:
         st.stop()
-    activations = probe(image)
-except AutoMLError as exc:
-    st.error(str(exc))
-    st.stop()
+    data = iw.dataset(picked)
+    probe = iw.activation_probe(picked.study, picked.trial, picked.url)
+    source = st.segmented_control("Input", SOURCES, default=SOURCES[0], key="act_source")
+    try:
+        if source == "Upload":
+            image, name = upload_ui(probe.input_shape)
+        elif source == "Draw":
+            image, name = canvas_ui(probe.input_shape)
+        else:
+            image, name = test_image_ui(data)
+        if image is None:
+            st.stop()
+        activations = probe(image)
+    except AutoMLError as exc:
+        st.error(str(exc))
+        st.stop()
 
-recon = activations[-1].values
-scores = metrics.reconstruction_scores(image[None], recon[None])
-cols = st.columns([2, 1, 1])
-with cols[0]:
-    iw.chart(
-        charts.image_strip_figure(
-            np.stack([image, recon]), [f"input: {name}", "reconstruction"], height=260
+    recon = activations[-1].values
+    scores = metrics.reconstruction_scores(image[None], recon[None])
+    cols = st.columns([2, 1, 1])
+    with cols[0]:
+        iw.chart(
+            charts.image_strip_figure(
+                np.stack([image, recon]), [f"input: {name}", "reconstruction"], height=260
+            ),
+            key="fig_pair",
+        )
+    cols[1].metric("PSNR", f"{scores.psnr[0]:.2f} dB")
+    cols[2].metric("SSIM", f"{scores.ssim[0]:.3f}")
+    latent_act = next(a for a in activations if a.layer == "latent")
+    iw.chart(charts.latent_bar_figure(latent_act.values), key="fig_latent")
+    iw.csv_download(
+        pd.DataFrame(
+            {"unit": np.arange(1, len(latent_act.values) + 1), "value": latent_act.values}
         ),
-        key="fig_pair",
+        "Latent vector (CSV)",
+        f"{picked.study}-trial{picked.trial}-latent.csv",
+        "latent_csv",
     )
-cols[1].metric("PSNR", f"{scores.psnr[0]:.2f} dB")
-cols[2].metric("SSIM", f"{scores.ssim[0]:.3f}")
-latent_act = next(a for a in activations if a.layer == "latent")
-iw.chart(charts.latent_bar_figure(latent_act.values), key="fig_latent")
-iw.csv_download(
-    pd.DataFrame({"unit": np.arange(1, len(latent_act.values) + 1), "value": latent_act.values}),
-    "Latent vector (CSV)",
-    f"{picked.study}-trial{picked.trial}-latent.csv",
-    "latent_csv",
-)
 
-for part, tab in zip(
-    ("encoder", "decoder"), st.tabs(["Encoder layers", "Decoder layers"]), strict=True
-):
-    with tab:
-        for act in activations:
-            if act.part == part and act.is_map:
-                iw.chart(charts.activation_figure(act), key=f"fig_{act.layer}")
+    for part, tab in zip(
+        ("encoder", "decoder"), st.tabs(["Encoder layers", "Decoder layers"]), strict=True
+    ):
+        with tab:
+            for act in activations:
+                if act.part == part and act.is_map:
+                    iw.chart(charts.activation_figure(act), key=f"fig_{act.layer}")

@@ -28,47 +28,51 @@ def channel_name(channel) -> str:
 
 state.ensure_routed(__file__)
 st.title("Filters")
-picked = iw.inspected_trial()
-if picked is None:
-    st.stop()
-with_decoder = st.sidebar.toggle("Include the decoder's convolutions", key="with_decoder")
-filters = inspect.conv_filters(picked.model, include_decoder=with_decoder)
-plural = "s" if len(filters) != 1 else ""
-st.caption(
-    f"Study **{picked.study}**, trial **#{picked.trial}**: {len(filters)} convolution "
-    f"layer{plural}. Colours are centred on 0 (red positive, blue negative), one scale per "
-    "layer; hover a cell for its exact weight."
-)
+with state.shown_errors():
+    picked = iw.inspected_trial()
+    if picked is None:
+        st.stop()
+    with_decoder = st.sidebar.toggle("Include the decoder's convolutions", key="with_decoder")
+    filters = inspect.conv_filters(picked.model, include_decoder=with_decoder)
+    plural = "s" if len(filters) != 1 else ""
+    st.caption(
+        f"Study **{picked.study}**, trial **#{picked.trial}**: {len(filters)} convolution "
+        f"layer{plural}. Colours are centred on 0 (red positive, blue negative), one scale per "
+        "layer; hover a cell for its exact weight."
+    )
 
-kernels_tab, weights_tab = st.tabs(["Kernels", "Weights and parameters"])
-with kernels_tab:
-    left, right = st.columns(2)
-    with left:
-        iw.csv_download(
-            inspect.filters_frame(filters),
-            "All kernels (CSV)",
-            f"{picked.study}-trial{picked.trial}-filters.csv",
-            "filters_csv",
+    kernels_tab, weights_tab = st.tabs(["Kernels", "Weights and parameters"])
+    with kernels_tab:
+        left, right = st.columns(2)
+        with left:
+            iw.csv_download(
+                inspect.filters_frame(filters),
+                "All kernels (CSV)",
+                f"{picked.study}-trial{picked.trial}-filters.csv",
+                "filters_csv",
+            )
+        right.download_button(
+            "All kernels (JSON)",
+            inspect.filters_json(filters),
+            file_name=f"{picked.study}-trial{picked.trial}-filters.json",
+            mime="application/json",
+            key="filters_json",
+            icon=":material/download:",
         )
-    right.download_button(
-        "All kernels (JSON)",
-        inspect.filters_json(filters),
-        file_name=f"{picked.study}-trial{picked.trial}-filters.json",
-        mime="application/json",
-        key="filters_json",
-        icon=":material/download:",
-    )
-    for layer in filters:
-        st.subheader(layer.layer)
-        channel = channel_ui(layer)
-        iw.chart(charts.filters_figure(layer, channel), key=f"fig_{layer.layer}")
+        for layer in filters:
+            st.subheader(layer.layer)
+            channel = channel_ui(layer)
+            iw.chart(charts.filters_figure(layer, channel), key=f"fig_{layer.layer}")
 
-with weights_tab:
-    params = inspect.layer_parameters(picked.model)
-    weights = inspect.layer_weights(picked.model, include_decoder=with_decoder)
-    iw.chart(charts.weight_histogram_figure(weights), key="fig_weights")
-    iw.chart(charts.parameters_figure(params), key="fig_params")
-    st.dataframe(params, hide_index=True)
-    iw.csv_download(
-        params, "Parameters (CSV)", f"{picked.study}-trial{picked.trial}-params.csv", "params_csv"
-    )
+    with weights_tab:
+        params = inspect.layer_parameters(picked.model)
+        weights = inspect.layer_weights(picked.model, include_decoder=with_decoder)
+        iw.chart(charts.weight_histogram_figure(weights), key="fig_weights")
+        iw.chart(charts.parameters_figure(params), key="fig_params")
+        st.dataframe(params, hide_index=True)
+        iw.csv_download(
+            params,
+            "Parameters (CSV)",
+            f"{picked.study}-trial{picked.trial}-params.csv",
+            "params_csv",
+        )

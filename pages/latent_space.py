@@ -87,104 +87,105 @@ def sliders_ui(z: np.ndarray, low: np.ndarray, high: np.ndarray, key: str) -> np
 
 state.ensure_routed(__file__)
 st.title("Latent space")
-picked = iw.inspected_trial()
-if picked is None:
-    st.stop()
-data = iw.dataset(picked)
-method, params = projection_ui()
-compare = compare_ui(picked)
-labels = data.y_test if data.has_labels else None
-try:
-    z_test = iw.latents(picked.study, picked.trial, picked.url, "test")
-    proj = iw.projection(picked.study, picked.trial, picked.url, "test", method, params)
-    other = (
-        iw.projection(picked.study, compare, picked.url, "test", method, params)
-        if compare is not None
-        else None
-    )
-except AutoMLError as exc:
-    st.error(str(exc))
-    st.stop()
-for note in proj.notices:
-    st.warning(note)
-if labels is None:
-    st.info("This dataset has no labels: points are not coloured.")
-
-for key, default in (("pick_a", 0), ("pick_b", min(1, len(z_test) - 1))):
-    if not 0 <= st.session_state.get(key, -1) < len(z_test):
-        st.session_state[key] = default
-selected = [st.session_state["pick_a"], st.session_state["pick_b"]]
-fig = charts.projection_figure(
-    proj, labels, data.class_names, selected, title=f"Trial #{picked.trial}: {method.upper()}"
-)
-if other is None:
-    iw.chart(fig, key="scatter", on_select=_take_selection, selection_mode="points")
-else:
-    left, right = st.columns(2)
-    with left:
-        iw.chart(fig, key="scatter", on_select=_take_selection, selection_mode="points")
-    with right:
-        iw.chart(
-            charts.projection_figure(
-                other,
-                labels,
-                data.class_names,
-                selected,
-                title=f"Trial #{compare}: {method.upper()}",
-            ),
-            key="scatter_compare",
+with state.shown_errors():
+    picked = iw.inspected_trial()
+    if picked is None:
+        st.stop()
+    data = iw.dataset(picked)
+    method, params = projection_ui()
+    compare = compare_ui(picked)
+    labels = data.y_test if data.has_labels else None
+    try:
+        z_test = iw.latents(picked.study, picked.trial, picked.url, "test")
+        proj = iw.projection(picked.study, picked.trial, picked.url, "test", method, params)
+        other = (
+            iw.projection(picked.study, compare, picked.url, "test", method, params)
+            if compare is not None
+            else None
         )
-st.caption("Click a point (shift-click a second one) to pick images; their rings follow.")
-iw.csv_download(
-    pd.DataFrame(
-        {
-            "index": np.arange(len(proj.points)),
-            "x": proj.points[:, 0],
-            "y": proj.points[:, 1],
-            "label": labels if labels is not None else None,
-        }
-    ),
-    "Projection (CSV)",
-    f"{picked.study}-trial{picked.trial}-{method}.csv",
-    "proj_csv",
-)
+    except AutoMLError as exc:
+        st.error(str(exc))
+        st.stop()
+    for note in proj.notices:
+        st.warning(note)
+    if labels is None:
+        st.info("This dataset has no labels: points are not coloured.")
 
-st.subheader("Representation score")
-try:
-    score = iw.probe_score(picked.study, picked.trial, picked.url)
-    st.metric(
-        "Linear-probe accuracy (train → test)",
-        f"{score.accuracy:.1%}",
-        delta=f"{score.accuracy - score.chance:+.1%} over chance ({score.chance:.1%})",
+    for key, default in (("pick_a", 0), ("pick_b", min(1, len(z_test) - 1))):
+        if not 0 <= st.session_state.get(key, -1) < len(z_test):
+            st.session_state[key] = default
+    selected = [st.session_state["pick_a"], st.session_state["pick_b"]]
+    fig = charts.projection_figure(
+        proj, labels, data.class_names, selected, title=f"Trial #{picked.trial}: {method.upper()}"
     )
-except AutoMLError as exc:
-    st.info(f"Linear probe hidden: {exc}.")
+    if other is None:
+        iw.chart(fig, key="scatter", on_select=_take_selection, selection_mode="points")
+    else:
+        left, right = st.columns(2)
+        with left:
+            iw.chart(fig, key="scatter", on_select=_take_selection, selection_mode="points")
+        with right:
+            iw.chart(
+                charts.projection_figure(
+                    other,
+                    labels,
+                    data.class_names,
+                    selected,
+                    title=f"Trial #{compare}: {method.upper()}",
+                ),
+                key="scatter_compare",
+            )
+    st.caption("Click a point (shift-click a second one) to pick images; their rings follow.")
+    iw.csv_download(
+        pd.DataFrame(
+            {
+                "index": np.arange(len(proj.points)),
+                "x": proj.points[:, 0],
+                "y": proj.points[:, 1],
+                "label": labels if labels is not None else None,
+            }
+        ),
+        "Projection (CSV)",
+        f"{picked.study}-trial{picked.trial}-{method}.csv",
+        "proj_csv",
+    )
 
-last = len(z_test) - 1
-a_col, b_col = st.columns(2)
-a = a_col.number_input("Picked image #", 0, last, key="pick_a")
-b = b_col.number_input("Second image # (interpolation end)", 0, last, key="pick_b")
-st.subheader(f"Decode by hand: image #{a}")
-model = picked.model
-low, high = z_test.min(axis=0), z_test.max(axis=0)
-margin = (high - low) * 0.25 + 1e-3
-edited = sliders_ui(z_test[a], low - margin, high + margin, f"{picked.trial}-{a}")
-decoded = inspect.decode(model, np.stack([z_test[a], edited]))
-iw.chart(
-    charts.image_strip_figure(
-        np.stack([data.x_test[a], decoded[0], decoded[1]]),
-        [f"image #{a}", "reconstruction", "decoded from the sliders"],
-        height=240,
-    ),
-    key="fig_decode",
-)
+    st.subheader("Representation score")
+    try:
+        score = iw.probe_score(picked.study, picked.trial, picked.url)
+        st.metric(
+            "Linear-probe accuracy (train → test)",
+            f"{score.accuracy:.1%}",
+            delta=f"{score.accuracy - score.chance:+.1%} over chance ({score.chance:.1%})",
+        )
+    except AutoMLError as exc:
+        st.info(f"Linear probe hidden: {exc}.")
 
-st.subheader(f"Interpolation from #{a} to #{b}")
-steps = st.slider("Steps", 3, 16, 8, key="steps")
-path = inspect.decode(model, latent.interpolate(z_test[a], z_test[b], steps))
-iw.chart(
-    charts.image_strip_figure(
-        path, [f"{t:.2f}" for t in np.linspace(0, 1, steps)], max_cols=steps
-    ),
-    key="fig_path",
-)
+    last = len(z_test) - 1
+    a_col, b_col = st.columns(2)
+    a = a_col.number_input("Picked image #", 0, last, key="pick_a")
+    b = b_col.number_input("Second image # (interpolation end)", 0, last, key="pick_b")
+    st.subheader(f"Decode by hand: image #{a}")
+    model = picked.model
+    low, high = z_test.min(axis=0), z_test.max(axis=0)
+    margin = (high - low) * 0.25 + 1e-3
+    edited = sliders_ui(z_test[a], low - margin, high + margin, f"{picked.trial}-{a}")
+    decoded = inspect.decode(model, np.stack([z_test[a], edited]))
+    iw.chart(
+        charts.image_strip_figure(
+            np.stack([data.x_test[a], decoded[0], decoded[1]]),
+            [f"image #{a}", "reconstruction", "decoded from the sliders"],
+            height=240,
+        ),
+        key="fig_decode",
+    )
+
+    st.subheader(f"Interpolation from #{a} to #{b}")
+    steps = st.slider("Steps", 3, 16, 8, key="steps")
+    path = inspect.decode(model, latent.interpolate(z_test[a], z_test[b], steps))
+    iw.chart(
+        charts.image_strip_figure(
+            path, [f"{t:.2f}" for t in np.linspace(0, 1, steps)], max_cols=steps
+        ),
+        key="fig_path",
+    )

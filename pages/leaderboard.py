@@ -108,29 +108,30 @@ def charts_ui(study_name: str, url: str) -> None:
 
 state.ensure_routed(__file__)
 st.title("Leaderboard")
-url = state.storage_url()
-names = studies_ui(url)
-if not names:
-    st.info("No study yet: launch a search on the Search page.")
-    st.stop()
-try:
-    board = state.load_board(tuple(names), url)
-except AutoMLError as exc:
-    st.error(str(exc))
-    st.stop()
-for column, (label, value) in zip(st.columns(4), summary(board).items(), strict=False):
-    column.metric(label, value)
-shown = filters_ui(board)
-picks = table_ui(shown)
-st.download_button(
-    "Download CSV",
-    shown.to_csv(index=False).encode(),
-    key="download",
-    file_name=f"{'+'.join(names)}-trials.csv",
-    mime="text/csv",
-)
-if picks:
-    st.subheader("Compare")
-    compare_ui(picks, url)
-st.subheader(f"Optuna charts — {names[0]}")
-charts_ui(names[0], url)
+with state.shown_errors():
+    url = state.storage_url()
+    names = studies_ui(url)
+    if not names:
+        st.info("No study yet: launch a search on the Search page.")
+        st.stop()
+    try:
+        board = state.load_board(tuple(names), url)
+    except AutoMLError as exc:
+        st.error(str(exc))
+        st.stop()
+    for column, (label, value) in zip(st.columns(4), summary(board).items(), strict=False):
+        column.metric(label, value)
+    shown = filters_ui(board)
+    picks = table_ui(shown)
+    st.download_button(
+        "Download CSV",
+        shown.to_csv(index=False).encode(),
+        key="download",
+        file_name=f"{'+'.join(names)}-trials.csv",
+        mime="text/csv",
+    )
+    if picks:
+        st.subheader("Compare")
+        compare_ui(picks, url)
+    st.subheader(f"Optuna charts — {names[0]}")
+    charts_ui(names[0], url)

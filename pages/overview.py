@@ -52,6 +52,8 @@ def best_ui(study: str, url: str, board) -> None:
     except AutoMLError as exc:
         st.warning(str(exc))
         return
+    for note in state.dataset_notes(study, url):
+        st.caption(f"{note}.")
     st.markdown("Test images (top) and their reconstructions (bottom)")
     st.image(as_display_images(originals), width=64, clamp=True)
     st.image(as_display_images(rebuilt), width=64, clamp=True)
@@ -63,23 +65,20 @@ st.caption(
     "Search convolutional autoencoder architectures, compare the trials, and look inside "
     "the models. The study picked in the sidebar is shared by every page."
 )
-study = state.study_picker()
-if study is not None:
-    url = state.storage_url()
-    try:
+with state.shown_errors(stop=False):
+    study = state.study_picker()
+    if study is not None:
+        url = state.storage_url()
         board = state.load_board((study,), url)
         settings = state.study_settings_of(study, url)
-    except AutoMLError as exc:
-        st.error(str(exc))
-        st.stop()
-    if settings is not None:
-        st.markdown(
-            f"Study **{study}**: dataset `{settings.dataset}`, strategy "
-            f"`{settings.strategy}`, at most {settings.max_epochs} epochs per trial."
-        )
-    for column, (label, value) in zip(st.columns(4), summary(board).items(), strict=False):
-        column.metric(label, value)
-    best_ui(study, url, board)
+        if settings is not None:
+            st.markdown(
+                f"Study **{study}**: dataset `{settings.dataset}`, strategy "
+                f"`{settings.strategy}`, at most {settings.max_epochs} epochs per trial."
+            )
+        for column, (label, value) in zip(st.columns(4), summary(board).items(), strict=False):
+            column.metric(label, value)
+        best_ui(study, url, board)
 if st.session_state.get(state.ROUTED_FLAG):  # links need app.py's navigation
     st.subheader("Where to go")
     columns = st.columns(2)

@@ -86,66 +86,67 @@ def launch_ui(settings: SearchSettings | None, workers: int, problems: list[str]
 @st.fragment(run_every=LIVE_SECONDS)
 def live_ui(study: str) -> None:
     """Progress of a launched search, re-read from the storage every couple of seconds."""
-    now = progress.search_progress(study, state.storage_url())
-    record = processes.read_record(study)
-    elapsed = progress.elapsed_text(time.time() - record.started) if record else "-"
-    head, stop = st.columns([4, 1])
-    head.subheader(f"Study {study}")
-    if now.running and stop.button("Stop", key="stop", type="secondary"):
-        with st.spinner("Stopping the search and its workers…"):
-            processes.stop_search(study)
-        st.rerun()
-    if now.error:
-        st.error(now.error.removeprefix("error: "))
-    if not now.exists:
-        st.info(
-            "Starting: loading the dataset and TensorFlow…"
-            if now.running
-            else "The search ended before creating its study; see the log below."
-        )
-    else:
-        budget = now.budget or max(now.done, 1)
-        status = "running" if now.running else "stopped" if now.done < budget else "finished"
-        st.progress(now.fraction, text=f"{now.done} / {budget} trials · {status} · {elapsed}")
-        st.caption(" · ".join(f"{k.lower()}: {v}" for k, v in sorted(now.states.items())))
-        for live in now.live:
-            epochs = live["max_epochs"] or "?"
-            st.markdown(f"**Trial #{live['trial']}** — epoch {live['epoch']} / {epochs}")
-            if live["loss"]:
-                st.plotly_chart(
-                    loss_curves_figure(live_curves(live), "Running trial"),
-                    key=f"live_{live['trial']}",
-                )
-        board = state.read_board((study,), state.storage_url())
-        if not board.empty:
-            columns = [
-                c
-                for c in (
-                    "trial",
-                    "state",
-                    "val_mse",
-                    "test_psnr",
-                    "test_ssim",
-                    "train_seconds",
-                    "note",
-                )
-                if c in board
-            ]
-            st.dataframe(
-                board[columns],
-                hide_index=True,
-                key="live_board",
-                column_config=state.BOARD_COLUMNS,
+    with state.shown_errors(stop=False):  # the next run tries again
+        now = progress.search_progress(study, state.storage_url())
+        record = processes.read_record(study)
+        elapsed = progress.elapsed_text(time.time() - record.started) if record else "-"
+        head, stop = st.columns([4, 1])
+        head.subheader(f"Study {study}")
+        if now.running and stop.button("Stop", key="stop", type="secondary"):
+            with st.spinner("Stopping the search and its workers…"):
+                processes.stop_search(study)
+            st.rerun()
+        if now.error:
+            st.error(now.error.removeprefix("error: "))
+        if not now.exists:
+            st.info(
+                "Starting: loading the dataset and TensorFlow…"
+                if now.running
+                else "The search ended before creating its study; see the log below."
             )
-        if not now.running and now.done >= budget:
-            st.success(f"Search finished with {now.done} trials: open the Leaderboard.")
-        elif not now.running:
-            st.warning(
-                f"Search stopped after {now.done} of {budget} trials; launch the "
-                "same study name again to resume it."
-            )
-    with st.expander("Log"):
-        st.code(processes.log_tail(study) or "(no output yet)", language=None)
+        else:
+            budget = now.budget or max(now.done, 1)
+            status = "running" if now.running else "stopped" if now.done < budget else "finished"
+            st.progress(now.fraction, text=f"{now.done} / {budget} trials · {status} · {elapsed}")
+            st.caption(" · ".join(f"{k.lower()}: {v}" for k, v in sorted(now.states.items())))
+            for live in now.live:
+                epochs = live["max_epochs"] or "?"
+                st.markdown(f"**Trial #{live['trial']}** — epoch {live['epoch']} / {epochs}")
+                if live["loss"]:
+                    st.plotly_chart(
+                        loss_curves_figure(live_curves(live), "Running trial"),
+                        key=f"live_{live['trial']}",
+                    )
+            board = state.read_board((study,), state.storage_url())
+            if not board.empty:
+                columns = [
+                    c
+                    for c in (
+                        "trial",
+                        "state",
+                        "val_mse",
+                        "test_psnr",
+                        "test_ssim",
+                        "train_seconds",
+                        "note",
+                    )
+                    if c in board
+                ]
+                st.dataframe(
+                    board[columns],
+                    hide_index=True,
+                    key="live_board",
+                    column_config=state.BOARD_COLUMNS,
+                )
+            if not now.running and now.done >= budget:
+                st.success(f"Search finished with {now.done} trials: open the Leaderboard.")
+            elif not now.running:
+                st.warning(
+                    f"Search stopped after {now.done} of {budget} trials; launch the "
+                    "same study name again to resume it."
+                )
+        with st.expander("Log"):
+            st.code(processes.log_tail(study) or "(no output yet)", language=None)
 
 
 state.ensure_routed(__file__)
@@ -154,10 +155,11 @@ st.caption(
     "Choose a dataset and a search space in the sidebar, then launch. The search runs "
     "in its own process: reloading or closing this tab does not stop it."
 )
-settings, workers, problems = settings_ui()
-if settings is not None:
-    summary_ui(settings)
-launch_ui(settings, workers, problems)
-watched = st.session_state.get("watch") or next(iter(processes.running_studies()), None)
-if watched:
-    live_ui(watched)
+with state.shown_errors():
+    settings, workers, problems = settings_ui()
+    if settings is not None:
+        summary_ui(settings)
+    launch_ui(settings, workers, problems)
+    watched = st.session_state.get("watch") or next(iter(processes.running_studies()), None)
+    if watched:
+        live_ui(watched)
