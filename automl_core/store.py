@@ -22,6 +22,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+import urllib.parse
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,7 +139,6 @@ def sqlite_path(url: str) -> Path | None:
     if not url.startswith("sqlite") or ":///" not in url:
         return None
     path = url.split(":///", 1)[1].split("?", 1)[0]
-    path = path.removeprefix("file:")  # the URI form used for read-only opening
     if not path or path == ":memory:":
         return None
     return Path(path)
@@ -271,20 +271,22 @@ def open_storage(url: str | None = None, *, create: bool = True) -> optuna.stora
         read_only = not _writable(path)
     with _OPEN_LOCK:  # two threads creating one database's tables at once would collide
         if read_only:
-            return _open_read_only(path)
+            return _open_read_only(url)
         return _open_storage(url)
 
 
-def _open_read_only(path: Path) -> optuna.storages.RDBStorage:
-    """A SQLite file in a place this process cannot write, opened without writing anything.
+# SQLite URI options of a file this process may not write: read-only mode works when the
+# WAL's side files are there; otherwise the file is read as immutable (as of its last
+# checkpoint), which needs no side file at all
+_READ_ONLY_OPTIONS = ("mode=ro", "mode=ro&immutable=1")
 
-    Read-only mode works when the WAL's side files are there; otherwise the file is read
-    as immutable (as of its last checkpoint), which needs no side files at all.
-    """
-    failure: BaseException | None = None
-    for options in ("mode=ro", "mode=ro&immutable=1"):
+
+def _open_read_only(url: str) -> optuna.storages.RDBStorage:
+    """A SQLite file in a place this process cannot write, opened without writing anything."""
+    failure: StorageError | None = None
+    for options in _READ_ONLY_OPTIONS:
         try:
-            return _open_storage(f"sqlite:///file:{path.resolve()}?{options}&uri=true", True)
+            return _open_storage(url, options)
         except StorageError as exc:
             failure = exc
     assert failure is not None
@@ -303,11 +305,12 @@ def _is_creation_race(exc: BaseException) -> bool:
 
 
 @functools.lru_cache(maxsize=8)
-def _open_storage(url: str, read_only: bool = False) -> optuna.storages.RDBStorage:
+def _open_storage(url: str, read_only: str = "") -> optuna.storages.RDBStorage:
     """Opens one storage per URL and process (engines are expensive; they are thread-safe).
 
     A creation race (a table or version row made by another process between Optuna's check
     and its own ``CREATE``) is retried for a while with a growing pause, then reported.
+    ``read_only`` holds SQLite URI options (``mode=ro``) for a file opened without writing.
     """
     if "://" not in url:
         raise StorageError(
@@ -328,12 +331,19 @@ def _open_storage(url: str, read_only: bool = False) -> optuna.storages.RDBStora
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _connect(url: str, read_only: bool) -> optuna.storages.RDBStorage:
+def _connect(url: str, read_only: str) -> optuna.storages.RDBStorage:
     """One attempt at opening a storage (see :func:`_open_storage`)."""
     engine_kwargs: dict[str, Any] = {}
     path = sqlite_path(url)
-    if url.startswith("sqlite"):
-        if path is not None and not read_only:
+    if url.startswith("sqlite") and read_only and path is not None:
+        # a URI names the file (any character percent-encoded) with read-only options;
+        # SQLAlchemy would decode an encoded path in the URL itself
+        uri = f"file:{urllib.parse.quote(str(path.resolve()))}?{read_only}"
+        engine_kwargs["creator"] = functools.partial(
+            sqlite3.connect, uri, uri=True, timeout=60, check_same_thread=False
+        )
+    elif url.startswith("sqlite"):
+        if path is not None:
             _prepare_sqlite(path)
         engine_kwargs["connect_args"] = {"timeout": 60}
     else:
@@ -347,7 +357,7 @@ def _connect(url: str, read_only: bool) -> optuna.storages.RDBStorage:
         return optuna.storages.RDBStorage(
             url,
             engine_kwargs=engine_kwargs,
-            skip_table_creation=read_only,
+            skip_table_creation=bool(read_only),
             heartbeat_interval=_heartbeat_settings()[0],
             grace_period=_heartbeat_settings()[1],
             heartbeat_stale_trial_callback=_retry_callback(),

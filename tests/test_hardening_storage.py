@@ -197,7 +197,7 @@ class TestReadOnlyFolder:
     ):
         """A real read-only folder: tests run as root, which ignores file modes, but not
         the immutable attribute. Skipped where ``chattr`` cannot set it."""
-        home = _read_only_copy(tiny_study_home, tmp_path / "ro")
+        home = _read_only_copy(tiny_study_home, tmp_path / "read only #1")  # URI-unsafe
         monkeypatch.setenv("AUTOML_HOME", str(home))
         monkeypatch.delenv("AUTOML_STORAGE", raising=False)
         if not _chattr("+i", home / "studies.db", home):
@@ -221,7 +221,7 @@ class TestReadOnlyFolder:
         not writable (as for a non-root user in a chmod 0o555 folder), so the file is opened
         read-only, with no folder creation or WAL set-up, and is left byte for byte as it was.
         """
-        home = _read_only_copy(tiny_study_home, tmp_path / "ro")
+        home = _read_only_copy(tiny_study_home, tmp_path / "read only #1")  # URI-unsafe
         monkeypatch.setenv("AUTOML_HOME", str(home))
         monkeypatch.delenv("AUTOML_STORAGE", raising=False)
         monkeypatch.setattr(store, "_writable", lambda path: False)
