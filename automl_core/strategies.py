@@ -204,3 +204,14 @@ register_strategy(
 )
 def _nsga2(context: StrategyContext) -> optuna.samplers.BaseSampler:
     return optuna.samplers.NSGAIISampler(seed=context.seed, population_size=10)
+
+
+# the architecture-search strategies: GP-UCB, a REINFORCE controller, DARTS
+@register_strategy(
+    "gp-ucb",
+    "Bayesian: Gaussian process with an upper confidence bound (scikit-learn, no PyTorch)",
+)
+def _gp_ucb(context: StrategyContext) -> optuna.samplers.BaseSampler:
+    from automl_core.gp_ucb import GPUCBSampler
+
+    return GPUCBSampler(context.space.distributions(), seed=context.seed)
