@@ -573,3 +573,48 @@ def anomaly_figure(report) -> go.Figure:
     )
     fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0})
     return fig
+
+
+def controller_probabilities_figure(frame: pd.DataFrame) -> go.Figure:
+    """The REINFORCE controller's choice probabilities over the trials it learned from.
+
+    Args:
+        frame: :func:`automl_core.controller.controller_probabilities`.
+
+    Returns:
+        One panel per parameter, one line per value, x = trials learned from.
+    """
+    parameters = list(dict.fromkeys(frame["parameter"])) if not frame.empty else []
+    if not parameters:
+        figure = go.Figure()
+        figure.update_layout(title="The controller has no choice to make", **LAYOUT)
+        return figure
+    figure = make_subplots(
+        rows=len(parameters), cols=1, shared_xaxes=True, subplot_titles=parameters
+    )
+    for row, parameter in enumerate(parameters, start=1):
+        part = frame[frame["parameter"] == parameter]
+        for index, (value, group) in enumerate(part.groupby("value", sort=False)):
+            figure.add_trace(
+                go.Scatter(
+                    x=group["updates"],
+                    y=group["probability"],
+                    mode="lines",
+                    name=f"{parameter}={value}",
+                    line={"color": PALETTE[index % len(PALETTE)]},
+                    customdata=group["trial"],
+                    hovertemplate=(
+                        f"{parameter}={value}<br>after %{{x}} trials (last: #%{{customdata}})"
+                        "<br>p=%{y:.2f}<extra></extra>"
+                    ),
+                ),
+                row=row,
+                col=1,
+            )
+        figure.update_yaxes(range=[0, 1], title_text="p", row=row, col=1)
+    figure.update_xaxes(title_text="trials learned from", row=len(parameters), col=1)
+    figure.update_layout(
+        **{**LAYOUT, "height": max(LAYOUT["height"], 160 * len(parameters))},
+        title="Controller: choice probabilities over time",
+    )
+    return figure

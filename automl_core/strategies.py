@@ -215,3 +215,15 @@ def _gp_ucb(context: StrategyContext) -> optuna.samplers.BaseSampler:
     from automl_core.gp_ucb import GPUCBSampler
 
     return GPUCBSampler(context.space.distributions(), seed=context.seed)
+
+
+@register_strategy(
+    "reinforce",
+    "REINFORCE controller: an autoregressive policy over the choices, learned by policy "
+    "gradient from each trial's -log validation MSE; a range becomes 5 levels (log-spaced for "
+    "a log range), a stepped range its values (at most 32)",
+)
+def _reinforce(context: StrategyContext) -> optuna.samplers.BaseSampler:
+    from automl_core.controller import ReinforceSampler
+
+    return ReinforceSampler(context.space, seed=context.seed)
