@@ -97,6 +97,10 @@ def check_search(
         input_shape = dataset_input_shape(settings.dataset)
     if input_shape is not None:
         space.validate_for(input_shape)
+        # a strategy may refuse a space (reinforce's ranges, darts' operations): say so now
+        strategy.make_sampler(
+            StrategyContext(space, settings.seed, input_shape, settings.max_epochs)
+        )
     if settings.study not in store.study_names(storage_url):
         return strategy
     try:

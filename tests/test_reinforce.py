@@ -181,3 +181,18 @@ def test_the_chart_has_one_line_per_value_and_a_panel_per_parameter():
         controller_probabilities(study, SearchSpace.from_dict({}))
     )
     assert "no choice" in empty.layout.title.text
+
+
+def test_the_search_refuses_an_unusable_range_before_anything_trains(runs_dir):
+    from automl_core.search import check_search
+    from automl_core.settings import SearchSettings
+
+    settings = SearchSettings(
+        study="rl",
+        dataset="digits",
+        space={"filters": {"low": 4, "high": 1000, "step": 1}},
+        strategy="reinforce",
+    )
+    with pytest.raises(ConfigError, match="filters from 4 to 1000 in steps of 1 has 997"):
+        check_search(settings, f"sqlite:///{runs_dir / 'studies.db'}")
+    assert not (runs_dir / "studies.db").exists()
