@@ -53,7 +53,7 @@ def best_ui(study: str, url: str, board) -> None:
         st.warning(str(exc))
         return
     for note in state.dataset_notes(study, url):
-        st.caption(f"{note}.")
+        st.caption(f"Dataset: {note}.")
     st.markdown("Test images (top) and their reconstructions (bottom)")
     st.image(as_display_images(originals), width=64, clamp=True)
     st.image(as_display_images(rebuilt), width=64, clamp=True)

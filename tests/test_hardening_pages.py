@@ -177,11 +177,12 @@ def _write_mixed_images(folder: Path, count: int = 24) -> None:
         image.save(folder / f"{i:03d}.png")
 
 
-def test_load_notes_are_shown_where_a_study_dataset_is_loaded(tiny_copy, runs_dir, no_demo):
+@pytest.mark.parametrize("page", ("overview", "reconstructions"))
+def test_load_notes_are_shown_where_a_study_dataset_is_loaded(page, tiny_copy, runs_dir, no_demo):
     folder = runs_dir / "mixed"
     _write_mixed_images(folder)
     _set_settings(tiny_copy, dataset=str(folder))
-    at = _page("reconstructions", study="tiny")
+    at = _page(page, study="tiny")
     assert not at.exception, at.exception
     captions = _texts(at.caption)
     assert "Dataset: 4 of 24 images were resized to 8x8" in captions
