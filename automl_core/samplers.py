@@ -12,6 +12,13 @@ be better by more than they cost.
 The time model is learned from the study itself: seconds per reported epoch of every
 finished trial against the work of its architecture (multiply-accumulates per image,
 :func:`automl_core.models.architecture_work`), as ``seconds = overhead + rate * work``.
+
+In a multi-fidelity search (``fidelity_epochs`` set) most proposals are only trained to the
+first rung, so what a proposal costs is the time to reach it: a trial's set-up (build,
+tracing, the first validation) plus that share of an epoch. The sampler then models both
+in seconds, from the timings every trial stores at its reports
+(:data:`automl_core.trials.COST_ATTR`), so the machine's own speed is learned from the first
+trial on instead of a prior measured on another machine.
 """
 
 from __future__ import annotations
@@ -30,6 +37,11 @@ from optuna.trial import FrozenTrial, TrialState
 PRIOR_OVERHEAD_WORK = 3.0e6
 START_UP_CANDIDATES = 24
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# priors of the seconds model, per training image of an epoch (2 CPU cores, our loop),
+# scaled by the first measurements: a fixed part and a part per multiply-accumulate
+PRIOR_IMAGE_SECONDS = 5e-5
+PRIOR_IMAGE_SECONDS_PER_WORK = 2.5e-11
+PRIOR_SETUP_SECONDS = 1.0
 
 
 class CostAwareTPESampler(optuna.samplers.TPESampler):
@@ -42,6 +54,10 @@ class CostAwareTPESampler(optuna.samplers.TPESampler):
             (any unit proportional to time per epoch beyond a fixed overhead).
         seed: Seed of the draws.
         n_startup_trials: Cost-weighted random trials before TPE's model takes over.
+        fidelity_epochs: In a multi-fidelity search, the epochs of its first rung: a
+            proposal then costs its set-up plus that much training, in seconds learned
+            from the study's timings. None (default): the cost is per epoch, in work units.
+        train_images: Training images per epoch, for the seconds model's prior.
     """
 
     def __init__(
@@ -50,6 +66,8 @@ class CostAwareTPESampler(optuna.samplers.TPESampler):
         work_of: Callable[[dict[str, Any]], float],
         seed: int | None = None,
         n_startup_trials: int = 5,
+        fidelity_epochs: float | None = None,
+        train_images: int = 4000,
     ) -> None:
         super().__init__(
             seed=seed, n_startup_trials=n_startup_trials, multivariate=True, constant_liar=True
@@ -64,6 +82,8 @@ class CostAwareTPESampler(optuna.samplers.TPESampler):
         self._overhead_work = PRIOR_OVERHEAD_WORK
         self._tried: set[tuple] = set()
         self._uniform = optuna.samplers.RandomSampler(seed=seed)
+        self._fidelity = fidelity_epochs
+        self._seconds = SecondsModel(train_images)
 
     def infer_relative_search_space(
         self, study: optuna.Study, trial: FrozenTrial
@@ -72,14 +92,30 @@ class CostAwareTPESampler(optuna.samplers.TPESampler):
         return {name: d for name, d in self._distributions.items() if not d.single()}
 
     def predicted_cost(self, params: dict[str, Any]) -> float:
-        """Relative seconds per epoch of a configuration under the current time model."""
-        return self._overhead_work + self._work_of({**self._fixed, **params})
+        """Relative seconds per epoch of a configuration under the current time model.
+
+        In a multi-fidelity search: predicted seconds to reach the first rung.
+        """
+        work = self._work_of({**self._fixed, **params})
+        if self._fidelity is not None:
+            return self._seconds.setup + self._fidelity * self._seconds.epoch(work)
+        return self._overhead_work + work
 
     def fit_time_model(self, trials: list[FrozenTrial]) -> None:
-        """Re-estimates the per-epoch overhead from the finished, timed trials among ``trials``.
+        """Re-estimates the time model from the timed trials among ``trials``.
 
-        Needs two architectures of different work; until then the prior stays.
+        Per-epoch work units: needs two architectures of different work; until then the
+        prior stays. Multi-fidelity seconds: see :meth:`SecondsModel.fit`.
         """
+        if self._fidelity is not None:
+            self._seconds.fit(
+                [
+                    (self._work_of({**self._fixed, **t.params}), _cost_of(t))
+                    for t in trials
+                    if _cost_of(t) and set(self._distributions) - set(self._fixed) <= set(t.params)
+                ]
+            )
+            return
         points = []
         for trial in trials:
             epochs = len(trial.intermediate_values)
@@ -152,6 +188,73 @@ class CostAwareTPESampler(optuna.samplers.TPESampler):
         costs = np.array([self.predicted_cost(c) for c in candidates])
         tried = np.array([_key(c, names) in self._tried for c in candidates])
         return np.where(tried, -np.inf, scores - np.log(costs))
+
+
+class SecondsModel:
+    """Seconds of a trial on this machine: ``setup`` once, then ``epoch(work)`` per epoch.
+
+    ``epoch(work) = images * (fixed + per_work * work)``. Until a trial has reported, the
+    priors hold. From the first timed trial on they are scaled to the measured speed; with
+    epochs timed for two architectures of different work, both parts are fitted.
+
+    Args:
+        train_images: Training images per epoch.
+    """
+
+    def __init__(self, train_images: int = 4000) -> None:
+        self.images = max(1, int(train_images))
+        self.fixed = PRIOR_IMAGE_SECONDS
+        self.per_work = PRIOR_IMAGE_SECONDS_PER_WORK
+        self.setup = PRIOR_SETUP_SECONDS
+
+    def epoch(self, work: float) -> float:
+        """Predicted seconds of one epoch of training for that work per image."""
+        return self.images * (self.fixed + self.per_work * work)
+
+    def fit(self, points: list[tuple[float, dict[str, float]]]) -> None:
+        """Learns from ``(work, timings)`` of trials (:data:`automl_core.trials.COST_ATTR`)."""
+        prior = SecondsModel(self.images)
+        timed = [(w, c["epoch_seconds"]) for w, c in points if c.get("epoch_seconds", 0) > 0]
+        if len({w for w, _ in timed}) >= 2:
+            work = np.array([w for w, _ in timed], dtype=float)
+            seconds = np.array([s for _, s in timed], dtype=float) / self.images
+            per_work, fixed = np.polyfit(work, seconds, 1)
+            if per_work > 0:
+                self.per_work = float(per_work)
+                self.fixed = float(max(fixed, 0.05 * float(np.min(seconds))))
+            else:
+                timed = timed[:1]
+        if timed and len({w for w, _ in timed}) < 2:
+            speed = float(np.median([s / prior.epoch(w) for w, s in timed]))
+            self.fixed, self.per_work = prior.fixed * speed, prior.per_work * speed
+        setups = [
+            c["first_report_seconds"] - c.get("first_report_epochs", 0.0) * self.epoch(w)
+            for w, c in points
+            if c.get("first_report_seconds", 0) > 0
+        ]
+        if setups:
+            self.setup = max(float(np.median(setups)), 0.05)
+        if not timed and points:
+            # only first reports: scale the whole prior to their measured seconds
+            firsts = [
+                (c["first_report_seconds"], c.get("first_report_epochs", 0.0), w)
+                for w, c in points
+                if c.get("first_report_seconds", 0) > 0
+            ]
+            if firsts:
+                speed = float(
+                    np.median([s / (prior.setup + e * prior.epoch(w)) for s, e, w in firsts])
+                )
+                self.fixed, self.per_work = prior.fixed * speed, prior.per_work * speed
+                self.setup = prior.setup * speed
+
+
+def _cost_of(trial: FrozenTrial) -> dict[str, float]:
+    """The timings a trial stored at its reports (empty when none)."""
+    from automl_core.trials import COST_ATTR
+
+    cost = trial.user_attrs.get(COST_ATTR)
+    return dict(cost) if isinstance(cost, dict) else {}
 
 
 def _key(params: dict[str, Any], names) -> tuple:

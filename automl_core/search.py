@@ -36,6 +36,7 @@ from automl_core.strategies import Strategy, StrategyContext, get_strategy
 from automl_core.trials import (
     ARTIFACT_ATTR,
     CONFIG_ATTR,
+    COST_ATTR,
     DUPLICATE_ATTR,
     FAIL_REASON_ATTR,
     LIVE_ATTR,
@@ -155,38 +156,65 @@ def prepare_study(settings: SearchSettings, storage_url: str | None = None) -> o
     return study
 
 
-def trial_reporter(trial: optuna.Trial, prune: bool, deadline: float | None, max_epochs: int):
-    """A Keras callback that reports each epoch to Optuna, publishes live progress, prunes.
+def trial_reporter(
+    trial: optuna.Trial,
+    prune: bool,
+    deadline: float | None,
+    max_epochs: int,
+    reports_per_epoch: int = 1,
+):
+    """A Keras callback that reports each report point to Optuna, publishes progress, prunes.
+
+    The pruner's step is the training done in units of ``1 / reports_per_epoch`` epoch:
+    epochs for a plain search; thirds of an epoch for a multi-fidelity one, whose first
+    rungs are a third and two thirds of the training images. The validation MSE is
+    reported (not the loss): trials trained with other losses stay comparable. The trial's
+    measured timings are stored under :data:`~automl_core.trials.COST_ATTR` for cost models.
 
     Args:
         trial: The running trial.
-        prune: Report the validation loss and let the pruner stop the trial.
+        prune: Report the validation MSE and let the pruner stop the trial.
         deadline: Unix time at which training stops (the trial is kept), or None.
         max_epochs: The trial's epoch budget; a trial that reaches it is never pruned.
+        reports_per_epoch: Pruner steps per epoch. Defaults to 1.
 
     Returns:
         A ``keras.callbacks.Callback``.
     """
     import keras
 
+    started = time.perf_counter()
+
     class Reporter(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.curves: dict[str, list[float]] = {"loss": [], "val_loss": []}
+            self.curves: dict[str, list[float]] = {"loss": [], "val_loss": [], "val_mse": []}
+            self.cost: dict[str, float] = {}
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
+            now = time.perf_counter()
+            epochs = float(logs.get("epochs", epoch + 1))
             for key in self.curves:
                 if key in logs:
                     self.curves[key].append(float(logs[key]))
-            trial.set_user_attr(LIVE_ATTR, {"epoch": epoch + 1, **self.curves})
-            # validation MSE, not the loss: trials trained with other losses stay comparable
-            val_loss = float(logs.get("val_mse", logs.get("val_loss", math.nan)))
-            if prune and math.isfinite(val_loss):
-                trial.report(val_loss, epoch + 1)
+            if not self.cost:
+                self.cost = {"first_report_seconds": now - started, "first_report_epochs": epochs}
+            elif epochs > self.cost["first_report_epochs"]:
+                self.cost["epoch_seconds"] = (
+                    now - started - self.cost["first_report_seconds"]
+                ) / (epochs - self.cost["first_report_epochs"])
+            trial.set_user_attr(COST_ATTR, self.cost)
+            trial.set_user_attr(
+                LIVE_ATTR,
+                {"epoch": max(1, math.ceil(epochs - 1e-9)), "epochs": epochs, **self.curves},
+            )
+            val_mse = float(logs.get("val_mse", logs.get("val_loss", math.nan)))
+            if prune and math.isfinite(val_mse):
+                trial.report(val_mse, max(1, round(epochs * reports_per_epoch)))
                 # a trial that has run all its epochs is finished, not pruned
-                if epoch + 1 < max_epochs and trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
+                if epochs < max_epochs and trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned after {epochs:.3g} epochs")
             if deadline is not None and time.time() >= deadline:
                 self.model.stop_training = True
 
@@ -219,10 +247,16 @@ def _objective(
             prune=strategy.prunes,
             deadline=study.user_attrs.get(DEADLINE_ATTR),
             max_epochs=settings.max_epochs,
+            reports_per_epoch=strategy.reports_per_epoch,
         )
         try:
             trained = train_autoencoder(
-                config, dataset, settings.max_epochs, settings.seed + trial.number, [reporter]
+                config,
+                dataset,
+                settings.max_epochs,
+                settings.seed + trial.number,
+                [reporter],
+                first_epoch_reports=strategy.reports_per_epoch,
             )
         except optuna.TrialPruned:
             raise
@@ -322,7 +356,11 @@ def run_worker(
     space = settings.search_space()
     space.validate_for(dataset.input_shape)
     context = StrategyContext(
-        space, settings.seed + seed_offset, dataset.input_shape, settings.max_epochs
+        space,
+        settings.seed + seed_offset,
+        dataset.input_shape,
+        settings.max_epochs,
+        train_images=len(dataset.x_train),
     )
     study = optuna.load_study(
         study_name=study_name,

@@ -28,12 +28,14 @@ class StrategyContext:
         seed: Seed of the sampler (None: unseeded).
         input_shape: One image's (H, W, C), for samplers that weigh a model's cost.
         max_epochs: The epoch budget of one trial, for pruners.
+        train_images: Training images per epoch, for time priors. Defaults to 4,000.
     """
 
     space: SearchSpace
     seed: int | None
     input_shape: tuple[int, int, int]
     max_epochs: int
+    train_images: int = 4000
 
 
 SamplerFactory = Callable[[StrategyContext], optuna.samplers.BaseSampler]
@@ -57,6 +59,8 @@ class Strategy:
         multi_objective: Whether trials return (val_mse, second objective).
         needs_grid: Whether every parameter must be a list of choices.
         requires: A Python module the strategy imports, checked before the search starts.
+        reports_per_epoch: Pruner steps per epoch: 1 reports whole epochs; 3 makes the
+            first rungs a third and two thirds of the training images (multi-fidelity).
     """
 
     name: str
@@ -66,6 +70,7 @@ class Strategy:
     multi_objective: bool = False
     needs_grid: bool = False
     requires: str | None = None
+    reports_per_epoch: int = 1
 
     @property
     def prunes(self) -> bool:
@@ -83,6 +88,7 @@ def register_strategy(
     multi_objective: bool = False,
     needs_grid: bool = False,
     requires: str | None = None,
+    reports_per_epoch: int = 1,
 ):
     """Decorator that adds a sampler factory ``(context) -> sampler`` to the registry.
 
@@ -93,6 +99,7 @@ def register_strategy(
         multi_objective: Trials return two objectives. Defaults to False.
         needs_grid: Every parameter must be a list of choices. Defaults to False.
         requires: A module that must be importable. Defaults to None.
+        reports_per_epoch: Pruner steps per epoch (see :class:`Strategy`). Defaults to 1.
 
     Returns:
         The decorator, which returns the factory unchanged.
@@ -100,7 +107,14 @@ def register_strategy(
 
     def add(make_sampler: SamplerFactory) -> SamplerFactory:
         STRATEGIES[name] = Strategy(
-            name, description, make_sampler, make_pruner, multi_objective, needs_grid, requires
+            name,
+            description,
+            make_sampler,
+            make_pruner,
+            multi_objective,
+            needs_grid,
+            requires,
+            reports_per_epoch,
         )
         return make_sampler
 
@@ -160,12 +174,9 @@ def _grid(context: StrategyContext) -> optuna.samplers.BaseSampler:
 register_strategy("random", "configurations drawn uniformly at random")(_random)
 
 
-@register_strategy(
-    "tpe-cost", "Bayesian (TPE), improvement per second of training: cheap models first"
-)
-def _cost_aware_tpe(context: StrategyContext) -> optuna.samplers.BaseSampler:
+def _work_model(context: StrategyContext) -> Callable[[dict], float]:
+    """Multiply-accumulates per image of a configuration (0 when it cannot be built)."""
     from automl_core.models import architecture_work
-    from automl_core.samplers import CostAwareTPESampler
     from automl_core.space import ModelConfig
 
     def work_of(params: dict) -> float:
@@ -174,7 +185,53 @@ def _cost_aware_tpe(context: StrategyContext) -> optuna.samplers.BaseSampler:
         except (ConfigError, ValueError):
             return 0.0  # it cannot be built: the trial fails at once, costing nothing
 
-    return CostAwareTPESampler(context.space.distributions(), work_of, seed=context.seed)
+    return work_of
+
+
+@register_strategy(
+    "tpe-cost", "Bayesian (TPE), improvement per second of training: cheap models first"
+)
+def _cost_aware_tpe(context: StrategyContext) -> optuna.samplers.BaseSampler:
+    from automl_core.samplers import CostAwareTPESampler
+
+    return CostAwareTPESampler(
+        context.space.distributions(), _work_model(context), seed=context.seed
+    )
+
+
+# the first rung of the multi-fidelity search: a third of the training images, seen once
+FIRST_RUNG_EPOCHS = 1 / 3
+
+
+def _successive_halving_in_thirds(context: StrategyContext) -> optuna.pruners.BasePruner:
+    """Asynchronous successive halving over steps of a third of an epoch.
+
+    Rungs at 1/3, 1, 3 and 9 epochs: at each, a trial goes on only while it is among the
+    best third of the trials that reached that rung (the first to get there always does).
+    """
+    return optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=1, reduction_factor=3, min_early_stopping_rate=0
+    )
+
+
+@register_strategy(
+    "tpe-cost-asha",
+    "multi-fidelity: cost-aware TPE proposals, each first trained on a third of the images; "
+    "only the best third of each rung (1/3, 1, 3, 9 epochs) trains on",
+    make_pruner=_successive_halving_in_thirds,
+    reports_per_epoch=3,
+)
+def _cost_aware_tpe_multi_fidelity(context: StrategyContext) -> optuna.samplers.BaseSampler:
+    from automl_core.samplers import CostAwareTPESampler
+
+    return CostAwareTPESampler(
+        context.space.distributions(),
+        _work_model(context),
+        seed=context.seed,
+        n_startup_trials=8,
+        fidelity_epochs=FIRST_RUNG_EPOCHS,
+        train_images=context.train_images,
+    )
 
 
 register_strategy("tpe", "Bayesian: tree-structured Parzen estimator")(_tpe)

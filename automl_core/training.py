@@ -97,26 +97,13 @@ def compile_autoencoder(
     )
 
 
-class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Stops training at the end of an epoch whose loss is NaN or infinite.
-
-    Keras' ``TerminateOnNaN`` checks every batch, which forces a host sync per step; an
-    epoch-level check keeps the fast path and loses at most one epoch of a diverged trial.
-    """
-
-    def on_epoch_end(self, epoch, logs=None):
-        """Stops the fit when the epoch's loss is not finite."""
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.model.stop_training = True
-
-
-def _check_finite(history: dict[str, list[float]]) -> None:
-    """Raises TrialFailure when a loss became NaN or infinite (the model diverged)."""
-    for key in ("loss", "val_loss"):
-        for epoch, value in enumerate(history.get(key, []), start=1):
-            if not math.isfinite(value):
-                raise TrialFailure(f"diverged: {key} became {value} at epoch {epoch}")
+def reconstruct(model: keras.Model, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """The model's reconstructions of ``images``, by direct calls (no ``predict`` tracing)."""
+    parts = [
+        keras.ops.convert_to_numpy(model(images[start : start + batch_size], training=False))
+        for start in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(parts) if parts else np.zeros_like(images)
 
 
 def train_autoencoder(
@@ -125,18 +112,23 @@ def train_autoencoder(
     max_epochs: int = 20,
     seed: int = 0,
     callbacks: list[keras.callbacks.Callback] | None = None,
+    first_epoch_reports: int = 1,
 ) -> TrainedModel:
     """Builds and trains one autoencoder, keeps its best epoch, and scores it on test data.
 
-    Training stops early when the validation loss has not improved for three epochs, and
-    the best weights are restored.
+    Training (:func:`automl_core.fit_loop.fit_autoencoder`) stops early when the validation
+    MSE has not improved for three epochs, and the best weights are restored.
 
     Args:
         config: The configuration to train.
         dataset: The data; the model reconstructs its images.
         max_epochs: Upper bound on epochs. Defaults to 20.
         seed: Seed of weight initialisation and shuffling. Defaults to 0.
-        callbacks: Extra Keras callbacks (progress reporting, pruning).
+        callbacks: Extra Keras callbacks (progress reporting, pruning), called at each
+            report point with ``logs`` of ``loss``, ``val_loss``, ``val_mse``, ``epochs``.
+        first_epoch_reports: Report points in the first epoch (a multi-fidelity search
+            reads 3: after a third, two thirds and all of the training images). Defaults
+            to 1 (once per epoch).
 
     Returns:
         The trained model with its per-epoch history and metrics.
@@ -146,6 +138,8 @@ def train_autoencoder(
     """
     import tensorflow as tf
 
+    from automl_core.fit_loop import Diverged, fit_autoencoder
+
     if max_epochs < 1:
         raise ValueError(f"max_epochs must be a positive integer, got max_epochs={max_epochs}")
     started = time.perf_counter()
@@ -153,51 +147,30 @@ def train_autoencoder(
     models = build_autoencoder(config, dataset.input_shape)
     steps_per_epoch = math.ceil(len(dataset.x_train) / config.batch_size)
     compile_autoencoder(models, config, steps_per_epoch, max_epochs)
-    stop = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=EARLY_STOPPING_PATIENCE, restore_best_weights=True
-    )
     try:
-        if config.augment:
+        fitted = fit_autoencoder(
+            models.autoencoder,
+            dataset.x_train,
+            dataset.x_val,
+            batch_size=config.batch_size,
+            max_epochs=max_epochs,
+            seed=seed,
+            patience=EARLY_STOPPING_PATIENCE,
+            first_epoch_reports=first_epoch_reports,
+            callbacks=callbacks,
             # an image and its target are the same augmented image: flips and shifts
             # change what is seen each epoch, never the task
-            train = (
-                tf.data.Dataset.from_tensor_slices(dataset.x_train)
-                .shuffle(len(dataset.x_train), seed=seed)
-                .batch(config.batch_size)
-                .map(augmenter(seed), num_parallel_calls=tf.data.AUTOTUNE)
-                .map(lambda x: (x, x))
-                .prefetch(tf.data.AUTOTUNE)
-            )
-            inputs = {"x": train}
-        else:
-            inputs = {
-                "x": dataset.x_train,
-                "y": dataset.x_train,
-                "batch_size": config.batch_size,
-                "shuffle": True,
-            }
-        fit = models.autoencoder.fit(
-            **inputs,
-            validation_data=(dataset.x_val, dataset.x_val),
-            epochs=max_epochs,
-            verbose=0,
-            callbacks=[StopOnNonFiniteLoss(), stop, *(callbacks or [])],
+            augment=augmenter(seed) if config.augment else None,
         )
     except tf.errors.ResourceExhaustedError as exc:
         raise TrialFailure(f"out of memory: {exc.message.splitlines()[0]}") from exc
-    history = {key: [float(v) for v in values] for key, values in fit.history.items()}
-    _check_finite(history)
-    val_losses = history.get("val_loss", [])
-    best_epoch = int(np.argmin(val_losses)) + 1 if val_losses else len(history.get("loss", []))
-    val_mse = float(
-        models.autoencoder.evaluate(
-            dataset.x_val, dataset.x_val, verbose=0, batch_size=256, return_dict=True
-        )["mse"]
-    )
-    reconstructions = models.autoencoder.predict(dataset.x_test, batch_size=256, verbose=0)
-    scores = reconstruction_scores(dataset.x_test, reconstructions)
+    except Diverged as exc:
+        raise TrialFailure(str(exc)) from exc
+    history = fitted.history
+    val_mse = fitted.val_mse
     if not math.isfinite(val_mse):
         raise TrialFailure(f"diverged: validation MSE is {val_mse}")
+    scores = reconstruction_scores(dataset.x_test, reconstruct(models.autoencoder, dataset.x_test))
     metrics = TrialMetrics(
         val_mse=val_mse,
         test_psnr=float(scores.psnr.mean()),
@@ -206,7 +179,7 @@ def train_autoencoder(
         param_count=int(models.autoencoder.count_params()),
         compression_ratio=float(math.prod(dataset.input_shape) / config.latent_dim),
         train_seconds=time.perf_counter() - started,
-        epochs=len(history.get("loss", [])),
-        best_epoch=best_epoch,
+        epochs=math.ceil(fitted.epochs_run - 1e-9),
+        best_epoch=max(1, math.ceil(history["epochs"][fitted.best_index] - 1e-9)),
     )
     return TrainedModel(config, models, history, metrics)

@@ -26,6 +26,10 @@ DUPLICATE_ATTR = "duplicate_of"
 RETRY_ATTR = "retry_of"
 WORKER_ATTR = "worker"
 ARTIFACT_ATTR = "artifact_dir"
+# measured timings of a trial, for cost models: ``first_report_seconds`` (trial start to its
+# first report), ``first_report_epochs`` (epochs done then, 1/3 in a multi-fidelity search)
+# and ``epoch_seconds`` (one epoch of training after tracing, measured between reports)
+COST_ATTR = "cost"
 # study attribute: changes whenever one of its trials starts or ends (a cheap version stamp)
 CHANGED_ATTR = "changed"
 
@@ -41,7 +45,9 @@ class TrialRecord:
             when the trial has not recorded one yet.
         params: The parameters the sampler chose (single-valued ones may be missing).
         metrics: The metrics of a trained model (empty before training ends).
-        live: ``{"epoch", "loss", "val_loss"}`` as reported after each epoch.
+        live: ``{"epoch", "epochs", "loss", "val_loss", "val_mse"}`` as reported at each
+            report point (``epoch``: the epoch in progress, ``epochs``: epochs done, which
+            is a fraction at the first rungs of a multi-fidelity search).
         values: The objective values, or None.
         fail_reason: Why the trial failed for a reason of its own ('' otherwise).
         duplicate_of: The earlier trial whose result this one reuses, or None.
@@ -50,7 +56,8 @@ class TrialRecord:
         artifact_dir: Its artifact folder relative to the artifact root ('' when none).
         seconds: Wall-clock duration, or None while it runs.
         finished_at: Unix time it finished, or None while it runs.
-        epochs_reported: Epochs reported to the pruner (intermediate values).
+        epochs_reported: Reports to the pruner (intermediate values).
+        cost: Measured timings (:data:`COST_ATTR`), empty before the first report.
     """
 
     number: int
@@ -68,6 +75,7 @@ class TrialRecord:
     seconds: float | None = None
     finished_at: float | None = None
     epochs_reported: int = 0
+    cost: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_frozen(cls, trial: FrozenTrial) -> TrialRecord:
@@ -96,6 +104,7 @@ class TrialRecord:
             seconds=trial.duration.total_seconds() if trial.duration is not None else None,
             finished_at=(trial.datetime_complete.timestamp() if trial.datetime_complete else None),
             epochs_reported=len(trial.intermediate_values),
+            cost=dict(attrs.get(COST_ATTR) or {}),
         )
 
     @property
@@ -125,14 +134,18 @@ class TrialRecord:
         """The validation MSE of the trained model, or the best reported before pruning."""
         if "val_mse" in self.metrics:
             return float(self.metrics["val_mse"])
-        if self.state == TrialState.PRUNED.name and self.live.get("val_loss"):
-            return float(min(self.live["val_loss"]))
+        curve = self.live.get("val_mse") or self.live.get("val_loss")
+        if self.state == TrialState.PRUNED.name and curve:
+            return float(min(curve))
         return math.nan
 
     @property
     def note(self) -> str:
         """A short reader's note: why it failed, when it was pruned, whose result it reuses."""
         if self.state == TrialState.PRUNED.name:
+            epochs = self.live.get("epochs")
+            if epochs is not None and epochs < 1:
+                return f"pruned after {epochs:.2g} of an epoch"
             return f"pruned after epoch {self.live.get('epoch', '?')}"
         if self.state == TrialState.FAIL.name:
             return self.fail_reason or "interrupted or worker lost; retried"
