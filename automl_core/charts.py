@@ -618,3 +618,42 @@ def controller_probabilities_figure(frame: pd.DataFrame) -> go.Figure:
         title="Controller: choice probabilities over time",
     )
     return figure
+
+
+def darts_weights_figure(frame: pd.DataFrame) -> go.Figure:
+    """DARTS architecture weights as a heatmap: a row per cell and candidate, a column per epoch.
+
+    Args:
+        frame: :func:`automl_core.darts.darts_weights`.
+
+    Returns:
+        The heatmap (weights from 0 to 1; each cell's rows sum to 1 in every column).
+    """
+    figure = go.Figure()
+    if frame.empty:
+        figure.update_layout(title="No architecture weights yet", **LAYOUT)
+        return figure
+    rows = list(dict.fromkeys(zip(frame["cell"], frame["choice"], strict=True)))
+    epochs = sorted(frame["epoch"].unique())
+    table = frame.pivot_table(index=["cell", "choice"], columns="epoch", values="weight")
+    z = np.array([[table.loc[row, epoch] for epoch in epochs] for row in rows])
+    labels = [f"{cell}: {choice}" for cell, choice in rows]
+    figure.add_trace(
+        go.Heatmap(
+            z=z,
+            x=epochs,
+            y=labels,
+            zmin=0,
+            zmax=1,
+            colorscale=SEQUENTIAL,
+            colorbar={"title": "weight"},
+            hovertemplate="%{y}<br>epoch %{x}<br>weight %{z:.3f}<extra></extra>",
+        )
+    )
+    figure.update_yaxes(autorange="reversed")
+    figure.update_layout(
+        **{**LAYOUT, "height": max(LAYOUT["height"], 22 * len(rows) + 120)},
+        title="DARTS: architecture weights per cell over epochs",
+        xaxis_title="epoch (0: before training)",
+    )
+    return figure

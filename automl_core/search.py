@@ -99,9 +99,11 @@ def check_search(
     if input_shape is not None:
         space.validate_for(input_shape)
         # a strategy may refuse a space (reinforce's ranges, darts' operations): say so now
-        strategy.make_sampler(
+        sampler = strategy.make_sampler(
             StrategyContext(space, settings.seed, input_shape, settings.max_epochs)
         )
+        if hasattr(sampler, "preflight"):
+            sampler.preflight()
     if settings.study not in store.study_names(storage_url):
         return strategy
     try:

@@ -284,3 +284,15 @@ def _reinforce(context: StrategyContext) -> optuna.samplers.BaseSampler:
     from automl_core.controller import ReinforceSampler
 
     return ReinforceSampler(context.space, seed=context.seed)
+
+
+@register_strategy(
+    "darts",
+    "differentiable architecture search: a one-shot super-network mixes every kernel_size, "
+    "downsample and upsample choice per cell; the strongest are trained from scratch, then "
+    "TPE tunes the rest",
+)
+def _darts(context: StrategyContext) -> optuna.samplers.BaseSampler:
+    from automl_core.darts import DartsSampler
+
+    return DartsSampler(context.space, context.input_shape, context.max_epochs, seed=context.seed)

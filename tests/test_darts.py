@@ -1,0 +1,297 @@
+"""DARTS: the super-network, its search, the derived architecture and the bad input it refuses."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import optuna
+import pytest
+
+from automl_core import darts
+from automl_core.darts import (
+    DARTS_ATTR,
+    DartsResult,
+    DartsSampler,
+    build_supernet,
+    derive,
+    search_architecture,
+    supernet_parameters,
+)
+from automl_core.errors import ConfigError
+from automl_core.space import SearchSpace
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+SPACE = SearchSpace.from_dict(
+    {
+        "kernel_size": [3, 5],
+        "downsample": ["max-pool", "avg-pool", "stride"],
+        "upsample": ["resize", "transpose"],
+        "num_conv_layers": [1, 2],
+        "filters": [4],
+        "latent_dim": [8],
+        "batch_size": [16],
+    }
+)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from automl_core.datasets import load_dataset
+
+    return load_dataset("digits", seed=0, max_images=120)
+
+
+@pytest.mark.parametrize("shape", [(8, 8, 1), (7, 7, 3)])
+def test_supernet_output_shape_equals_input_for_every_cell_choice(shape):
+    model, mixed = build_supernet(SPACE, shape)
+    images = np.random.default_rng(0).random((2, *shape)).astype("float32")
+    assert tuple(model.output_shape[1:]) == shape
+    for name, layer in mixed.items():
+        for index in range(len(layer.candidates)):
+            strong = np.zeros(len(layer.candidates), dtype="float32")
+            strong[index] = 30.0  # softmax ~ one-hot: this cell runs that operation alone
+            layer.alpha.assign(strong)
+            out = np.asarray(model(images))
+            assert out.shape == images.shape, (name, index)
+            assert np.isfinite(out).all()
+        layer.alpha.assign(np.zeros(len(layer.candidates), dtype="float32"))
+
+
+@pytest.mark.parametrize("shape", [(8, 8, 1), (7, 7, 3)])
+def test_every_derived_architecture_builds_with_the_input_shape(shape):
+    from automl_core.models import build_autoencoder
+    from automl_core.space import ModelConfig
+
+    reference = darts.reference_values(SPACE)
+    for kernel, down, up in itertools.product(
+        [3, 5], ["max-pool", "avg-pool", "stride"], ["resize", "transpose"]
+    ):
+        _, params = derive(
+            [
+                {
+                    "name": "encoder_1",
+                    "parameter": "kernel_size",
+                    "choices": [kernel, 0],
+                    "weights": [[1, 0]],
+                },
+                {
+                    "name": "encoder_down_1",
+                    "parameter": "downsample",
+                    "choices": [down, ""],
+                    "weights": [[1, 0]],
+                },
+                {
+                    "name": "decoder_up_1",
+                    "parameter": "upsample",
+                    "choices": [up, ""],
+                    "weights": [[1, 0]],
+                },
+            ]
+        )
+        config = ModelConfig(**{**reference, **params})
+        model = build_autoencoder(config, shape).autoencoder
+        assert tuple(model.output_shape[1:]) == shape
+
+
+def test_the_parameter_estimate_is_the_built_count():
+    for shape in ((8, 8, 1), (7, 7, 3)):
+        model, _ = build_supernet(SPACE, shape)
+        assert supernet_parameters(SPACE, shape) == model.count_params()
+
+
+def test_derived_architecture_is_the_argmax_of_the_learned_weights(digits):
+    result = search_architecture(SPACE, digits, epochs=2, seed=0)
+    assert result.done and len(result.val_mse) == 2
+    searched = [c for c in result.cells if len(c["choices"]) > 1]
+    assert len(searched) == 8  # two encoder and two decoder blocks, two cells each
+    for cell in searched:
+        weights = np.array(cell["weights"])
+        assert weights.shape == (3, len(cell["choices"]))  # before training, after each epoch
+        assert np.allclose(weights[0], 1 / len(cell["choices"]))
+        assert np.allclose(weights.sum(axis=1), 1)
+        assert not np.allclose(weights[-1], weights[0])  # the architecture weights learned
+        assert result.derived[cell["name"]] == cell["choices"][int(np.argmax(weights[-1]))]
+    for parameter in ("kernel_size", "downsample", "upsample"):
+        mine = [c for c in searched if c["parameter"] == parameter]
+        mean = np.mean([c["weights"][-1] for c in mine], axis=0)
+        assert result.params[parameter] == mine[0]["choices"][int(np.argmax(mean))]
+    again = search_architecture(SPACE, digits, epochs=2, seed=0)
+    assert again.derived == result.derived
+    np.testing.assert_allclose(again.cells[0]["weights"], result.cells[0]["weights"], rtol=1e-4)
+
+
+def test_cells_that_disagree_give_the_parameter_of_their_mean_weights():
+    cells = [
+        {
+            "name": "encoder_1",
+            "parameter": "kernel_size",
+            "choices": [3, 5],
+            "weights": [[0.6, 0.4]],
+        },
+        {
+            "name": "decoder_1",
+            "parameter": "kernel_size",
+            "choices": [3, 5],
+            "weights": [[0.1, 0.9]],
+        },
+        {
+            "name": "encoder_down_1",
+            "parameter": "downsample",
+            "choices": ["max-pool"],
+            "weights": [[1]],
+        },
+    ]
+    derived, params = derive(cells)
+    assert derived == {"encoder_1": 3, "decoder_1": 5}
+    assert params == {"kernel_size": 5}
+
+
+def _stored(study: optuna.Study, params: dict, trial: int = 0) -> None:
+    cells = [
+        {
+            "name": "encoder_1",
+            "parameter": "kernel_size",
+            "choices": [3, 5],
+            "weights": [[0.5, 0.5], [0.2, 0.8]],
+        }
+    ]
+    result = DartsResult(cells, {"encoder_1": 5}, params, [0.1], 1.0, True, trial)
+    study.set_user_attr(DARTS_ATTR, result.to_dict())
+
+
+def test_a_stored_result_is_read_not_searched_again_and_later_trials_keep_the_operations():
+    space = SearchSpace.from_dict(
+        {"kernel_size": [3, 5], "filters": [4, 8, 16], "latent_dim": [4, 8]}
+    )
+
+    def no_search(study):
+        raise AssertionError("the stored result should be used")
+
+    study = optuna.create_study(
+        sampler=DartsSampler(space, (8, 8, 1), 1, seed=0, load_data=no_search)
+    )
+    _stored(study, {"kernel_size": 5})
+    study.optimize(lambda t: space.suggest(t).filters * 0.01, n_trials=6)
+    assert all(t.params["kernel_size"] == 5 for t in study.trials)
+    # the first trial trains the derived architecture with the reference values
+    assert study.trials[0].params["filters"] == 4 and study.trials[0].params["latent_dim"] == 4
+    assert len({(t.params["filters"], t.params["latent_dim"]) for t in study.trials}) > 1
+
+
+def test_the_sampler_searches_once_and_stores_the_result(digits):
+    calls = []
+
+    def load(study):
+        calls.append(1)
+        return digits
+
+    space = SearchSpace.from_dict(
+        {"kernel_size": [3, 5], "num_conv_layers": [1], "filters": [4], "latent_dim": [8]}
+    )
+    study = optuna.create_study(sampler=DartsSampler(space, (8, 8, 1), 1, seed=0, load_data=load))
+    study.optimize(lambda t: space.suggest(t).latent_dim * 0.01, n_trials=2)
+    restarted = DartsSampler(space, (8, 8, 1), 1, seed=0, load_data=load)
+    assert (
+        restarted.result(study).to_dict()
+        == DartsSampler(space, (8, 8, 1), 1).result(study).to_dict()
+    )
+    assert len(calls) == 1
+    frame = darts.darts_weights(study)
+    assert set(frame.columns) == {"cell", "parameter", "choice", "epoch", "weight"}
+    assert set(frame["cell"]) == {"encoder_1", "decoder_1"} and frame["epoch"].max() == 1
+    derived = darts.derived_architecture(study)
+    assert list(derived["cell"]) == ["encoder_1", "decoder_1"]
+    assert study.trials[0].params["kernel_size"] == int(derived["trained"].iloc[0])
+
+
+def test_a_space_with_no_operation_choices_is_refused_before_anything_trains(runs_dir):
+    from automl_core.search import check_search
+    from automl_core.settings import SearchSettings
+
+    space = SearchSpace.from_dict({"filters": [4, 8], "latent_dim": [4, 8]})
+    with pytest.raises(ConfigError, match=r"no operation choices \(kernel_size=\[3\]"):
+        DartsSampler(space, (8, 8, 1), 1).preflight()
+    # block=strided overrides downsample and upsample, so their choices are no operations
+    strided = SearchSpace.from_dict({"block": ["strided"], "downsample": ["max-pool", "avg-pool"]})
+    with pytest.raises(ConfigError, match="give two or more values"):
+        DartsSampler(strided, (8, 8, 1), 1).preflight()
+    settings = SearchSettings(
+        study="d", dataset="digits", space={"filters": [4, 8]}, strategy="darts"
+    )
+    with pytest.raises(ConfigError, match="darts searches operations"):
+        check_search(settings, f"sqlite:///{runs_dir / 'studies.db'}")
+    assert not (runs_dir / "studies.db").exists()
+
+
+def test_a_super_network_too_large_for_memory_is_refused_with_its_size(runs_dir, monkeypatch):
+    from automl_core.search import check_search
+    from automl_core.settings import SearchSettings
+
+    monkeypatch.setenv("AUTOML_MAX_MODEL_PARAMETERS", "1000")
+    size = supernet_parameters(SPACE, (8, 8, 1))
+    with pytest.raises(ConfigError, match=f"{size:,} parameters .* more than the 1,000 allowed"):
+        DartsSampler(SPACE, (8, 8, 1), 1).preflight()
+    with pytest.raises(ConfigError, match="AUTOML_MAX_MODEL_PARAMETERS"):
+        build_supernet(SPACE, (8, 8, 1))
+    settings = SearchSettings(study="d", dataset="digits", space=SPACE.to_dict(), strategy="darts")
+    with pytest.raises(ConfigError, match="super-network holds every candidate"):
+        check_search(settings, f"sqlite:///{runs_dir / 'studies.db'}")
+
+
+def test_epochs_must_be_positive(digits):
+    with pytest.raises(ConfigError, match="epochs=0"):
+        search_architecture(SPACE, digits, epochs=0)
+
+
+def test_the_heatmap_has_a_row_per_cell_choice_and_a_column_per_epoch():
+    from automl_core.charts import darts_weights_figure
+
+    study = optuna.create_study()
+    _stored(study, {"kernel_size": 5})
+    figure = darts_weights_figure(darts.darts_weights(study))
+    heatmap = figure.data[0]
+    assert np.asarray(heatmap.z).shape == (2, 2)
+    assert list(heatmap.y) == ["encoder_1: 3", "encoder_1: 5"]
+    assert np.asarray(heatmap.z)[:, -1].tolist() == [0.2, 0.8]
+    assert (
+        "No architecture"
+        in darts_weights_figure(darts.darts_weights(optuna.create_study())).layout.title.text
+    )
+
+
+@pytest.mark.slow
+def test_the_derived_architecture_trains_as_a_normal_trial(tmp_path, search_in):
+    from automl_core import store
+    from automl_core.settings import SearchSettings
+    from automl_core.trials import read_trials
+
+    home = tmp_path / "runs"
+    settings = SearchSettings(
+        study="nas",
+        dataset="digits",
+        space={
+            "kernel_size": [3, 5],
+            "downsample": ["max-pool", "avg-pool"],
+            "num_conv_layers": [1],
+            "filters": [4, 8],
+            "latent_dim": [8],
+            "batch_size": [32],
+        },
+        strategy="darts",
+        trials=2,
+        max_epochs=1,
+        max_images=120,
+    )
+    search_in(home, settings)
+    study = store.load_study("nas", f"sqlite:///{home / 'studies.db'}")
+    result = darts.stored_result(study)
+    assert result is not None and result.done and result.trial == 0
+    records = read_trials(study)
+    assert [r.state for r in records] == ["COMPLETE", "COMPLETE"]
+    for record in records:
+        assert record.config["kernel_size"] == result.params["kernel_size"]
+        assert record.config["downsample"] == result.params["downsample"]
+    assert records[0].has_model and records[0].config["filters"] == 4
+    assert not darts.darts_weights(study).empty and len(darts.derived_architecture(study)) == 3
