@@ -48,11 +48,10 @@ from optuna.trial import FrozenTrial
 from automl_core import limits
 from automl_core.errors import ConfigError, StorageError
 from automl_core.space import PARAMETERS, Choice, Range, SearchSpace
+from automl_core.trials import DARTS_ATTR
 
 # the search-space parameters whose values are operations a cell can mix
 OPERATION_PARAMETERS = ("kernel_size", "downsample", "upsample")
-# study attribute holding the search's progress and result
-DARTS_ATTR = "darts"
 ARCHITECTURE_LEARNING_RATE = 3e-3
 ARCHITECTURE_BETA_1 = 0.5
 # a search in progress whose owner has not written for this long is taken over

@@ -32,6 +32,8 @@ ARTIFACT_ATTR = "artifact_dir"
 COST_ATTR = "cost"
 # study attribute: changes whenever one of its trials starts or ends (a cheap version stamp)
 CHANGED_ATTR = "changed"
+# study attribute: the DARTS search's progress and result (automl_core.darts.DartsResult)
+DARTS_ATTR = "darts"
 
 
 @dataclass(frozen=True)
