@@ -582,16 +582,21 @@ class DartsSampler(optuna.samplers.BaseSampler):
             study.set_user_attr(DARTS_ATTR, {**partial.to_dict(), "updated": time.time()})
 
         publish(DartsResult([], trial=number))
-        found = search_architecture(
-            self._space,
-            self._load_data(study),
-            self._epochs,
-            self._seed,
-            deadline=study.user_attrs.get(DEADLINE_ATTR),
-            on_epoch=lambda partial: publish(
-                DartsResult(partial.cells, val_mse=partial.val_mse, trial=number)
-            ),
-        )
+        try:
+            found = search_architecture(
+                self._space,
+                self._load_data(study),
+                self._epochs,
+                self._seed,
+                deadline=study.user_attrs.get(DEADLINE_ATTR),
+                on_epoch=lambda partial: publish(
+                    DartsResult(partial.cells, val_mse=partial.val_mse, trial=number)
+                ),
+            )
+        except BaseException:
+            # no claim left behind: the next worker searches instead of waiting for it
+            study.set_user_attr(DARTS_ATTR, None)
+            raise
         result = DartsResult(
             found.cells, found.derived, found.params, found.val_mse, found.seconds, True, number
         )

@@ -295,3 +295,36 @@ def test_the_derived_architecture_trains_as_a_normal_trial(tmp_path, search_in):
         assert record.config["downsample"] == result.params["downsample"]
     assert records[0].has_model and records[0].config["filters"] == 4
     assert not darts.darts_weights(study).empty and len(darts.derived_architecture(study)) == 3
+
+
+def test_a_worker_waits_for_a_search_in_progress_and_takes_over_a_stale_one(monkeypatch):
+    import threading
+    import time
+
+    monkeypatch.setattr(darts, "WAIT_POLL_SECONDS", 0.05)
+    space = SearchSpace.from_dict({"kernel_size": [3, 5]})
+    study = optuna.create_study()
+    running = DartsResult([], trial=0).to_dict()
+    study.set_user_attr(DARTS_ATTR, {**running, "updated": time.time()})
+    finisher = threading.Timer(0.3, lambda: _stored(study, {"kernel_size": 3}))
+    finisher.start()
+
+    def no_search(study):
+        raise AssertionError("another worker is searching")
+
+    waited = DartsSampler(space, (8, 8, 1), 1, load_data=no_search).result(study, 1)
+    finisher.join()
+    assert waited.done and waited.params == {"kernel_size": 3} and waited.trial == 0
+
+    # the owner of a search that stopped writing long ago is presumed dead: search again
+    study.set_user_attr(DARTS_ATTR, {**running, "updated": time.time() - darts.STALE_SECONDS - 1})
+
+    class Searched(Exception):
+        pass
+
+    def load(study):
+        raise Searched
+
+    with pytest.raises(Searched):
+        DartsSampler(space, (8, 8, 1), 1, load_data=load).result(study, 1)
+    assert darts.stored_result(study) is None  # a failed search leaves no claim behind
