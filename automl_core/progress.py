@@ -61,9 +61,9 @@ def search_progress(study: str, storage_url: str | None = None) -> SearchProgres
         lines = processes.log_tail(study, 40).splitlines()
         errors = [line for line in lines if line.startswith("error:")]
         error = errors[-1] if errors else ""
-    if study not in store.study_names(storage_url):
+    if study not in store.study_names(storage_url, create=False):
         return SearchProgress(study, running, False, error=error)
-    loaded = store.load_study(study, storage_url)
+    loaded = store.load_study(study, storage_url, create=False)
     try:
         settings = study_settings(loaded)
         budget, max_epochs = settings.trial_budget(), settings.max_epochs

@@ -68,6 +68,13 @@ def upload_ui(name: str, data: bytes) -> str | None:
     return value
 
 
+def _option_text(value) -> str:
+    """How a choice reads in a widget: text as is, on / off for switches, numbers short."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return value if isinstance(value, str) else f"{value:g}"
+
+
 def _parameter_ui(name: str) -> list | dict:
     """One parameter: a multiselect of choices, or a range slider where a range makes sense."""
     spec = PARAMETERS[name]
@@ -87,7 +94,7 @@ def _parameter_ui(name: str) -> list | dict:
         options,
         default=[v for v in spec.grid if v in options],
         key=f"param_{name}",
-        format_func=lambda v: v if isinstance(v, str) else f"{v:g}",
+        format_func=_option_text,
         help=spec.help,
     )
 
