@@ -34,9 +34,14 @@ from automl_core.settings import SearchSettings
 from automl_core.trials import RETRY_ATTR, TrialRecord, touch_study
 
 _ROOT = Path(__file__).resolve().parent.parent
-# a worker process ends after this many trials and a fresh one takes over: TensorFlow keeps
-# ~10 MB per trained model even after clear_session(), so a long-lived process would grow
-TRIALS_PER_PROCESS = int(os.environ.get("AUTOML_TRIALS_PER_PROCESS", "16"))
+# a worker process ends after this many trials, or once it has grown by WORKER_GROWTH_MIB,
+# and a fresh one takes over: TensorFlow keeps ~10 MB per trained model even after
+# clear_session(), so a long-lived process would grow. Growth, not a count, is the usual
+# limit: a multi-fidelity search runs many short trials, and each new process costs seconds
+TRIALS_PER_PROCESS = int(os.environ.get("AUTOML_TRIALS_PER_PROCESS", "200"))
+WORKER_GROWTH_MIB = float(os.environ.get("AUTOML_WORKER_GROWTH_MIB", "600"))
+# environment variable naming the search run a pre-started worker waits for
+WORKER_RUN_ENV = "AUTOML_WORKER_RUN"
 # lines of native start-up noise (absl, oneDNN, TF's C++ logging) that say nothing to a user
 _NOISE_PREFIXES = ("I0000", "W0000", "WARNING: All log")
 _NOISE_SNIPPETS = ("absl::InitializeLog", "oneDNN custom operations")
@@ -115,10 +120,20 @@ def worker_log_path(study_name: str, index: int) -> Path:
     return store.runs_home() / "logs" / f"{name}-worker-{index}.log"
 
 
-def spawn_worker(study_name: str, storage_url: str | None, index: int) -> subprocess.Popen:
+def spawn_worker(
+    study_name: str, storage_url: str | None, index: int, run: str | None = None
+) -> subprocess.Popen:
     """Starts a quiet ``python -m automl_core worker`` for a study as a child process.
 
     Its stderr (TensorFlow's start-up chatter included) goes to :func:`worker_log_path`.
+
+    Args:
+        study_name: The study.
+        storage_url: Its storage.
+        index: The worker's index in its search (log name, seed offset).
+        run: A search run's token: the worker imports TensorFlow at once, then waits until
+            the study carries this token (:data:`~automl_core.trials.RUN_ATTR`), so it can
+            be started before the study is prepared. Defaults to None (no wait).
     """
     command = [
         sys.executable, "-m", "automl_core", "worker", "--study", study_name,
@@ -126,13 +141,25 @@ def spawn_worker(study_name: str, storage_url: str | None, index: int) -> subpro
     ]  # fmt: skip
     log = worker_log_path(study_name, index)
     log.parent.mkdir(parents=True, exist_ok=True)
+    env = _child_environment(storage_url)
+    if run:
+        env[WORKER_RUN_ENV] = run
     with open(log, "wb") as stderr:
         return subprocess.Popen(
             command,
-            env=_child_environment(storage_url),
+            env=env,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
         )
+
+
+def resident_mib() -> float:
+    """This process's resident memory in MiB (0 where /proc is not available)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def last_error_line(study_name: str, index: int) -> str:

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import gc
 import math
+import os
 import time
 import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 
 from automl_core import limits, processes, store
@@ -41,6 +44,7 @@ from automl_core.trials import (
     FAIL_REASON_ATTR,
     LIVE_ATTR,
     METRICS_ATTR,
+    RUN_ATTR,
     WORKER_ATTR,
     BudgetCount,
     TrialRecord,
@@ -345,10 +349,16 @@ def run_worker(
     Raises:
         StorageError: The study does not exist or was not created by this tool.
     """
-    study = store.load_study(study_name, storage_url)
+    run = os.environ.get(processes.WORKER_RUN_ENV)
+    if run:
+        import keras  # noqa: F401  (TensorFlow's import overlaps the study's preparation)
+
+        study = _wait_for_run(study_name, storage_url, run)
+    else:
+        study = store.load_study(study_name, storage_url)
     settings = study_settings(study)
     strategy = get_strategy(settings.strategy)
-    dataset = load_dataset(
+    dataset = _shared_dataset(settings, run) or load_dataset(
         settings.dataset,
         settings.seed,
         settings.val_fraction,
@@ -376,7 +386,10 @@ def run_worker(
     import keras
 
     ran = 0
+    memory_at_start = processes.resident_mib()
     while budget_left(study, settings) and (max_trials is None or ran < max_trials):
+        if ran and processes.resident_mib() - memory_at_start > processes.WORKER_GROWTH_MIB:
+            break  # a fresh process takes over (see processes.WORKER_GROWTH_MIB)
         before = {t.number for t in study.get_trials(deepcopy=False)}
         ran += 1
         try:
@@ -401,7 +414,8 @@ def run_search(
     """Runs (or resumes) a search to its budget with worker processes, and follows it.
 
     Trials run in ``workers`` child processes (``python -m automl_core worker``); each runs
-    at most :data:`TRIALS_PER_PROCESS` trials and is then replaced, so memory stays flat
+    at most :data:`TRIALS_PER_PROCESS` trials (or until it has grown by
+    :data:`WORKER_GROWTH_MIB`) and is then replaced, so memory stays flat
     however long the search. This process only reads the storage and reports finished
     trials, in order, through ``on_trial``. Finished trials are never retrained: a re-run of
     the same study continues where it stopped. Ctrl-C (or SIGINT) stops the workers: their
@@ -424,21 +438,35 @@ def run_search(
         TrialFailure: Worker processes keep dying without finishing a trial.
     """
     processes.check_workers(workers)
-    dataset = load_dataset(
-        settings.dataset,
-        settings.seed,
-        settings.val_fraction,
-        settings.test_fraction,
-        settings.max_images,
-    )
-    check_search(settings, storage_url, dataset.input_shape)
-    study = prepare_study(settings, storage_url)
-    settings = study_settings(study)
+    store.validate_study_name(settings.study)
+    # workers start first: their TensorFlow import overlaps loading and checking the data
+    # and preparing the study; they wait for this run's token on the study
+    run = uuid.uuid4().hex
+    children: dict[int, Any] = {
+        index: processes.spawn_worker(settings.study, storage_url, index, run)
+        for index in range(workers)
+    }
+    try:
+        dataset = load_dataset(
+            settings.dataset,
+            settings.seed,
+            settings.val_fraction,
+            settings.test_fraction,
+            settings.max_images,
+        )
+        check_search(settings, storage_url, dataset.input_shape)
+        study = prepare_study(settings, storage_url)
+        settings = study_settings(study)
+        _share_dataset(dataset, settings, run)
+        study.set_user_attr(RUN_ATTR, run)
+    except BaseException:
+        processes.stop_workers(list(children.values()), wait_seconds=5.0)
+        raise
     reported = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
     storage = store.open_storage(storage_url)
     started = time.time()
-    children: dict[int, Any] = {}
-    spawned = crashes = 0
+    spawned = workers
+    crashes = 0
     last_error = ""
     try:
         while True:
@@ -463,7 +491,9 @@ def run_search(
             if not more and not children and not running:
                 break
             while more and len(children) < workers:
-                children[spawned] = processes.spawn_worker(settings.study, storage_url, spawned)
+                children[spawned] = processes.spawn_worker(
+                    settings.study, storage_url, spawned, run
+                )
                 spawned += 1
             time.sleep(poll_seconds)
     except BaseException:
@@ -471,8 +501,80 @@ def run_search(
         processes.requeue_orphans(study, {processes.worker_id(c.pid) for c in children.values()})
         _report_finished(study, reported, on_trial)
         raise
+    finally:
+        _shared_dataset_path(settings.study, run).unlink(missing_ok=True)
     _report_finished(study, reported, on_trial)
     return study
+
+
+def _shared_dataset_path(study_name: str, run: str) -> Path:
+    """Where a search run leaves its split arrays for its workers."""
+    return store.runs_home() / "cache" / f"{study_name}-{run}.npz"
+
+
+def _share_dataset(dataset: Dataset, settings: SearchSettings, run: str) -> None:
+    """Writes the split arrays once for this run's workers (they skip loading and splitting).
+
+    Written to a temporary name and renamed, so a worker never reads half a file; plain
+    arrays only (read back with ``allow_pickle=False``). Best effort: a worker that finds
+    no file loads the dataset itself.
+    """
+    path = _shared_dataset_path(settings.study, run)
+    arrays = {
+        name: getattr(dataset, name)
+        for name in ("x_train", "x_val", "x_test", "y_train", "y_val", "y_test")
+        if getattr(dataset, name) is not None
+    }
+    if dataset.class_names is not None:
+        arrays["class_names"] = np.array(dataset.class_names, dtype=str)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial.npz")
+        np.savez(partial, **arrays)
+        partial.rename(path)
+    except OSError:
+        pass
+
+
+def _shared_dataset(settings: SearchSettings, run: str | None) -> Dataset | None:
+    """The split arrays a search run left for its workers, or None."""
+    if not run:
+        return None
+    try:
+        with np.load(_shared_dataset_path(settings.study, run), allow_pickle=False) as arrays:
+            fields = {name: arrays[name] for name in arrays.files}
+    except (OSError, ValueError):
+        return None
+    names = fields.pop("class_names", None)
+    return Dataset(
+        settings.dataset,
+        **fields,
+        class_names=tuple(str(n) for n in names) if names is not None else None,
+    )
+
+
+def _wait_for_run(
+    study_name: str, storage_url: str | None, run: str, timeout: float = 300.0
+) -> optuna.Study:
+    """The study once the search run ``run`` has prepared it (started workers wait here).
+
+    Raises:
+        StorageError: The study was not prepared within ``timeout`` seconds (the search
+            that started this worker failed or was stopped).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            study = store.load_study(study_name, storage_url, create=False)
+            if study.user_attrs.get(RUN_ATTR) == run:
+                return study
+        except StorageError:
+            pass
+        if time.monotonic() >= deadline:
+            raise StorageError(
+                f"study {study_name!r} was not prepared by its search within {timeout:.0f} s"
+            )
+        time.sleep(0.1)
 
 
 def _fail_trial_of_dead_worker(storage, study: optuna.Study, child, last_error: str) -> None:

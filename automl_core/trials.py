@@ -32,6 +32,9 @@ ARTIFACT_ATTR = "artifact_dir"
 COST_ATTR = "cost"
 # study attribute: changes whenever one of its trials starts or ends (a cheap version stamp)
 CHANGED_ATTR = "changed"
+# study attribute: the token of the search run that last prepared it; workers started
+# before the study was ready wait for it
+RUN_ATTR = "run"
 # study attribute: the DARTS search's progress and result (automl_core.darts.DartsResult)
 DARTS_ATTR = "darts"
 

@@ -134,6 +134,9 @@ def _keras_tuner_arm(arm: str, budget: float, seed: int, t0: float, home: str) -
         pass
 
     class Deadline:
+        def _configure_tensorboard_dir(self, callbacks, trial, execution=0):
+            pass  # no TensorBoard callback here; KerasTuner would import tensorboard anyway
+
         def on_trial_end(self, trial):
             super().on_trial_end(trial)
             if time.time() >= deadline:
