@@ -155,6 +155,29 @@ def test_reconstructions(study: str, trial: int, url: str):
     return recon, metrics.reconstruction_scores(data.x_test, recon)
 
 
+@st.cache_data(max_entries=8, show_spinner="Scoring the validation images…")
+def validation_errors(study: str, trial: int, url: str) -> np.ndarray:
+    """Per-image MSE of the validation split: the reference for anomaly scores."""
+    data = state.load_study_dataset(study, url)
+    model = state.load_model(study, trial, url)
+    recon = inspect.decode(model, inspect.encode(model, data.x_val))
+    return metrics.reconstruction_scores(data.x_val, recon).mse
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def denoising_examples(study: str, trial: int, url: str, count: int, seed: int):
+    """(noisy, denoised) versions of the first ``count`` test images, for a denoising model."""
+    data = state.load_study_dataset(study, url)
+    model = state.load_model(study, trial, url)
+    return inspect.denoising_examples(model, data.x_test[:count], seed)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def prior_samples(study: str, trial: int, url: str, count: int, seed: int) -> np.ndarray:
+    """Images decoded from codes drawn from a variational model's prior."""
+    return inspect.sample_prior(state.load_model(study, trial, url), count, seed)[1]
+
+
 def csv_download(frame: pd.DataFrame, label: str, file_name: str, key: str) -> None:
     """A download button with a table as CSV."""
     st.download_button(

@@ -110,6 +110,9 @@ with state.shown_errors():
         st.warning(note)
     if labels is None:
         st.info("This dataset has no labels: points are not coloured.")
+    variational = inspect.is_variational(picked.model)
+    if variational:
+        st.caption("A variational model: each point is the mean of its image's code.")
 
     for key, default in (("pick_a", 0), ("pick_b", min(1, len(z_test) - 1))):
         if not 0 <= st.session_state.get(key, -1) < len(z_test):
@@ -189,3 +192,16 @@ with state.shown_errors():
         ),
         key="fig_path",
     )
+
+    if variational:
+        st.subheader("Samples from the prior")
+        st.caption(
+            "Codes drawn from N(0, I), the prior the KL term pulls the means toward, decoded."
+        )
+        count = st.slider("Samples", 4, 32, 12, key="prior_count")
+        prior_seed = st.number_input("Seed", 0, 10_000, 0, key="prior_seed")
+        samples = iw.prior_samples(picked.study, picked.trial, picked.url, count, int(prior_seed))
+        iw.chart(
+            charts.image_strip_figure(samples, [""] * count, max_cols=min(count, 12)),
+            key="fig_prior",
+        )

@@ -60,6 +60,55 @@ with state.shown_errors():
     )
     st.dataframe(worst, hide_index=True)
 
+    st.subheader("Anomaly scores")
+    st.caption(
+        "Each test image's reconstruction error against the validation images': an image "
+        "reconstructed worse than nearly all of them is unlike what the model learned."
+    )
+    percentile = st.slider(
+        "Flag above this percentile of the validation errors",
+        50.0,
+        100.0,
+        99.0,
+        0.5,
+        key="anomaly_percentile",
+    )
+    report = inspect.anomaly_report(
+        scores.mse, iw.validation_errors(picked.study, picked.trial, picked.url), percentile
+    )
+    iw.chart(charts.anomaly_figure(report), key="fig_anomaly")
+    flagged = report.flagged[:20]
+    if len(flagged):
+        iw.chart(
+            charts.image_strip_figure(
+                data.x_test[flagged],
+                [f"#{i} · p{report.scores['percentile'][i]:.0f}" for i in flagged],
+                max_cols=min(10, len(flagged)),
+            ),
+            key="fig_flagged",
+        )
+    else:
+        st.info(f"No test image is above the threshold (MSE {report.threshold:.4g}).")
+    iw.csv_download(
+        report.scores,
+        "Anomaly scores (CSV)",
+        f"{picked.study}-trial{picked.trial}-anomalies.csv",
+        "anomaly_csv",
+    )
+
+    if inspect.is_denoising(picked.model):
+        st.subheader("Denoising: noisy, denoised, clean")
+        shown = min(8, n)
+        noisy, denoised = iw.denoising_examples(picked.study, picked.trial, picked.url, shown, 0)
+        iw.chart(
+            charts.image_strip_figure(
+                np.concatenate([noisy, denoised, data.x_test[:shown]]),
+                ["noisy"] * shown + ["denoised"] * shown + ["clean"] * shown,
+                max_cols=shown,
+            ),
+            key="fig_denoise",
+        )
+
     st.subheader("Compression curve")
     curve = inspect.compression_curve(iw.trials_table(picked.study, picked.url))
     if curve.empty:
