@@ -56,6 +56,8 @@ ARCHITECTURE_LEARNING_RATE = 3e-3
 ARCHITECTURE_BETA_1 = 0.5
 # a search in progress whose owner has not written for this long is taken over
 STALE_SECONDS = 600.0
+# the candidates' batch normalisation: quick to follow, since a search runs few epochs
+BATCH_NORM_MOMENTUM = 0.9
 WAIT_POLL_SECONDS = 2.0
 
 
@@ -176,6 +178,7 @@ def supernet_parameters(space: SearchSpace, input_shape: tuple[int, int, int]) -
                 total += choice * choice * inputs * f + f
             elif choice in ("stride", "transpose"):
                 total += k_ref * k_ref * f * f + f
+            total += 2 * f  # the candidate's normalisation statistics (mean, variance)
     height, width = _bottleneck(input_shape, depth)
     flat = height * width * f
     total += (flat * latent + latent) + (latent * flat + flat)
@@ -233,24 +236,43 @@ def _mixed_operation_class():
 
 
 def _candidate(cell: Cell, choice: Any, reference: dict[str, Any], index: int):
-    """The Keras layer of one candidate operation of a cell."""
+    """The Keras layers of one candidate operation of a cell.
+
+    As in DARTS, every candidate ends in a batch normalisation without scale or offset:
+    a softmax-weighted sum of independent outputs has a smaller variance than each, and
+    over several mixed cells the signal would otherwise fade until the super-network only
+    learns the mean image.
+    """
+    import keras
     from keras import layers
 
     f, act, k = reference["filters"], reference["activation"], reference["kernel_size"]
     name = f"{cell.name}_{index}"
     if cell.parameter == "kernel_size":
-        return layers.Conv2D(f, int(choice), padding="same", activation=act, name=name)
-    if choice == "max-pool":
-        return layers.MaxPooling2D(2, padding="same", name=name)
-    if choice == "avg-pool":
-        return layers.AveragePooling2D(2, padding="same", name=name)
-    if choice == "stride":
-        return layers.Conv2D(f, k, strides=2, padding="same", activation=act, name=name)
-    if choice == "resize":
-        return layers.UpSampling2D(2, name=name)
-    if choice == "transpose":
-        return layers.Conv2DTranspose(f, k, strides=2, padding="same", activation=act, name=name)
-    raise ConfigError(f"darts has no operation for {cell.parameter}={choice!r}")
+        op, activate = layers.Conv2D(f, int(choice), padding="same", name=f"{name}_op"), True
+    elif choice == "max-pool":
+        op, activate = layers.MaxPooling2D(2, padding="same", name=f"{name}_op"), False
+    elif choice == "avg-pool":
+        op, activate = layers.AveragePooling2D(2, padding="same", name=f"{name}_op"), False
+    elif choice == "stride":
+        op = layers.Conv2D(f, k, strides=2, padding="same", name=f"{name}_op")
+        activate = True
+    elif choice == "resize":
+        op, activate = layers.UpSampling2D(2, name=f"{name}_op"), False
+    elif choice == "transpose":
+        op = layers.Conv2DTranspose(f, k, strides=2, padding="same", name=f"{name}_op")
+        activate = True
+    else:
+        raise ConfigError(f"darts has no operation for {cell.parameter}={choice!r}")
+    steps = [
+        op,
+        layers.BatchNormalization(
+            center=False, scale=False, momentum=BATCH_NORM_MOMENTUM, name=f"{name}_bn"
+        ),
+    ]
+    if activate:
+        steps.append(layers.Activation(act, name=f"{name}_act"))
+    return keras.Sequential(steps, name=name)
 
 
 def build_supernet(space: SearchSpace, input_shape: tuple[int, int, int]):

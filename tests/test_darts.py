@@ -328,3 +328,27 @@ def test_a_worker_waits_for_a_search_in_progress_and_takes_over_a_stale_one(monk
     with pytest.raises(Searched):
         DartsSampler(space, (8, 8, 1), 1, load_data=load).result(study, 1)
     assert darts.stored_result(study) is None  # a failed search leaves no claim behind
+
+
+@pytest.mark.slow
+def test_the_super_network_learns_more_than_the_mean_image_with_many_candidates():
+    # without a normalisation per candidate, eight mixed cells fade the signal until the
+    # super-network predicts the mean image and its architecture weights learn nothing
+    from automl_core.datasets import load_dataset
+
+    space = SearchSpace.from_dict(
+        {
+            "kernel_size": [3, 5, 7],
+            "downsample": ["max-pool", "avg-pool", "stride"],
+            "upsample": ["resize", "transpose"],
+            "num_conv_layers": [2],
+            "filters": [8],
+            "latent_dim": [16],
+            "batch_size": [16],
+        }
+    )
+    data = load_dataset("digits", seed=0, max_images=500)
+    result = search_architecture(space, data, epochs=3, seed=0)
+    mean_image_mse = float(np.mean((data.x_val - data.x_train.mean(axis=0)) ** 2))
+    assert result.val_mse[-1] < mean_image_mse
+    assert result.val_mse[-1] < result.val_mse[0]
