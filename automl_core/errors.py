@@ -25,3 +25,7 @@ class TrialFailure(AutoMLError, RuntimeError):
 
 class ArtifactMissing(AutoMLError, FileNotFoundError):
     """A trial's stored model or history cannot be found."""
+
+
+class PermissionDenied(AutoMLError, PermissionError):
+    """The acting user's role or ownership does not allow an action (or a quota is spent)."""

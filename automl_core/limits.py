@@ -136,3 +136,30 @@ def get(name: str) -> int:
     if value <= 0:
         raise ConfigError(f"{limit.env} must be a positive integer ({limit.unit}), got {raw!r}")
     return value
+
+
+# sharing: quotas of a shared dashboard (local mode has none) and the login lockout
+_limit(
+    "max_concurrent_searches",
+    4,
+    "searches",
+    "searches launched from a shared dashboard running at once, all users together",
+)
+_limit(
+    "max_searches_per_operator",
+    2,
+    "searches",
+    "searches one user of a shared dashboard may have running at once",
+)
+_limit(
+    "max_workers_per_search", 2, "workers", "worker processes of one launch on a shared dashboard"
+)
+_limit("max_trials_per_launch", 200, "trials", "trial budget of one launch on a shared dashboard")
+_limit(
+    "max_launch_seconds",
+    3600,
+    "seconds",
+    "wall time of one launch on a shared dashboard (a launch without a timeout gets this one)",
+)
+_limit("max_login_failures", 5, "attempts", "wrong passwords in a row before a user is locked out")
+_limit("login_lockout_seconds", 300, "seconds", "how long a locked-out user name must wait")

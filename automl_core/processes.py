@@ -8,6 +8,8 @@ Two layers, one module:
 - Launches: the dashboard starts a whole ``search`` command in its own process group with
   :func:`launch_search`, recorded under ``<runs>/launches/<study>.json`` so a reload, another
   browser session or another dashboard process finds it; :func:`stop_search` stops the group.
+  Both take the acting user (:class:`automl_core.access.User`): a launch records its owner,
+  and the role, ownership and quotas of a shared dashboard are checked here, in the core.
 
 Logs of both are read through :func:`log_lines`, which drops TensorFlow's start-up chatter.
 """
@@ -23,13 +25,13 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import optuna
 
-from automl_core import store
-from automl_core.errors import ConfigError
+from automl_core import access, limits, store
+from automl_core.errors import ConfigError, PermissionDenied
 from automl_core.settings import SearchSettings
 from automl_core.trials import RETRY_ATTR, TrialRecord, touch_study
 
@@ -199,6 +201,7 @@ class LaunchRecord:
         started: Unix time of the launch.
         log: Path of its output log.
         command: The command line.
+        owner: The user name of who launched it (``local`` for the local-mode user).
     """
 
     study: str
@@ -206,6 +209,7 @@ class LaunchRecord:
     started: float
     log: str
     command: list[str] = field(default_factory=list)
+    owner: str = access.LOCAL_ADMIN.name
 
 
 def _record_path(study: str) -> Path:
@@ -323,8 +327,104 @@ def _launch_lock(study: str):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def _all_launches_lock():
+    """Holds the lock every launch takes, so quotas counted across studies stay true."""
+    folder = launches_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".all.lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def check_quotas(settings: SearchSettings, workers: int, actor: access.User) -> SearchSettings:
+    """Checks a launch on a shared dashboard against the quotas (the local user has none).
+
+    Quotas: ``max_concurrent_searches`` in total, ``max_searches_per_operator`` per user,
+    ``max_workers_per_search``, ``max_trials_per_launch`` and ``max_launch_seconds``.
+
+    Returns:
+        The settings to launch: a launch without a trial budget or a timeout gets the
+        quota's ``max_trials_per_launch`` and ``max_launch_seconds``.
+
+    Raises:
+        PermissionDenied: A quota would be exceeded; the message names it and its value.
+    """
+    if actor.source == access.LOCAL_ADMIN.source:
+        return settings
+
+    def refuse(what: str, name: str) -> PermissionDenied:
+        limit = limits.LIMITS[name]
+        return PermissionDenied(
+            f"launch refused: {what}, over the quota of {limits.get(name)} {limit.unit} "
+            f"({name}, {limit.env})"
+        )
+
+    if workers > limits.get("max_workers_per_search"):
+        raise refuse(f"{workers} workers", "max_workers_per_search")
+    most_trials = limits.get("max_trials_per_launch")
+    if settings.trials is not None and settings.trials > most_trials:
+        raise refuse(f"a budget of {settings.trials} trials", "max_trials_per_launch")
+    most_seconds = limits.get("max_launch_seconds")
+    if settings.timeout is not None and settings.timeout > most_seconds:
+        raise refuse(f"a timeout of {settings.timeout:g} s", "max_launch_seconds")
+    running = [r for r in (read_record(s) for s in running_studies()) if r is not None]
+    if len(running) >= limits.get("max_concurrent_searches"):
+        raise refuse(f"{len(running) + 1} searches at once", "max_concurrent_searches")
+    own = sum(r.owner == actor.name for r in running)
+    if own >= limits.get("max_searches_per_operator"):
+        raise refuse(f"{own + 1} searches of {actor.name} at once", "max_searches_per_operator")
+    if settings.timeout is None:
+        settings = replace(settings, timeout=float(most_seconds))
+    if settings.trials is None and settings.trial_budget() > most_trials:
+        settings = replace(settings, trials=most_trials)  # no budget asked: the quota's
+    return settings
+
+
+def _check_dataset(dataset: str, actor: access.User) -> None:
+    """On a shared dashboard, a dataset is a registry name or one of the actor's uploads.
+
+    A typed path (``../``, an absolute path, another user's upload) would let a visitor
+    read files of the server: only the local user and admins may name any path.
+    """
+    if actor.source == access.LOCAL_ADMIN.source or actor.at_least("admin"):
+        return
+    from automl_core.datasets import DATASETS
+    from automl_core.uploads import user_uploads_dir
+
+    if dataset in DATASETS:
+        return
+    folder = user_uploads_dir(actor).resolve()
+    path = Path(dataset).resolve()
+    if path.parent != folder or not path.is_file():
+        raise PermissionDenied(
+            f"dataset {dataset!r} is neither a registry dataset nor one of {actor.name}'s "
+            "uploads; upload the file first"
+        )
+
+
+def _check_study_owner(settings: SearchSettings, storage_url: str | None, actor) -> None:
+    """An operator of a shared dashboard resumes only studies they launched first."""
+    if actor.source == access.LOCAL_ADMIN.source or actor.at_least("admin"):
+        return
+    record = read_record(settings.study)
+    if record is not None:
+        access.check_allowed(actor, "resume", record.owner)
+    elif settings.study in store.study_names(storage_url, create=False):
+        raise PermissionDenied(
+            f"study {settings.study!r} already exists and was not launched by {actor.name}; "
+            "pick another study name"
+        )
+
+
 def launch_search(
-    settings: SearchSettings, workers: int = 1, storage_url: str | None = None
+    settings: SearchSettings,
+    workers: int = 1,
+    storage_url: str | None = None,
+    actor: access.User | None = None,
 ) -> LaunchRecord:
     """Starts a search as its own process group and records it; returns at once.
 
@@ -332,21 +432,30 @@ def launch_search(
         settings: The search (checked with :func:`automl_core.search.check_search` first).
         workers: Worker processes. Defaults to 1.
         storage_url: Where studies live. Defaults to :func:`store.default_storage_url`.
+        actor: Who launches it (recorded as the owner). Defaults to the local admin in
+            local mode; required in shared mode.
 
     Returns:
         The launch record.
 
     Raises:
+        PermissionDenied: The actor may not launch (a viewer), the study is someone else's,
+            or a quota would be exceeded.
         ConfigError: A search of this study is already running, or the settings are invalid.
         DatasetError: The dataset cannot be loaded.
     """
+    actor = access.check_allowed(access.resolve_actor(actor), "launch")
     check_workers(workers)
-    with _launch_lock(settings.study):
+    store.validate_study_name(settings.study)
+    with _all_launches_lock(), _launch_lock(settings.study):
         if is_running(settings.study):
             raise ConfigError(
                 f"a search of study {settings.study!r} is already running; stop it first or "
                 "pick another study name"
             )
+        _check_dataset(settings.dataset, actor)
+        _check_study_owner(settings, storage_url, actor)
+        settings = check_quotas(settings, workers, actor)
         from automl_core.search import check_search  # the search imports this module
 
         check_search(settings, storage_url)
@@ -366,12 +475,14 @@ def launch_search(
                 cwd=str(_ROOT),
                 start_new_session=True,
             )
-        record = LaunchRecord(settings.study, process.pid, time.time(), str(log), command)
+        record = LaunchRecord(
+            settings.study, process.pid, time.time(), str(log), command, actor.name
+        )
         _record_path(settings.study).write_text(json.dumps(record.__dict__), "utf-8")
     return record
 
 
-def stop_search(study: str, grace_seconds: float = 10.0) -> bool:
+def stop_search(study: str, grace_seconds: float = 10.0, actor: access.User | None = None) -> bool:
     """Stops a launched search and every worker it spawned (the whole process group).
 
     SIGINT first, so interrupted trials are queued for retry; SIGKILL for whatever is still
@@ -380,11 +491,18 @@ def stop_search(study: str, grace_seconds: float = 10.0) -> bool:
     Args:
         study: The study whose search to stop.
         grace_seconds: Seconds to wait before SIGKILL. Defaults to 10.
+        actor: Who stops it: its owner or an admin. Defaults to the local admin in local
+            mode; required in shared mode.
 
     Returns:
         True if a running search was stopped, False if none was running.
+
+    Raises:
+        PermissionDenied: The actor is a viewer, or an operator stopping another's search.
     """
+    actor = access.resolve_actor(actor)
     record = read_record(study)
+    access.check_allowed(actor, "stop", record.owner if record else actor.name)
     if record is None or not _alive(record.pid):
         return False
     try:
@@ -426,12 +544,30 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-def log_tail(study: str, lines: int = 15) -> str:
-    """The last lines of a launched search's output ('' when there is none)."""
+def log_tail(study: str, lines: int = 15, actor: access.User | None = None) -> str:
+    """The last lines of a launched search's output ('' when there is none).
+
+    Args:
+        study: The study.
+        lines: How many lines. Defaults to 15.
+        actor: Who reads it: the search's owner or an admin. Defaults to the local admin in
+            local mode; required in shared mode.
+
+    Raises:
+        PermissionDenied: The actor may not read this search's log.
+    """
+    actor = access.resolve_actor(actor)
     record = read_record(study)
+    access.check_allowed(actor, "view_log", record.owner if record else actor.name)
     if record is None:
         return ""
     return "\n".join(log_lines(record.log)[-lines:])
+
+
+def launch_owner(study: str) -> str | None:
+    """The user name of who last launched a study from this runs directory, or None."""
+    record = read_record(study)
+    return record.owner if record else None
 
 
 def running_studies() -> list[str]:

@@ -621,3 +621,37 @@ def _read_only_source(url: str, scratch: Path) -> optuna.storages.RDBStorage:
     except Exception as exc:
         reason = _hide_secrets(_failure_reason(exc), url)
         raise StorageError(f"storage {safe_url(url)!r} cannot be read ({reason})") from exc
+
+
+def delete_study(name: str, storage_url: str | None = None, actor=None) -> None:
+    """Deletes a study: its storage rows, its trials' artifacts and its launch records.
+
+    Args:
+        name: The study.
+        storage_url: Its storage. Defaults to :func:`default_storage_url`.
+        actor: Who deletes it (an admin; ``automl_core.access.User``). Defaults to the local
+            admin in local mode; required in shared mode.
+
+    Raises:
+        PermissionDenied: The actor is not an admin.
+        ConfigError: A search of the study is running (stop it first), or the name is invalid.
+        StorageError: No such study.
+    """
+    from automl_core import access, processes
+
+    access.check_allowed(access.resolve_actor(actor), "delete")
+    validate_study_name(name)
+    url = storage_url or default_storage_url()
+    study = load_study(name, url, create=False)
+    if processes.is_running(name):
+        raise ConfigError(f"a search of study {name!r} is running; stop it before deleting")
+    folder = study_artifact_folder(study)
+    roots = {Path(r) for r in (study.user_attrs.get(ARTIFACT_ROOT_ATTR), artifact_root()) if r}
+    with storage_errors(url):
+        optuna.delete_study(study_name=name, storage=open_storage(url))
+    for root in roots:
+        target = (root / folder).resolve()
+        if target.parent == root.resolve() and target.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+    for suffix in (".json", ".log", ".space.json", ".lock"):
+        (processes.launches_dir() / f"{name}{suffix}").unlink(missing_ok=True)

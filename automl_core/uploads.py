@@ -5,10 +5,15 @@ memory is capped (the ``max_check_memory_bytes`` limit) and whose time is bounde
 (``max_check_seconds``), to prove it is a usable dataset. A file that slips past the
 loaders' own checks and needs too much memory kills that child, not the dashboard. Only then
 is the file moved to its final name, so a bad file never replaces a good one.
+
+Each user's uploads live in their own folder (``<runs>/uploads/<user>/``) under a name made
+from the file's content hash, so two users, or two tabs, uploading ``data.npz`` never touch
+each other's file; only an operator or an admin may upload.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -19,7 +24,7 @@ import uuid
 from pathlib import Path
 
 import automl_core
-from automl_core import limits, store
+from automl_core import access, limits, store
 from automl_core.datasets import LoadNotes, load_arrays, load_notes, record_load_notes
 from automl_core.errors import DatasetError
 
@@ -35,8 +40,15 @@ def uploads_dir() -> Path:
     return store.runs_home() / "uploads"
 
 
-def save_upload(filename: str, data: bytes, limit: int | None = None) -> Path:
-    """Saves an uploaded dataset under :func:`uploads_dir` after checking it loads.
+def user_uploads_dir(user: access.User) -> Path:
+    """One user's upload folder: ``<runs>/uploads/<user name>``."""
+    return uploads_dir() / access.user_folder_name(user)
+
+
+def save_upload(
+    filename: str, data: bytes, limit: int | None = None, actor: access.User | None = None
+) -> Path:
+    """Saves an uploaded dataset under the actor's :func:`user_uploads_dir` after checking it.
 
     The check runs in a child process with capped memory and time; what it noticed
     (resized or converted images, skipped links) is then available from
@@ -47,14 +59,18 @@ def save_upload(filename: str, data: bytes, limit: int | None = None) -> Path:
             are kept).
         data: The file's bytes.
         limit: Largest accepted size in bytes. Defaults to the ``max_upload_bytes`` limit.
+        actor: Who uploads (an operator or an admin). Defaults to the local admin in local
+            mode; required in shared mode.
 
     Returns:
-        The saved file's path, usable as ``--dataset``.
+        The saved file's path, ``<stem>-<content hash>.<suffix>``, usable as ``--dataset``.
 
     Raises:
+        PermissionDenied: The actor may not upload (a viewer).
         DatasetError: The file is too large, of another kind, not a usable dataset, or
             needs more memory or time to read than the check allows (nothing is kept then).
     """
+    actor = access.check_allowed(access.resolve_actor(actor), "upload")
     limit = limits.get("max_upload_bytes") if limit is None else limit
     if len(data) > limit:
         raise DatasetError(
@@ -70,7 +86,8 @@ def save_upload(filename: str, data: bytes, limit: int | None = None) -> Path:
     stem = re.sub(r"[^A-Za-z0-9._-]", "_", Path(filename).stem).lstrip(".")[:60] or "upload"
     folder = uploads_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{stem}{suffix}"
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    target = user_uploads_dir(actor) / f"{stem}-{digest}{suffix}"
     partial = folder / f".{stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part{suffix}"
     partial.write_bytes(data)
     try:
@@ -82,7 +99,8 @@ def save_upload(filename: str, data: bytes, limit: int | None = None) -> Path:
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    partial.replace(target)
+    target.parent.mkdir(parents=True, exist_ok=True)  # only now: a refusal leaves nothing
+    partial.replace(target)  # same content, same name: a second upload changes nothing
     if result.get("notes"):
         record_load_notes(LoadNotes.from_dict({**result["notes"], "source": str(target)}))
     return target

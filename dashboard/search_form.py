@@ -15,6 +15,7 @@ from automl_core.datasets import DATASETS, load_notes
 from automl_core.errors import AutoMLError
 from automl_core.space import PARAMETERS
 from automl_core.strategies import DEFAULT_STRATEGY, STRATEGIES
+from dashboard import auth
 
 UPLOAD_CHOICE = "Upload a file…"
 
@@ -50,10 +51,10 @@ def upload_ui(name: str, data: bytes) -> str | None:
     links skipped) is told under the success message.
     """
     cache = st.session_state.setdefault("_uploads", {})
-    key = (name, len(data), hash(data[:4096]))
+    key = (auth.current_user().name, name, len(data), hash(data[:4096]))
     if key not in cache:
         try:
-            path = uploads.save_upload(name, data)
+            path = uploads.save_upload(name, data, actor=auth.current_user())
             notes = load_notes(path)
             cache[key] = ("ok", str(path), list(notes.messages) if notes is not None else [])
         except AutoMLError as exc:

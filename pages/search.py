@@ -6,13 +6,13 @@ import time
 
 import streamlit as st
 
-from automl_core import processes, progress
+from automl_core import access, processes, progress
 from automl_core.charts import loss_curves_figure
 from automl_core.errors import AutoMLError
 from automl_core.leaderboard import live_curves
 from automl_core.settings import SearchSettings
 from automl_core.strategies import get_strategy
-from dashboard import search_form, state
+from dashboard import auth, search_form, state
 
 LIVE_SECONDS = 2.0
 
@@ -67,15 +67,21 @@ def summary_ui(settings: SearchSettings) -> None:
 
 
 def launch_ui(settings: SearchSettings | None, workers: int, problems: list[str]) -> None:
-    """The Launch button, disabled while the form has problems."""
+    """The Launch button, disabled while the form has problems or for a viewer (the core
+    refuses a viewer's launch anyway)."""
+    user = auth.current_user()
+    may_launch = access.allowed(user, "launch")
+    if not may_launch:
+        st.info("Viewers explore studies; log in as an operator to launch a search.")
     for problem in problems:
         st.error(problem)
     running = settings is not None and processes.is_running(settings.study)
     if running:
         st.info(f"A search of study '{settings.study}' is running; follow it below.")
-    if st.button("Launch search", type="primary", key="launch", disabled=settings is None):
+    disabled = settings is None or not may_launch
+    if st.button("Launch search", type="primary", key="launch", disabled=disabled):
         try:
-            processes.launch_search(settings, workers, state.storage_url())
+            processes.launch_search(settings, workers, state.storage_url(), actor=user)
         except AutoMLError as exc:
             st.error(str(exc))
             return
@@ -89,12 +95,17 @@ def live_ui(study: str) -> None:
     with state.shown_errors(stop=False):  # the next run tries again
         now = progress.search_progress(study, state.storage_url())
         record = processes.read_record(study)
+        user = auth.current_user()
+        owner = record.owner if record else None
         elapsed = progress.elapsed_text(time.time() - record.started) if record else "-"
         head, stop = st.columns([4, 1])
         head.subheader(f"Study {study}")
-        if now.running and stop.button("Stop", key="stop", type="secondary"):
+        if record and owner != user.name and user != access.LOCAL_ADMIN:
+            head.caption(f"launched by {owner}")
+        may_stop = access.allowed(user, "stop", owner)
+        if now.running and may_stop and stop.button("Stop", key="stop", type="secondary"):
             with st.spinner("Stopping the search and its workers…"):
-                processes.stop_search(study)
+                processes.stop_search(study, actor=user)
             st.rerun()
         if now.error:
             st.error(now.error.removeprefix("error: "))
@@ -145,8 +156,10 @@ def live_ui(study: str) -> None:
                     f"Search stopped after {now.done} of {budget} trials; launch the "
                     "same study name again to resume it."
                 )
-        with st.expander("Log"):
-            st.code(processes.log_tail(study) or "(no output yet)", language=None)
+        if access.allowed(user, "view_log", owner):
+            with st.expander("Log"):
+                text = processes.log_tail(study, actor=user)
+                st.code(text or "(no output yet)", language=None)
 
 
 state.ensure_routed(__file__)

@@ -22,7 +22,7 @@ class TestUploads:
     def test_valid_npz_is_saved_under_uploads(self, runs_dir):
         data = _npz_bytes(x=np.random.default_rng(0).random((10, 8, 8)), y=np.arange(10) % 2)
         path = uploads.save_upload("my data.npz", data)
-        assert path.parent == runs_dir / "uploads" and path.name == "my_data.npz"
+        assert path.parent == runs_dir / "uploads" / "local" and path.name.startswith("my_data-")
         assert search.dataset_input_shape(str(path)) == (8, 8, 1)
 
     def test_pickled_object_array_is_refused(self, runs_dir):
