@@ -11,7 +11,9 @@ search space, so that the result is an architecture the normal builder can train
 - every decoder cell ``decoder_up_i`` mixes the ``upsample`` choices (resize, a stride-2
   transposed convolution) and is followed by ``decoder_i``, mixing the kernel sizes again.
 
-The super-network has the space's deepest encoder; the other parameters take one reference
+Every candidate ends in a batch normalisation without scale or offset, as in DARTS (a
+weighted sum of candidates would otherwise fade the signal cell by cell). The
+super-network has the space's deepest encoder; the other parameters take one reference
 value (:func:`reference_values`: a choice's first value, a range's middle). Training is
 first-order DARTS: each step updates the weights on a batch of the training split, then
 the architecture weights on a batch of the validation split, by reconstruction MSE.
@@ -22,7 +24,9 @@ operation parameter's weights averaged over its cells (they agree with every cel
 argmax whenever the cells agree; the per-cell result is stored for the dashboard).
 
 The search runs in the worker that proposes the study's first trial, inside that trial
-(its seconds count toward the trial, and it stops at the study's deadline). Its result,
+(its seconds count toward the trial). Under a time budget it starts no epoch after half of
+the time left (:data:`SEARCH_SHARE_OF_TIME`); an epoch-less search keeps each cell's first
+candidate. Its result,
 with the weights after every epoch, is stored on the study (:data:`DARTS_ATTR`), so a
 restarted or second worker reads it instead of searching again; a worker that finds a
 search in progress waits for it. That first trial trains the derived architecture from
@@ -56,6 +60,9 @@ ARCHITECTURE_LEARNING_RATE = 3e-3
 ARCHITECTURE_BETA_1 = 0.5
 # a search in progress whose owner has not written for this long is taken over
 STALE_SECONDS = 600.0
+# share of the time left before a study's deadline the super-network may spend; the rest
+# trains the derived architecture and the trials after it
+SEARCH_SHARE_OF_TIME = 0.5
 # the candidates' batch normalisation: quick to follow, since a search runs few epochs
 BATCH_NORM_MOMENTUM = 0.9
 WAIT_POLL_SECONDS = 2.0
@@ -610,7 +617,7 @@ class DartsSampler(optuna.samplers.BaseSampler):
                 self._load_data(study),
                 self._epochs,
                 self._seed,
-                deadline=study.user_attrs.get(DEADLINE_ATTR),
+                deadline=_search_deadline(study.user_attrs.get(DEADLINE_ATTR)),
                 on_epoch=lambda partial: publish(
                     DartsResult(partial.cells, val_mse=partial.val_mse, trial=number)
                 ),
@@ -624,6 +631,14 @@ class DartsSampler(optuna.samplers.BaseSampler):
         )
         publish(result)
         return result
+
+
+def _search_deadline(study_deadline: float | None) -> float | None:
+    """When the super-network stops: after its share of the time left to the study."""
+    if study_deadline is None:
+        return None
+    now = time.time()
+    return now + max(0.0, study_deadline - now) * SEARCH_SHARE_OF_TIME
 
 
 def stored_result(study: optuna.Study) -> DartsResult | None:

@@ -352,3 +352,23 @@ def test_the_super_network_learns_more_than_the_mean_image_with_many_candidates(
     mean_image_mse = float(np.mean((data.x_val - data.x_train.mean(axis=0)) ** 2))
     assert result.val_mse[-1] < mean_image_mse
     assert result.val_mse[-1] < result.val_mse[0]
+
+
+def test_the_search_keeps_to_its_share_of_the_time_budget(digits):
+    import time
+
+    assert darts._search_deadline(None) is None
+    now = time.time()
+    share = darts._search_deadline(now + 100.0) - now
+    assert 100 * darts.SEARCH_SHARE_OF_TIME - 1 <= share <= 100 * darts.SEARCH_SHARE_OF_TIME + 1
+    assert darts._search_deadline(now - 5.0) <= time.time()
+    # past its deadline no epoch starts: each cell keeps its first candidate
+    result = search_architecture(SPACE, digits, epochs=3, seed=0, deadline=time.time() - 1)
+    assert result.done and result.val_mse == []
+    assert all(len(c["weights"]) == 1 for c in result.cells)
+    assert result.params == {
+        "kernel_size": 3,
+        "downsample": "max-pool",
+        "upsample": "resize",
+        "block": "pool",
+    }
