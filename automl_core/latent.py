@@ -93,12 +93,10 @@ def _pca(latents: np.ndarray, seed: int):
 
 @register_projection(
     "tsne",
-    "t-SNE: keeps local neighbourhoods; slow beyond a few thousand points",
+    "t-SNE: keeps local neighbourhoods (openTSNE, FFT-accelerated)",
     [ProjectionParameter("perplexity", 30.0, 2.0, 100.0, "effective number of neighbours")],
 )
 def _tsne(latents: np.ndarray, seed: int, perplexity: float = 30.0):
-    from sklearn.manifold import TSNE
-
     notices = []
     n = len(latents)
     if n < 4:
@@ -111,9 +109,31 @@ def _tsne(latents: np.ndarray, seed: int, perplexity: float = 30.0):
             f"used perplexity={clamped:g}"
         )
         perplexity = clamped
+    return _tsne_points(latents, seed, perplexity), {"perplexity": perplexity}, notices
+
+
+def _tsne_points(latents: np.ndarray, seed: int, perplexity: float) -> np.ndarray:
+    """t-SNE with openTSNE's FFT-accelerated gradients when installed (5,000 points in
+    seconds), else scikit-learn's Barnes-Hut (about ten times slower at that size)."""
+    data = np.ascontiguousarray(latents, dtype=np.float64)
+    try:
+        from openTSNE import TSNE as OpenTSNE
+    except ImportError:
+        OpenTSNE = None
+    if OpenTSNE is not None and len(data) > 3 * perplexity + 1:
+        embedding = OpenTSNE(
+            n_components=2,
+            perplexity=perplexity,
+            initialization="pca",
+            random_state=seed,
+            n_jobs=2,
+            verbose=False,
+        ).fit(data)
+        return np.asarray(embedding, dtype=np.float32)
+    from sklearn.manifold import TSNE
+
     tsne = TSNE(2, perplexity=perplexity, init="pca", random_state=seed, n_jobs=2)
-    points = tsne.fit_transform(latents.astype(np.float64)).astype(np.float32)
-    return points, {"perplexity": perplexity}, notices
+    return tsne.fit_transform(data).astype(np.float32)
 
 
 @register_projection(

@@ -199,27 +199,39 @@ def _cost_aware_tpe(context: StrategyContext) -> optuna.samplers.BaseSampler:
     )
 
 
-# the first rung of the multi-fidelity search: a third of the training images, seen once
-FIRST_RUNG_EPOCHS = 1 / 3
+# the first rung of the multi-fidelity search sees this many training images (about 60
+# optimizer steps at batch 64: fewer say little beyond how fast a model leaves the mean
+# image): a whole epoch of mnist-5k, a share of a larger data set's images
+FIRST_RUNG_IMAGES = 4000
+REPORTS_PER_EPOCH = 3
+
+
+def first_rung_thirds(train_images: int) -> int:
+    """The first rung in thirds of an epoch: 1 (a third of the images) to 3 (all of them)."""
+    return int(min(REPORTS_PER_EPOCH, max(1, round(3 * FIRST_RUNG_IMAGES / max(1, train_images)))))
 
 
 def _successive_halving_in_thirds(context: StrategyContext) -> optuna.pruners.BasePruner:
     """Asynchronous successive halving over steps of a third of an epoch.
 
-    Rungs at 1/3, 1, 3 and 9 epochs: at each, a trial goes on only while it is among the
-    best third of the trials that reached that rung (the first to get there always does).
+    The first rung is :data:`FIRST_RUNG_IMAGES` training images (one epoch of mnist-5k, a
+    third of one of a data set three times larger), then each rung is three times the last
+    (1, 3, 9 epochs on mnist-5k): at each, a trial goes on only while it is among the best
+    third of the trials that reached that rung (the first to get there always does).
     """
     return optuna.pruners.SuccessiveHalvingPruner(
-        min_resource=1, reduction_factor=3, min_early_stopping_rate=0
+        min_resource=first_rung_thirds(context.train_images),
+        reduction_factor=3,
+        min_early_stopping_rate=0,
     )
 
 
 @register_strategy(
     "tpe-cost-asha",
-    "multi-fidelity: cost-aware TPE proposals, each first trained on a third of the images; "
-    "only the best third of each rung (1/3, 1, 3, 9 epochs) trains on",
+    "multi-fidelity: cost-aware TPE proposals, each first trained on ~4,000 images (a share "
+    "of a large data set); only the best third at each rung (x3 each) trains on",
     make_pruner=_successive_halving_in_thirds,
-    reports_per_epoch=3,
+    reports_per_epoch=REPORTS_PER_EPOCH,
 )
 def _cost_aware_tpe_multi_fidelity(context: StrategyContext) -> optuna.samplers.BaseSampler:
     from automl_core.samplers import CostAwareTPESampler
@@ -229,7 +241,7 @@ def _cost_aware_tpe_multi_fidelity(context: StrategyContext) -> optuna.samplers.
         _work_model(context),
         seed=context.seed,
         n_startup_trials=8,
-        fidelity_epochs=FIRST_RUNG_EPOCHS,
+        fidelity_epochs=first_rung_thirds(context.train_images) / REPORTS_PER_EPOCH,
         train_images=context.train_images,
     )
 

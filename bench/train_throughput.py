@@ -3,7 +3,9 @@
 Both train the same autoencoder (2 conv layers, 16 filters, latent 32: ~60k parameters on
 28x28 images) on the 4,000 training images of ``mnist-5k``, batch 64, for the same epochs.
 Images/second is measured per epoch after the first (which includes graph tracing), and the
-two runs alternate, so both see the same machine load. Prints one table with the ratio.
+two runs alternate, so both see the same machine load. Prints one table with the ratio,
+then our per-trial overhead, part by part: build, compile, first-call tracing, scoring the
+test split, saving the artifacts (the matmul speed of the machine first).
 
     python bench/train_throughput.py [--epochs 6] [--repeats 2]
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -24,10 +27,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import keras  # noqa: E402
 
+from automl_core import store  # noqa: E402
 from automl_core.datasets import load_dataset  # noqa: E402
+from automl_core.fit_loop import fit_autoencoder  # noqa: E402
+from automl_core.metrics import reconstruction_scores  # noqa: E402
 from automl_core.models import build_autoencoder  # noqa: E402
 from automl_core.space import ModelConfig  # noqa: E402
-from automl_core.training import train_autoencoder  # noqa: E402
+from automl_core.training import (  # noqa: E402
+    compile_autoencoder,
+    reconstruct,
+    train_autoencoder,
+)
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -75,6 +85,45 @@ def ours(config, data, epochs):
     return timer.seconds, total
 
 
+def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """The best of a few float32 ``size x size`` matmuls, in GFLOP/s (NumPy's BLAS)."""
+    import numpy as np
+
+    a = np.random.default_rng(0).random((size, size), dtype=np.float32)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ a
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best / 1e9
+
+
+def overhead_parts(config, data) -> dict[str, float]:
+    """Seconds of each fixed part of one trial of ours (one epoch of training between)."""
+    parts = {}
+    started = time.perf_counter()
+    keras.utils.set_random_seed(0)
+    models = build_autoencoder(config, data.input_shape)
+    parts["build"] = time.perf_counter() - started
+    started = time.perf_counter()
+    compile_autoencoder(models, config)
+    parts["compile"] = time.perf_counter() - started
+    fitted = fit_autoencoder(models.autoencoder, data.x_train, data.x_val, 64, 1, 0, 3, 3)
+    # the first report's segment holds the tracing; the rest of the epoch runs at full speed
+    parts["tracing and first validation"] = fitted.setup_seconds - fitted.epoch_seconds / 3
+    started = time.perf_counter()
+    reconstruction_scores(data.x_test, reconstruct(models.autoencoder, data.x_test))
+    parts["score (test PSNR / SSIM)"] = time.perf_counter() - started
+    with tempfile.TemporaryDirectory() as root:
+        started = time.perf_counter()
+        store.save_trial_artifacts(
+            Path(root), "bench", 0, models.autoencoder, fitted.history, {}, {}
+        )
+        parts["save artifacts"] = time.perf_counter() - started
+    keras.backend.clear_session()
+    return parts
+
+
 def main() -> None:
     """Runs both loops alternately and prints the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -94,8 +143,12 @@ def main() -> None:
             totals[name].append(total)
     base = statistics.median(results["plain model.fit"])
     print(
+        f"machine: {matmul_gflops():.0f} GFLOP/s (2048x2048 float32 matmul), {os.cpu_count()} "
+        f"CPUs, load average {os.getloadavg()[0]:.2f}"
+    )
+    print(
         f"model: {params:,} parameters, {len(data.x_train)} training images 28x28, batch 64, "
-        f"{args.epochs} epochs x {args.repeats} repeats, {os.cpu_count()} CPUs"
+        f"{args.epochs} epochs x {args.repeats} repeats"
     )
     print(f"{'loop':32s} {'images/s (median)':>18s} {'ratio':>7s} {'whole run s':>12s}")
     for name, rates in results.items():
@@ -103,6 +156,17 @@ def main() -> None:
         print(
             f"{name:32s} {rate:18,.0f} {rate / base:7.2f} {statistics.median(totals[name]):12.1f}"
         )
+    runs = [overhead_parts(config, data) for _ in range(args.repeats)]
+    print("\nper-trial overhead of ours (median of repeats), seconds:")
+    for part in runs[0]:
+        print(f"  {part:30s} {statistics.median(r[part] for r in runs):6.3f}")
+    fixed = [
+        r["build"] + r["compile"] + r["score (test PSNR / SSIM)"] + r["save artifacts"]
+        for r in runs
+    ]
+    print(f"  {'build + compile + score + save':30s} {statistics.median(fixed):6.3f}")
+    total = [sum(r.values()) for r in runs]
+    print(f"  {'all, tracing included':30s} {statistics.median(total):6.3f}")
 
 
 if __name__ == "__main__":
