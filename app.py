@@ -6,6 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from dashboard.auth import login_ui
 from dashboard.state import follow_deep_link, mark_routed, shown_errors
 
 ROOT = Path(__file__).resolve().parent
@@ -14,6 +15,7 @@ SECTIONS = {
         ("pages/overview.py", "Overview", ":material/home:"),
         ("pages/search.py", "Search", ":material/rocket_launch:"),
         ("pages/leaderboard.py", "Leaderboard", ":material/leaderboard:"),
+        ("pages/export.py", "Export", ":material/download:"),
     ],
     "Inspect": [
         ("pages/filters.py", "Filters", ":material/grid_on:"),
@@ -41,4 +43,5 @@ sections = {
 navigation = st.navigation({section: pages for section, pages in sections.items() if pages})
 follow_deep_link(by_file)
 with shown_errors():  # each page catches its own; this is the last edge
+    login_ui()  # shared mode: who acts (the core checks every action's role itself)
     navigation.run()

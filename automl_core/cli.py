@@ -1,4 +1,5 @@
-"""The command line: ``python -m automl_core search|worker|leaderboard|filters|datasets``."""
+"""The command line: ``python -m automl_core search|worker|leaderboard|filters|datasets|export|
+hash-password``."""
 
 from __future__ import annotations
 
@@ -111,6 +112,20 @@ def _build_parser() -> argparse.ArgumentParser:
     datasets = commands.add_parser("datasets", help="list the dataset registry")
     datasets.add_argument(
         "--details", action="store_true", help="load each offline one and show its shape"
+    )
+
+    export = commands.add_parser(
+        "export", help="write a trial's .zip bundle and the study's HTML report into a folder"
+    )
+    export.add_argument("--study", required=True, help="the study to export")
+    export.add_argument("--out", required=True, help="the folder to write into (created)")
+    export.add_argument("--trial", type=int, default=None, help="trial number (default: best)")
+    _add_storage(export)
+
+    commands.add_parser(
+        "hash-password",
+        help="read a password (no echo on a terminal, else one line of stdin) and print its "
+        "argon2 hash for [automl.users.<name>] password_hash in .streamlit/secrets.toml",
     )
     return parser
 
@@ -348,12 +363,38 @@ def _cmd_datasets(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    from automl_core.export import export_study
+
+    _check_count("trial", args.trial, low=0)
+    bundle, report = export_study(args.study, args.out, args.trial, args.storage)
+    print(f"trial bundle: {bundle}\nstudy report: {report}")
+    return 0
+
+
+def _cmd_hash_password(args) -> int:
+    import getpass
+
+    from automl_core.access import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            raise ConfigError("the two passwords differ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    print(hash_password(password))
+    return 0
+
+
 COMMANDS = {
     "search": _cmd_search,
     "worker": _cmd_worker,
     "leaderboard": _cmd_leaderboard,
     "filters": _cmd_filters,
     "datasets": _cmd_datasets,
+    "export": _cmd_export,
+    "hash-password": _cmd_hash_password,
 }
 
 

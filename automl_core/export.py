@@ -1,0 +1,381 @@
+"""Exports: a trial as a self-describing ``.zip``, a study as one self-contained HTML report.
+
+A trial bundle holds the autoencoder, its encoder and decoder as ``.keras`` files, the encoder
+and decoder converted to TFLite (LiteRT) and checked against Keras on the same inputs, the
+configuration and metrics as JSON, every encoder convolution's kernels as ``.npy``, and a
+README saying how to load each. The study report embeds Plotly's JavaScript once and every
+image as a base64 PNG, so it opens from disk with no server and no network.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import html
+import io
+import json
+import tempfile
+import time
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import optuna
+
+from automl_core import store
+from automl_core.errors import AutoMLError
+
+# largest absolute difference allowed between a TFLite model's output and Keras' on the
+# same inputs (float32 kernels reordered by the converter differ in the last bits)
+TFLITE_TOLERANCE = 1e-4
+CHECK_IMAGES = 8
+
+
+class ExportError(AutoMLError, RuntimeError):
+    """An export could not be made faithfully (a TFLite model that disagrees with Keras)."""
+
+
+@dataclass(frozen=True)
+class TfliteCheck:
+    """How a TFLite conversion matched its Keras model.
+
+    Attributes:
+        part: ``encoder`` or ``decoder``.
+        converted: Whether conversion worked (``reason`` says why not).
+        max_abs_diff: Largest absolute difference of outputs on the check inputs.
+        tolerance: The allowed difference.
+        reason: Why conversion failed ('' when it worked).
+    """
+
+    part: str
+    converted: bool
+    max_abs_diff: float | None
+    tolerance: float
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        """The check as a JSON-ready dict."""
+        return dict(self.__dict__)
+
+
+def to_tflite(model) -> bytes:
+    """A Keras model converted to a TFLite flat buffer (``TFLiteConverter.from_keras_model``)."""
+    import tensorflow as tf
+
+    with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its saved endpoints
+        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+
+
+def run_tflite(flatbuffer: bytes, inputs: np.ndarray) -> np.ndarray:
+    """Runs a TFLite model on a batch, one input at a time, in the TFLite interpreter."""
+    import tensorflow as tf
+
+    with warnings.catch_warnings():  # its deprecation notice (LiteRT): it still runs
+        warnings.simplefilter("ignore")
+        interpreter = tf.lite.Interpreter(model_content=flatbuffer)
+    interpreter.allocate_tensors()
+    source = interpreter.get_input_details()[0]
+    target = interpreter.get_output_details()[0]
+    outputs = []
+    for row in np.asarray(inputs, dtype=np.float32):
+        interpreter.set_tensor(source["index"], row[None])
+        interpreter.invoke()
+        outputs.append(np.array(interpreter.get_tensor(target["index"])[0]))
+    return np.stack(outputs)
+
+
+def _check_inputs(model, seed: int = 0) -> np.ndarray:
+    """Deterministic inputs in [0, 1] of a model's input shape (images, or codes)."""
+    shape = tuple(int(d) for d in model.input_shape[1:])
+    return np.random.default_rng(seed).random((CHECK_IMAGES, *shape), dtype=np.float32)
+
+
+def convert_and_check(model, part: str, tolerance: float = TFLITE_TOLERANCE):
+    """Converts one part to TFLite and compares its output with Keras' on the same inputs.
+
+    Returns:
+        (flat buffer or None, :class:`TfliteCheck`).
+
+    Raises:
+        ExportError: The converted model's output differs by more than ``tolerance``.
+    """
+    try:
+        flatbuffer = to_tflite(model)
+    except Exception as exc:  # a custom layer TFLite has no kernel for: said in the bundle
+        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        return None, TfliteCheck(part, False, None, tolerance, reason)
+    inputs = _check_inputs(model)
+    expected = np.asarray(model(inputs, training=False), dtype=np.float32)
+    got = run_tflite(flatbuffer, inputs)
+    diff = float(np.max(np.abs(got - expected))) if expected.size else 0.0
+    check = TfliteCheck(part, True, diff, tolerance)
+    if not diff <= tolerance:
+        raise ExportError(
+            f"the TFLite {part} differs from Keras by {diff:.3g}, more than {tolerance:g}"
+        )
+    return flatbuffer, check
+
+
+def _keras_bytes(model) -> bytes:
+    """A Keras model saved as ``.keras`` bytes."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "part.keras"
+        model.save(path)
+        return path.read_bytes()
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _bundle_readme(study_name: str, number: int, checks: list[TfliteCheck], layers) -> str:
+    lines = [
+        f"# Trial {number} of study {study_name}",
+        "",
+        "Exported by the autoencoder AutoML workbench "
+        f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).",
+        "",
+        "| file | what |",
+        "|---|---|",
+        "| `model.keras` | the trained autoencoder (input: images in [0, 1], NHWC) |",
+        "| `encoder.keras`, `decoder.keras` | its two halves: image -> code, code -> image |",
+        "| `encoder.tflite`, `decoder.tflite` | the halves converted to TFLite (LiteRT) |",
+        "| `config.json`, `metrics.json`, `history.json` | configuration, metrics, loss curves |",
+        "| `tflite_check.json` | how the TFLite outputs matched Keras on the same inputs |",
+        "| `filters/<layer>.npy` | each encoder convolution's kernels, (k, k, in, out) |",
+        "",
+        "## Load it",
+        "",
+        "```python",
+        "import keras, numpy as np",
+        "# custom layers of denoising / variational models: `import automl_core.recipes` first",
+        'model = keras.models.load_model("model.keras", safe_mode=True, compile=False)',
+        "reconstruction = model.predict(images)  # images: float32 (N, H, W, C) in [0, 1]",
+        'encoder = keras.models.load_model("encoder.keras", safe_mode=True, compile=False)',
+        'kernels = np.load("filters/encoder_conv_1.npy")',
+        "",
+        "import tensorflow as tf",
+        'interpreter = tf.lite.Interpreter(model_path="encoder.tflite")',
+        "interpreter.allocate_tensors()  # then set_tensor / invoke / get_tensor, one image",
+        "```",
+        "",
+        "## TFLite check",
+        "",
+    ]
+    for check in checks:
+        if check.converted:
+            lines.append(
+                f"- {check.part}: max |TFLite - Keras| = {check.max_abs_diff:.2e} "
+                f"(tolerance {check.tolerance:g}) on {CHECK_IMAGES} inputs"
+            )
+        else:
+            lines.append(f"- {check.part}: not converted ({check.reason})")
+    lines += ["", "Filters: " + (", ".join(layers) if layers else "none"), ""]
+    return "\n".join(lines)
+
+
+def _pick_trial(study: optuna.Study, number: int | None) -> int:
+    """The trial to export: ``number``, or the best one."""
+    from automl_core.results import best_trial
+
+    if number is None:
+        return best_trial(study).number
+    return store.get_trial(study, number).number
+
+
+def trial_bundle(study: optuna.Study, number: int | None = None) -> tuple[str, bytes]:
+    """A trial's export as a ``.zip`` in memory.
+
+    Args:
+        study: The study.
+        number: The trial. Defaults to the best trial.
+
+    Returns:
+        (file name ``<study>-trial-<n>.zip``, its bytes).
+
+    Raises:
+        ArtifactMissing: The trial has no model.
+        ExportError: A TFLite conversion disagrees with Keras beyond the tolerance.
+    """
+    from automl_core.inspect import encoder_filters
+
+    number = _pick_trial(study, number)
+    model = store.load_trial_model(study, number)
+    folder = store.trial_artifact_dir(study, store.get_trial(study, number))
+    buffer = io.BytesIO()
+    checks, layers = [], []
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.write(folder / "model.keras", "model.keras")
+        for name in ("config.json", "metrics.json", "history.json"):
+            if (folder / name).is_file():
+                archive.write(folder / name, name)
+        for part in ("encoder", "decoder"):
+            half = model.get_layer(part)
+            archive.writestr(f"{part}.keras", _keras_bytes(half))
+            flatbuffer, check = convert_and_check(half, part)
+            checks.append(check)
+            if flatbuffer is not None:
+                archive.writestr(f"{part}.tflite", flatbuffer)
+        for layer in encoder_filters(model):
+            layers.append(layer.layer)
+            archive.writestr(f"filters/{layer.layer}.npy", _npy_bytes(layer.kernels))
+        archive.writestr("tflite_check.json", json.dumps([c.to_dict() for c in checks], indent=2))
+        archive.writestr("README.md", _bundle_readme(study.study_name, number, checks, layers))
+    return f"{study.study_name}-trial-{number}.zip", buffer.getvalue()
+
+
+# --- the study report --------------------------------------------------------------------
+
+
+def png_data_uri(images: np.ndarray, cols: int = 10, scale: int = 3) -> str:
+    """Images (N, H, W, C) in [0, 1] tiled into one PNG, as a ``data:`` URI."""
+    from PIL import Image
+
+    images = np.clip(np.asarray(images, dtype=np.float32), 0.0, 1.0)
+    count, height, width, channels = images.shape
+    cols = max(1, min(cols, count))
+    rows = -(-count // cols)
+    sheet = np.ones((rows * (height + 1), cols * (width + 1), channels), np.float32)
+    for i, image in enumerate(images):
+        r, c = divmod(i, cols)
+        sheet[r * (height + 1) : r * (height + 1) + height, c * (width + 1) : c * (width + 1) + width] = image  # fmt: skip
+    pixels = (sheet * 255).round().astype(np.uint8)
+    picture = Image.fromarray(pixels[..., 0] if channels == 1 else pixels)
+    picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _best_trial_sections(study: optuna.Study, number: int) -> list[str]:
+    """Reconstructions, filters and the latent scatter of the best trial, as HTML parts."""
+    from automl_core.charts import filters_figure, projection_figure
+    from automl_core.datasets import load_dataset
+    from automl_core.inspect import encode, encoder_filters
+    from automl_core.latent import latent_projection
+    from automl_core.leaderboard import reconstruct
+    from automl_core.settings import study_settings
+
+    model = store.load_trial_model(study, number)
+    parts = []
+    try:
+        settings = study_settings(study)
+        data = load_dataset(
+            settings.dataset,
+            settings.seed,
+            settings.val_fraction,
+            settings.test_fraction,
+            settings.max_images,
+        )
+    except AutoMLError as exc:
+        parts.append(f"<p>Reconstructions and latent space left out: {html.escape(str(exc))}</p>")
+        data = None
+    if data is not None:
+        images = data.x_test[:10]
+        both = np.concatenate([images, reconstruct(model, images)])
+        parts.append(
+            "<h3>Reconstructions</h3><p>Top row: test images; bottom row: the model's.</p>"
+            f'<img alt="reconstructions" src="{png_data_uri(both, cols=len(images))}">'
+        )
+        sample = data.x_test[:300]
+        labels = data.y_test[:300] if data.y_test is not None else None
+        projection = latent_projection(encode(model, sample), "pca")
+        figure = projection_figure(projection, labels, data.class_names, title="Latent (PCA)")
+        parts.append("<h3>Latent space</h3>" + _figure_html(figure))
+    filters = encoder_filters(model)
+    if filters:
+        parts.append("<h3>Filters of the first encoder layer</h3>")
+        parts.append(_figure_html(filters_figure(filters[0])))
+    return parts
+
+
+_PLOTLY_INCLUDED: list[bool] = []
+
+
+def _figure_html(figure) -> str:
+    """A figure as an HTML fragment; Plotly's JavaScript goes inline with the first one."""
+    first = not _PLOTLY_INCLUDED
+    _PLOTLY_INCLUDED.append(True)
+    return figure.to_html(full_html=False, include_plotlyjs=True if first else False)
+
+
+def study_report(study: optuna.Study) -> str:
+    """A study as one self-contained HTML page.
+
+    Leaderboard, optimisation history, parameter importances (where they apply), and the best
+    trial's reconstructions, filters and latent scatter. Plotly's JavaScript is inline once,
+    images are base64 PNGs: it opens from disk with no server and no network.
+
+    Args:
+        study: The study.
+
+    Returns:
+        The HTML text.
+    """
+    from automl_core.charts import study_figures
+    from automl_core.leaderboard import study_chart_plan
+    from automl_core.results import trials_frame
+
+    _PLOTLY_INCLUDED.clear()
+    name = html.escape(study.study_name)
+    frame = trials_frame(study)
+    columns = [c for c in frame.columns if c not in ("study", "has_model")]
+    table = frame[columns].to_html(index=False, escape=True, float_format=lambda v: f"{v:.5g}")
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>Study {name}</title>",
+        "<style>body{font-family:sans-serif;margin:2em;color:#1F2937}"
+        "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ddd;"
+        "padding:3px 6px}img{image-rendering:pixelated;max-width:100%}</style>",
+        "</head><body>",
+        f"<h1>Study {name}</h1>",
+        f"<p>{len(frame)} trials; exported {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+        ".</p>",
+        "<h2>Leaderboard</h2>",
+        table,
+    ]
+    plan = study_chart_plan(study)
+    figures = study_figures(study, plan)
+    for note in plan.notes:
+        parts.append(f"<p><em>{html.escape(note)}</em></p>")
+    for title in ("Optimization history", "Parameter importances", "Pareto front"):
+        if title in figures:
+            parts.append(f"<h2>{html.escape(title)}</h2>")
+            parts.append(_figure_html(figures[title]))
+    finished = frame[frame["has_model"]] if "has_model" in frame else frame.iloc[0:0]
+    if not finished.empty:
+        number = _pick_trial(study, None)
+        parts.append(f"<h2>Best trial: #{number}</h2>")
+        parts += _best_trial_sections(study, number)
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def export_study(
+    study_name: str, out_dir: Path | str, trial: int | None = None, storage_url: str | None = None
+) -> tuple[Path, Path]:
+    """Writes a trial's bundle and the study's report into a folder (the CLI's ``export``).
+
+    Args:
+        study_name: The study.
+        out_dir: The folder (created if missing).
+        trial: The trial number. Defaults to the best trial.
+        storage_url: The storage. Defaults to :func:`store.default_storage_url`.
+
+    Returns:
+        (the ``.zip`` path, the ``.html`` path).
+    """
+    study = store.load_study(study_name, storage_url, create=False)
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    name, data = trial_bundle(study, trial)
+    bundle = folder / name
+    bundle.write_bytes(data)
+    report = folder / f"{study.study_name}-report.html"
+    report.write_text(study_report(study), encoding="utf-8")
+    return bundle, report
