@@ -130,3 +130,16 @@ def test_more_than_one_objective_is_refused():
 def test_start_up_must_be_positive():
     with pytest.raises(ValueError, match="n_startup_trials=0"):
         GPUCBSampler(DISTRIBUTIONS, n_startup_trials=0)
+
+
+def test_a_trial_running_in_another_worker_is_not_proposed_again():
+    study = optuna.create_study(sampler=GPUCBSampler(DISTRIBUTIONS, seed=5))
+    study.optimize(
+        lambda t: _bowl({n: _suggest(t, n, d) for n, d in DISTRIBUTIONS.items()}), n_trials=7
+    )
+    first = study.ask(DISTRIBUTIONS)  # still running: another worker trains it
+    second = study.ask(DISTRIBUTIONS)
+    assert first.params != second.params
+    sampler = study.sampler
+    x, y, pending = sampler._observations(study.get_trials(), current=second.number)
+    assert len(y) == 7 and len(pending) == 1
