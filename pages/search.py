@@ -79,7 +79,8 @@ def launch_ui(settings: SearchSettings | None, workers: int, problems: list[str]
     if running:
         st.info(f"A search of study '{settings.study}' is running; follow it below.")
     disabled = settings is None or not may_launch
-    if st.button("Launch search", type="primary", key="launch", disabled=disabled):
+    clicked = st.button("Launch search", type="primary", key="launch", disabled=disabled)
+    if clicked and settings is not None:  # a forced click of a viewer reaches the core: refused
         try:
             processes.launch_search(settings, workers, state.storage_url(), actor=user)
         except AutoMLError as exc:

@@ -1,0 +1,366 @@
+"""A shared dashboard with AppTest: login, lockout, what each role sees and can do, exports."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from automl_core import access, processes, store
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 90
+ALICE = access.User("alice", "operator")
+BOB = access.User("bob", "operator")
+ADMIN = access.User("root", "admin")
+
+
+def FORCED_SEARCH_PAGE():  # noqa: N802
+    """The Search page with every button read as clicked, as a crafted request would."""
+    import runpy
+    from pathlib import Path
+
+    import streamlit as st
+
+    import automl_core
+
+    real = st.button
+    st.button = lambda *args, **kwargs: (real(*args, **kwargs), True)[1]
+    try:
+        runpy.run_path(str(Path(automl_core.__file__).parent.parent / "pages" / "search.py"))
+    finally:
+        st.button = real
+
+
+def LOGIN_PAGE():  # noqa: N802 - a page, named like the page paths it stands beside
+    """Only the sidebar's login block."""
+    from dashboard import auth
+
+    auth.login_ui()
+
+
+@pytest.fixture(scope="module")
+def password_hash():
+    return access.hash_password("alice-secret-1")
+
+
+@pytest.fixture
+def shared(runs_dir, monkeypatch, password_hash):
+    """``shared(path, user=None)``: an AppTest of a page in shared mode (as ``user``)."""
+    monkeypatch.delenv("AUTOML_MODE", raising=False)
+    monkeypatch.setenv("AUTOML_SECRETS", str(runs_dir / "no-secrets.toml"))
+
+    def make(path, user: access.User | None = None) -> AppTest:
+        if callable(path):
+            at = AppTest.from_function(path, default_timeout=TIMEOUT)
+        else:
+            at = AppTest.from_file(str(ROOT / path), default_timeout=TIMEOUT)
+        at.secrets["automl"] = {
+            "mode": "shared",
+            "users": {
+                "alice": {"role": "operator", "password_hash": password_hash},
+                "root": {"role": "admin", "password_hash": password_hash},
+            },
+        }
+        if user is not None:
+            at.session_state["_access_user"] = user
+        return at
+
+    return make
+
+
+@pytest.fixture
+def tiny_copy(tiny_study_home, runs_dir):
+    shutil.copytree(tiny_study_home, runs_dir)
+    study = store.load_study("tiny", store.default_storage_url())
+    study.set_user_attr(store.ARTIFACT_ROOT_ATTR, str(runs_dir / "artifacts"))
+    return runs_dir
+
+
+@pytest.fixture
+def alices_search(runs_dir):
+    """A running fake search of study ``busy`` launched by alice."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "automl_core"],
+        start_new_session=True,
+    )
+    processes.launches_dir().mkdir(parents=True, exist_ok=True)
+    log = processes.launches_dir() / "busy.log"
+    log.write_text("alice's secret log line\n")
+    record = processes.LaunchRecord("busy", process.pid, time.time(), str(log), [], "alice")
+    (processes.launches_dir() / "busy.json").write_text(json.dumps(record.__dict__))
+    yield process
+    process.kill()
+    process.wait()
+
+
+def _texts(elements) -> str:
+    return " | ".join(str(e.value) for e in elements)
+
+
+class TestLogin:
+    def test_local_mode_shows_no_login(self, runs_dir, monkeypatch):
+        monkeypatch.delenv("AUTOML_MODE", raising=False)
+        monkeypatch.setenv("AUTOML_SECRETS", str(runs_dir / "none.toml"))
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run()
+        assert not at.exception
+        assert not [t for t in at.text_input if t.key == "login_name"]
+
+    def test_router_shows_the_login_in_shared_mode(self, shared):
+        at = shared("app.py").run()
+        assert not at.exception
+        assert "Viewing as a visitor" in _texts(at.sidebar.caption)
+        assert at.text_input(key="login_name") and at.button(key="login")
+
+    def test_visitor_logs_in_and_out(self, shared):
+        # the login block alone: AppTest re-runs a routed page without app.py on later runs
+        at = shared(LOGIN_PAGE).run()
+        assert not at.exception
+        at.text_input(key="login_name").set_value("alice")
+        at.text_input(key="login_password").set_value("alice-secret-1")
+        at.button(key="login").click().run()
+        assert not at.exception and not at.sidebar.error
+        assert "Signed in as **alice** (operator)" in _texts(at.sidebar.caption)
+        assert at.session_state["login_password"] == ""  # not kept
+        at.button(key="logout").click().run()
+        assert "Viewing as a visitor" in _texts(at.sidebar.caption)
+
+    def test_wrong_password_then_lockout(self, shared, monkeypatch):
+        monkeypatch.setenv("AUTOML_MAX_LOGIN_FAILURES", "2")
+        at = shared(LOGIN_PAGE).run()
+        for _ in range(2):
+            at.text_input(key="login_name").set_value("alice")
+            at.text_input(key="login_password").set_value("guess")
+            at.button(key="login").click().run()
+            assert "wrong user name or password" in _texts(at.sidebar.error)
+        at.text_input(key="login_password").set_value("alice-secret-1")
+        at.button(key="login").click().run()
+        assert "too many failed logins for 'alice'" in _texts(at.sidebar.error)
+        assert "Viewing as a visitor" in _texts(at.sidebar.caption)
+
+    def test_unknown_user_gets_the_same_answer(self, shared):
+        at = shared(LOGIN_PAGE).run()
+        at.text_input(key="login_name").set_value("mallory")
+        at.text_input(key="login_password").set_value("alice-secret-1")
+        at.button(key="login").click().run()
+        assert _texts(at.sidebar.error) == "wrong user name or password"
+
+    def test_oidc_button_only_with_a_provider(self, shared):
+        at = shared(LOGIN_PAGE).run()
+        assert not [b for b in at.button if b.key == "login_oidc"]
+        at = shared(LOGIN_PAGE)
+        at.secrets["auth"] = {"redirect_uri": "http://localhost:8501/oauth2callback"}
+        at.run()
+        assert not at.exception and at.button(key="login_oidc")
+
+
+class TestSearchPage:
+    def test_visitor_sees_a_disabled_launch(self, shared):
+        at = shared("pages/search.py").run()
+        assert not at.exception
+        assert "log in as an operator" in _texts(at.info)
+        assert at.button(key="launch").disabled
+
+    def test_a_forced_launch_of_a_visitor_is_refused_by_the_core(self, shared, runs_dir):
+        at = shared(FORCED_SEARCH_PAGE).run()
+        assert not at.exception
+        assert "visitor (viewer) may not launch" in _texts(at.error)
+        assert processes.running_studies() == []
+        assert not list(processes.launches_dir().glob("*.json"))
+
+    def test_another_operator_sees_progress_but_no_stop_nor_log(self, shared, alices_search):
+        at = shared("pages/search.py", BOB).run()
+        assert not at.exception
+        assert "launched by alice" in _texts(at.caption)
+        assert not [b for b in at.button if b.key == "stop"]
+        assert "alice's secret log line" not in str([c.value for c in at.code])
+        assert alices_search.poll() is None
+
+    def test_owner_sees_the_log_and_stop(self, shared, alices_search):
+        at = shared("pages/search.py", ALICE).run()
+        assert not at.exception
+        assert "alice's secret log line" in _texts(at.code)
+        assert at.button(key="stop")
+
+    def test_admin_stops_anyones_search(self, shared, alices_search):
+        at = shared("pages/search.py", ADMIN).run()
+        at.button(key="stop").click().run()
+        assert not at.exception
+        alices_search.wait(timeout=20)
+        assert not processes.is_running("busy")
+
+
+class TestUploadsOnThePage:
+    def test_viewer_upload_is_refused_by_the_core(self, shared, runs_dir):
+        def page():
+            import io as _io
+
+            import numpy as _np
+
+            from dashboard import search_form
+
+            buffer = _io.BytesIO()
+            _np.savez(buffer, x=_np.zeros((5, 4, 4)))
+            search_form.upload_ui("data.npz", buffer.getvalue())
+
+        at = AppTest.from_function(page, default_timeout=TIMEOUT)
+        at.secrets["automl"] = {"mode": "shared"}
+        at.run()
+        assert not at.exception
+        assert "may not upload" in _texts(at.sidebar.error)
+        assert not (runs_dir / "uploads").exists()
+
+    def test_operator_upload_lands_in_their_folder(self, shared, runs_dir):
+        def page():
+            import io as _io
+
+            import numpy as _np
+
+            from dashboard import search_form
+
+            buffer = _io.BytesIO()
+            _np.savez(buffer, x=_np.zeros((5, 4, 4)))
+            search_form.upload_ui("data.npz", buffer.getvalue())
+
+        at = AppTest.from_function(page, default_timeout=TIMEOUT)
+        at.secrets["automl"] = {"mode": "shared"}
+        at.session_state["_access_user"] = ALICE
+        at.run()
+        assert not at.exception and not at.sidebar.error
+        saved = list((runs_dir / "uploads" / "alice").iterdir())
+        assert len(saved) == 1 and saved[0].name.startswith("data-")
+
+
+class TestExportPage:
+    def test_visitor_downloads_a_bundle_and_a_report(self, shared, tiny_copy):
+        at = shared("pages/export.py").run()
+        at.selectbox(key="study").set_value("tiny").run()
+        assert not at.exception and not at.error
+        assert not [t for t in at.text_input if t.key == "delete_confirm"]  # admins only
+        at.button(key="make_bundle").click().run()
+        assert not at.exception and not at.error
+        at.button(key="make_report").click().run()
+        assert not at.exception and not at.error
+        labels = [b.proto.label for b in at.get("download_button")]
+        assert any(label.endswith(".html") for label in labels)
+
+    def test_admin_deletes_a_study(self, shared, tiny_copy):
+        at = shared("pages/export.py", ADMIN).run()
+        at.selectbox(key="study").set_value("tiny").run()
+        assert at.button(key="delete").disabled
+        at.text_input(key="delete_confirm").set_value("tiny").run()
+        at.button(key="delete").click().run()
+        assert not at.exception
+        assert "deleted" in _texts(at.success)
+        assert "tiny" not in store.study_names(store.default_storage_url())
+
+    def test_crafted_query_parameters(self, shared, tiny_copy):
+        at = shared("pages/export.py")
+        at.query_params["study"] = "../../etc/<script>"
+        at.query_params["trial"] = "-1"
+        at.run()
+        assert not at.exception
+        assert at.selectbox(key="study").value in store.study_names(store.default_storage_url())
+
+
+def _npz() -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, x=np.zeros((5, 4, 4)))
+    return buffer.getvalue()
+
+
+class TestDeploy:
+    """The container files, read statically (no registry here to pull a base image from)."""
+
+    def _dockerfile(self) -> list[str]:
+        text = (ROOT / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
+        return [line.strip() for line in text.splitlines() if line.strip() and line[0] != "#"]
+
+    def test_base_image_is_a_build_argument(self):
+        lines = self._dockerfile()
+        first_from = next(i for i, line in enumerate(lines) if line.startswith("FROM "))
+        assert any(line.startswith("ARG BASE_IMAGE=") for line in lines[:first_from])
+        assert lines[first_from] == "FROM ${BASE_IMAGE}"
+
+    def test_serves_as_a_non_root_user_with_a_health_check(self):
+        lines = self._dockerfile()
+        users = [line.split()[1] for line in lines if line.startswith("USER ")]
+        assert users and users[-1] not in ("root", "0")
+        assert any("useradd" in line and "automl" in line for line in lines)
+        health = next(line for line in lines if line.startswith("HEALTHCHECK "))
+        assert "/_stcore/health" in health
+        cmd = next(line for line in lines if line.startswith("CMD "))
+        assert json.loads(cmd[4:])[:3] == ["streamlit", "run", "app.py"]
+        assert "EXPOSE 8501" in lines
+
+    def test_dockerignore_keeps_secrets_and_state_out(self):
+        ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
+        assert {".streamlit/secrets.toml", ".git", ".venv", "runs"} <= set(ignored)
+
+    def test_compose_runs_dashboard_postgres_and_workers_on_one_volume(self):
+        import yaml
+
+        compose = yaml.safe_load((ROOT / "compose.yaml").read_text(encoding="utf-8"))
+        services = compose["services"]
+        assert {"dashboard", "worker", "db"} <= set(services)
+        for name in ("dashboard", "worker"):
+            env = services[name]["environment"]
+            assert env["AUTOML_STORAGE"].startswith("postgresql+psycopg://automl:")
+            assert "@db:5432/automl" in env["AUTOML_STORAGE"]
+            assert any(v.startswith("automl-data:/data") for v in services[name]["volumes"])
+            assert services[name]["depends_on"]["db"]["condition"] == "service_healthy"
+        assert services["worker"]["command"][2:5] == ["automl_core", "worker", "--study"]
+        assert "replicas" in services["worker"]["deploy"]
+        assert "/_stcore/health" in " ".join(services["dashboard"]["healthcheck"]["test"])
+        assert any(
+            "secrets.toml" in v and v.endswith(":ro") for v in services["dashboard"]["volumes"]
+        )
+        assert "pg_isready" in " ".join(services["db"]["healthcheck"]["test"])
+
+    def test_production_settings(self):
+        import tomllib
+
+        config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
+        assert config["server"]["enableXsrfProtection"] is True
+        assert config["browser"]["gatherUsageStats"] is False
+        assert config["client"]["showErrorDetails"] == "none"
+        assert config["server"]["maxUploadSize"] == 50
+
+    @pytest.mark.slow
+    def test_the_images_command_and_health_check_outside_a_container(self, runs_dir):
+        """Runs the image's CMD on a free port and its HEALTHCHECK command against it."""
+        import socket
+
+        lines = self._dockerfile()
+        cmd = json.loads(next(line for line in lines if line.startswith("CMD "))[4:])
+        health = next(line for line in lines if line.startswith("HEALTHCHECK "))
+        probe = json.loads(health[health.index("CMD ") + 4 :])
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        cmd = [sys.executable, "-m", *cmd[:-2], "--server.address=127.0.0.1"]
+        cmd += [f"--server.port={port}"]
+        probe = [sys.executable, *probe[1:-1], probe[-1].replace("8501", str(port))]
+        server = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            healthy = False
+            for _ in range(120):
+                if subprocess.run(probe, capture_output=True, timeout=10).returncode == 0:
+                    healthy = True
+                    break
+                time.sleep(0.5)
+            assert healthy
+        finally:
+            server.terminate()
+            server.wait(timeout=20)
+        assert subprocess.run(probe, capture_output=True, timeout=10).returncode != 0
