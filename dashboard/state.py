@@ -292,3 +292,40 @@ def dataset_notes(study_name: str, url: str) -> list[str]:
     settings = study_settings_of(study_name, url)
     notes = load_notes(settings.dataset) if settings is not None else None
     return list(notes.messages) if notes is not None else []
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def strategy_views(study_name: str, url: str, version: tuple) -> list[tuple[str, object]]:
+    """What the study's strategy itself learned, as (title, figure or table) pairs.
+
+    ``reinforce``: the controller's choice probabilities over its updates; ``darts``: the
+    architecture weights per cell over epochs and the derived architecture. Other
+    strategies have none. ``version`` (see :func:`board_version`) keys the redraw.
+    """
+    from automl_core import charts
+    from automl_core.settings import study_settings
+
+    study = store.load_study(study_name, url, create=False)
+    try:
+        strategy = study_settings(study).strategy
+    except AutoMLError:
+        return []
+    if strategy == "reinforce":
+        from automl_core import controller
+
+        frame = controller.controller_probabilities(study)
+        return [("Controller choice probabilities", charts.controller_probabilities_figure(frame))]
+    if strategy == "darts":
+        from automl_core import darts
+
+        views: list[tuple[str, object]] = [
+            (
+                "Architecture weights per cell",
+                charts.darts_weights_figure(darts.darts_weights(study)),
+            )
+        ]
+        derived = darts.derived_architecture(study)
+        if not derived.empty:
+            views.append(("Derived architecture", derived))
+        return views
+    return []

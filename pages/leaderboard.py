@@ -106,6 +106,20 @@ def charts_ui(study_name: str, url: str) -> None:
             tab.plotly_chart(figure, key=f"chart_{title}")
 
 
+def strategy_ui(study_name: str, url: str) -> None:
+    """What a learning strategy (reinforce, darts) learned, when the study used one."""
+    views = state.strategy_views(study_name, url, state.board_version((study_name,), url))
+    if not views:
+        return
+    st.subheader(f"What the strategy learned — {study_name}")
+    for title, view in views:
+        st.markdown(f"**{title}**")
+        if hasattr(view, "to_plotly_json"):
+            st.plotly_chart(view, key=f"strategy_{title}")
+        else:
+            st.dataframe(view, hide_index=True)
+
+
 state.ensure_routed(__file__)
 st.title("Leaderboard")
 with state.shown_errors():
@@ -135,3 +149,4 @@ with state.shown_errors():
         compare_ui(picks, url)
     st.subheader(f"Optuna charts — {names[0]}")
     charts_ui(names[0], url)
+    strategy_ui(names[0], url)
