@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -364,3 +365,137 @@ class TestDeploy:
             server.terminate()
             server.wait(timeout=20)
         assert subprocess.run(probe, capture_output=True, timeout=10).returncode != 0
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"]
+CHROMIUM_ARGS += ["--no-first-run", "--disable-background-networking", "--disable-sync"]
+
+
+@pytest.fixture
+def shared_server(runs_dir, tmp_path, password_hash):
+    """``streamlit run app.py`` in shared mode with users in a secrets file; yields its URL."""
+    import socket
+    from urllib.request import urlopen
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    users = {"alice": "operator", "bob": "operator", "carol": "operator", "root": "admin"}
+    secrets_file = tmp_path / "secrets.toml"
+    secrets_file.write_text(
+        '[automl]\nmode = "shared"\n'
+        + "".join(
+            f'[automl.users.{name}]\nrole = "{role}"\npassword_hash = "{password_hash}"\n'
+            for name, role in users.items()
+        )
+    )
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "AUTOML_HOME": str(runs_dir), "AUTOML_SECRETS": str(secrets_file)}
+    env["AUTOML_MAX_LOGIN_FAILURES"] = "2"
+    env.pop("AUTOML_MODE", None)
+    log = open(tmp_path / "streamlit.log", "wb")  # noqa: SIM115 - closed in finally
+    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true"]
+    command += [f"--server.port={port}", "--server.address=127.0.0.1"]
+    command += [f"--secrets.files={secrets_file}"]
+    server = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.5)
+        yield url
+    finally:
+        for study in processes.running_studies():
+            processes.stop_search(study, grace_seconds=3, actor=ADMIN)
+        server.terminate()
+        server.wait(timeout=20)
+        log.close()
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_shared_dashboard_in_chromium(shared_server):
+    """Visitor, wrong password and lockout, operator launch, another operator, an admin."""
+    from playwright.sync_api import expect, sync_playwright
+
+    def open_page(browser, path: str):
+        page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        page.set_default_timeout(60_000)
+        page.goto(f"{shared_server}/{path}")
+        return page
+
+    def log_in(page, name: str, password: str = "alice-secret-1") -> None:
+        sidebar = page.get_by_test_id("stSidebar")
+        sidebar.get_by_label("User name").fill(name)
+        field = sidebar.get_by_label("Password", exact=True)
+        field.fill(password)
+        field.press("Enter")
+        page.wait_for_timeout(500)
+        sidebar.get_by_role("button", name="Log in", exact=True).click()
+
+    def number(page, label: str, value: int) -> None:
+        field = page.get_by_label(label, exact=True)
+        field.fill(str(value))
+        field.press("Enter")
+        page.wait_for_timeout(400)
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        expect.set_options(timeout=60_000)
+        # a visitor sees every page; Launch is disabled and there is nothing to stop
+        page = open_page(browser, "search")
+        expect(page.get_by_text("log in as an operator to launch")).to_be_visible()
+        expect(page.get_by_role("button", name="Launch search")).to_be_disabled()
+        for title in ("Leaderboard", "Export", "Filters", "Reconstructions"):
+            page.get_by_role("link", name=title).click()
+            expect(page.get_by_role("heading", name=title).first).to_be_visible()
+            expect(page.get_by_test_id("stException")).to_have_count(0)
+        expect(page.get_by_role("button", name="Delete study")).to_have_count(0)
+        # wrong password, then the lockout of that user name
+        log_in(page, "carol", "guess-one")
+        expect(page.get_by_text("wrong user name or password")).to_be_visible()
+        log_in(page, "carol", "guess-two")
+        log_in(page, "carol")
+        expect(page.get_by_text("too many failed logins for 'carol'")).to_be_visible()
+        # an operator logs in and launches a tiny search
+        alice = open_page(browser, "search")
+        log_in(alice, "alice")
+        expect(alice.get_by_text("Signed in as alice (operator)")).to_be_visible()
+        sidebar = alice.get_by_test_id("stSidebar")
+        sidebar.get_by_test_id("stSelectbox").filter(has_text="Dataset").locator("input").click()
+        alice.get_by_role("option").filter(has_text="digits").first.click()
+        sidebar.get_by_test_id("stSelectbox").filter(has_text="Strategy").locator("input").click()
+        alice.get_by_role("option").filter(has_text="random").first.click()
+        number(alice, "Trials", 50)
+        number(alice, "Max epochs per trial", 1)
+        name = sidebar.get_by_test_id("stTextInput").filter(has_text="Study name").locator("input")
+        name.fill("shared-e2e")
+        name.press("Enter")
+        alice.get_by_role("button", name="Launch search").click()
+        expect(alice.get_by_text("Study shared-e2e")).to_be_visible()
+        expect(alice.get_by_role("button", name="Stop")).to_be_visible()
+        assert processes.read_record("shared-e2e").owner == "alice"
+        # another operator follows it but cannot stop it nor read its log
+        bob = open_page(browser, "search")
+        log_in(bob, "bob")
+        expect(bob.get_by_text("launched by alice")).to_be_visible()
+        bob.wait_for_timeout(3000)
+        expect(bob.get_by_role("button", name="Stop")).to_have_count(0)
+        expect(bob.get_by_text("Log", exact=True)).to_have_count(0)
+        assert processes.is_running("shared-e2e")
+        # an admin stops it
+        root = open_page(browser, "search")
+        log_in(root, "root")
+        root.get_by_role("button", name="Stop").click()
+        deadline = time.time() + 60
+        while time.time() < deadline and processes.is_running("shared-e2e"):
+            time.sleep(0.5)
+        assert not processes.is_running("shared-e2e")
+        browser.close()
