@@ -61,11 +61,20 @@ class TfliteCheck:
 
 
 def to_tflite(model) -> bytes:
-    """A Keras model converted to a TFLite flat buffer (``TFLiteConverter.from_keras_model``)."""
+    """A Keras model converted to a TFLite flat buffer, for one input at a time.
+
+    ``TFLiteConverter.from_keras_model`` keeps the batch dimension open, and a decoder whose
+    resize makes its spatial sizes dynamic then needs TensorFlow's own Conv2D kernel (not a
+    TFLite built-in). Converting a function of a batch of one keeps every shape static, so only
+    built-in operations are used.
+    """
+    import keras
     import tensorflow as tf
 
+    single = keras.Input(batch_shape=(1, *model.input_shape[1:]), name=f"{model.name}_input")
+    fixed = keras.Model(single, model(single, training=False), name=model.name)
     with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its saved endpoints
-        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+        return tf.lite.TFLiteConverter.from_keras_model(fixed).convert()
 
 
 def run_tflite(flatbuffer: bytes, inputs: np.ndarray) -> np.ndarray:

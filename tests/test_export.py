@@ -89,6 +89,30 @@ class TestTrialBundle:
             export.trial_bundle(store.load_study(*tiny_study), 99)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"objective": "variational"},
+        {"objective": "denoising", "noise": 0.2},
+        {"objective": "sparse"},
+        {"upsample": "transpose", "residual": True, "batch_norm": True, "attention": True},
+        {"downsample": "stride", "bottleneck": "conv", "latent_dim": 16},
+    ],
+    ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()),
+)
+def test_every_kind_of_model_converts_to_tflite_and_matches(options):
+    """Static shapes (a batch of one) keep resize decoders on TFLite's built-in operations."""
+    from automl_core.models import build_autoencoder
+    from automl_core.space import ModelConfig
+
+    config = ModelConfig(**{"num_conv_layers": 2, "filters": 4, "latent_dim": 8, **options})
+    built = build_autoencoder(config, (16, 16, 1))
+    model = getattr(built, "autoencoder", built)
+    for part in ("encoder", "decoder"):
+        flatbuffer, check = export.convert_and_check(model.get_layer(part), part)
+        assert flatbuffer and check.converted and check.max_abs_diff <= check.tolerance
+
+
 class TestReport:
     @pytest.fixture(scope="class")
     def html(self, tiny_study_home):
