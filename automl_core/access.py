@@ -255,6 +255,11 @@ def _failures() -> Iterator[dict]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _stale(entry: dict, now: float, window: float) -> bool:
+    """Whether a failure entry is over: no lockout left and no failure within ``window``."""
+    return float(entry.get("until", 0)) < now and float(entry.get("last", 0)) < now - window
+
+
 def locked_for(username: str, now: float | None = None) -> float:
     """Seconds left of a user name's lockout (0 when it may try to log in)."""
     now = time.time() if now is None else now
@@ -305,7 +310,12 @@ def authenticate(
             until = 0.0
             if count >= limits.get("max_login_failures"):
                 until, count = now + limits.get("login_lockout_seconds"), 0
-            table[key] = {"count": count, "until": until}
+            table[key] = {"count": count, "until": until, "last": now}
+            # forget names whose last failure is older than a lockout: the file stays small
+            # however many names are typed, and a recent count is never dropped
+            window = limits.get("login_lockout_seconds")
+            for name in [n for n, e in table.items() if _stale(e, now, window)]:
+                table.pop(name)
     if not ok:
         raise PermissionDenied("wrong user name or password")
     return User(username, role, "password")

@@ -499,3 +499,80 @@ def test_shared_dashboard_in_chromium(shared_server):
             time.sleep(0.5)
         assert not processes.is_running("shared-e2e")
         browser.close()
+
+
+@pytest.mark.slow
+def test_image_builds_and_serves_with_podman(tmp_path):
+    """Builds the Dockerfile with podman on a local base image and serves its file system.
+
+    No registry is reachable here, so the base must be a local image (for example a
+    ``debootstrap`` of Debian with python3, pip and python-is-python3, imported with
+    ``podman import``) named by ``AUTOML_PODMAN_BASE``; skipped without it. This sandbox lets
+    podman build (chroot isolation) but not start containers (no cgroups, no setrlimit), so
+    the built image's file system is exported and its CMD run there, chrooted, as its USER,
+    with its environment, and its HEALTHCHECK command is run against it.
+    """
+    import socket
+
+    base = os.environ.get("AUTOML_PODMAN_BASE")
+    if not base or not shutil.which("podman"):
+        pytest.skip("set AUTOML_PODMAN_BASE to a local base image (and install podman)")
+    podman = ["podman", "--storage-driver=vfs", "--cgroup-manager=cgroupfs"]
+    tag = "localhost/automl-workbench-test"
+    build = [*podman, "build", "--format=docker", "--isolation=chroot", "--network=host"]
+    build += ["--build-arg", f"BASE_IMAGE={base}", "-t", tag, "."]
+    done = subprocess.run(build, cwd=ROOT, capture_output=True, text=True, timeout=3600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    config = json.loads(
+        subprocess.run(
+            [*podman, "image", "inspect", tag, "--format", "{{json .Config}}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+    )
+    assert config["User"] == "automl"
+    probe = config["Healthcheck"]["Test"]
+    assert probe[0] == "CMD" and "_stcore/health" in probe[-1]
+    rootfs = tmp_path / "rootfs"
+    rootfs.mkdir()
+    container = subprocess.run(
+        [*podman, "create", tag], capture_output=True, text=True, timeout=120, check=True
+    ).stdout.strip()
+    try:
+        export = subprocess.Popen([*podman, "export", container], stdout=subprocess.PIPE)
+        subprocess.run(["tar", "-x", "-C", str(rootfs)], stdin=export.stdout, check=True)
+        assert export.wait(timeout=600) == 0
+    finally:
+        subprocess.run([*podman, "rm", "-f", container], capture_output=True, timeout=120)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    subprocess.run(["mount", "--bind", "/dev", str(rootfs / "dev")], check=True)
+    subprocess.run(["mount", "-t", "proc", "proc", str(rootfs / "proc")], check=True)
+    env = dict(item.split("=", 1) for item in config["Env"])
+    command = config["Cmd"] + [f"--server.port={port}"]
+    chrooted = ["chroot", f"--userspec={config['User']}:{config['User']}", str(rootfs)]
+    shell = f"cd {config['WorkingDir']} && exec " + " ".join(command)
+    server = subprocess.Popen(
+        [*chrooted, "/bin/sh", "-c", shell],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        check = [*chrooted, *probe[1:-1], probe[-1].replace("8501", str(port))]
+        healthy = False
+        for _ in range(240):
+            if subprocess.run(check, env=env, capture_output=True, timeout=30).returncode == 0:
+                healthy = True
+                break
+            time.sleep(0.5)
+        assert healthy
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+        subprocess.run(["umount", str(rootfs / "proc")], check=False)
+        subprocess.run(["umount", str(rootfs / "dev")], check=False)
