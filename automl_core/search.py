@@ -390,6 +390,8 @@ def run_worker(
     while budget_left(study, settings) and (max_trials is None or ran < max_trials):
         if ran and processes.resident_mib() - memory_at_start > processes.WORKER_GROWTH_MIB:
             break  # a fresh process takes over (see processes.WORKER_GROWTH_MIB)
+        if hasattr(study.pruner, "promote"):
+            study.pruner.promote(study)  # stopped trials now among the best are queued again
         before = {t.number for t in study.get_trials(deepcopy=False)}
         ran += 1
         try:

@@ -217,12 +217,14 @@ def _successive_halving_in_thirds(context: StrategyContext) -> optuna.pruners.Ba
     The first rung is :data:`FIRST_RUNG_IMAGES` training images (one epoch of mnist-5k, a
     third of one of a data set three times larger), then each rung is three times the last
     (1, 3, 9 epochs on mnist-5k): at each, a trial goes on only while it is among the best
-    third of the trials that reached that rung (the first to get there always does).
+    third of the trials that reached that rung. The first rung is decided only once three
+    trials reached it; a trial stopped there and later among the best third is run again
+    (:class:`automl_core.pruners.PromotingHalvingPruner`).
     """
-    return optuna.pruners.SuccessiveHalvingPruner(
-        min_resource=first_rung_thirds(context.train_images),
-        reduction_factor=3,
-        min_early_stopping_rate=0,
+    from automl_core.pruners import PromotingHalvingPruner
+
+    return PromotingHalvingPruner(
+        min_resource=first_rung_thirds(context.train_images), reduction_factor=3, min_rivals=3
     )
 
 

@@ -24,6 +24,8 @@ LIVE_ATTR = "live"
 FAIL_REASON_ATTR = "fail_reason"
 DUPLICATE_ATTR = "duplicate_of"
 RETRY_ATTR = "retry_of"
+# a re-run of a trial stopped at the first rung of a multi-fidelity search, now promoted
+PROMOTED_FROM_ATTR = "promoted_from"
 WORKER_ATTR = "worker"
 ARTIFACT_ATTR = "artifact_dir"
 # measured timings of a trial, for cost models: ``first_report_seconds`` (trial start to its
@@ -35,6 +37,8 @@ CHANGED_ATTR = "changed"
 # study attribute: the token of the search run that last prepared it; workers started
 # before the study was ready wait for it
 RUN_ATTR = "run"
+# study attribute: numbers of the trials whose configuration was queued again (promoted)
+PROMOTED_ATTR = "promoted"
 # study attribute: the DARTS search's progress and result (automl_core.darts.DartsResult)
 DARTS_ATTR = "darts"
 
@@ -57,6 +61,7 @@ class TrialRecord:
         fail_reason: Why the trial failed for a reason of its own ('' otherwise).
         duplicate_of: The earlier trial whose result this one reuses, or None.
         retry_of: The interrupted trial this one retries, or None.
+        promoted_from: The trial stopped at the first rung that this one re-runs, or None.
         worker: ``host:pid`` of the worker that ran it ('' if unknown).
         artifact_dir: Its artifact folder relative to the artifact root ('' when none).
         seconds: Wall-clock duration, or None while it runs.
@@ -75,6 +80,7 @@ class TrialRecord:
     fail_reason: str = ""
     duplicate_of: int | None = None
     retry_of: int | None = None
+    promoted_from: int | None = None
     worker: str = ""
     artifact_dir: str = ""
     seconds: float | None = None
@@ -104,6 +110,7 @@ class TrialRecord:
             fail_reason=str(attrs.get(FAIL_REASON_ATTR, "")),
             duplicate_of=attrs.get(DUPLICATE_ATTR),
             retry_of=attrs.get(RETRY_ATTR),
+            promoted_from=attrs.get(PROMOTED_FROM_ATTR),
             worker=str(attrs.get(WORKER_ATTR, "")),
             artifact_dir=str(attrs.get(ARTIFACT_ATTR, "")),
             seconds=trial.duration.total_seconds() if trial.duration is not None else None,

@@ -9,6 +9,7 @@ import pytest
 from automl_core import search
 from automl_core.datasets import load_dataset
 from automl_core.errors import StorageError
+from automl_core.pruners import PromotingHalvingPruner
 from automl_core.samplers import CostAwareTPESampler, SecondsModel
 from automl_core.search import run_search, trial_reporter
 from automl_core.settings import SearchSettings
@@ -19,7 +20,7 @@ from automl_core.strategies import (
     StrategyContext,
     first_rung_thirds,
 )
-from automl_core.trials import COST_ATTR, read_trials
+from automl_core.trials import COST_ATTR, PROMOTED_FROM_ATTR, read_trials
 
 SPACE = SearchSpace.from_dict({"num_conv_layers": [1, 2], "filters": [4, 8], "latent_dim": [4]})
 
@@ -28,7 +29,7 @@ def test_multi_fidelity_strategy_reports_thirds_and_halves_successively():
     strategy = STRATEGIES["tpe-cost-asha"]
     context = StrategyContext(SPACE, 0, (8, 8, 1), 6, train_images=100)
     assert strategy.reports_per_epoch == 3 and strategy.prunes
-    assert isinstance(strategy.make_pruner(context), optuna.pruners.SuccessiveHalvingPruner)
+    assert isinstance(strategy.make_pruner(context), PromotingHalvingPruner)
     assert isinstance(strategy.make_sampler(context), CostAwareTPESampler)
     assert DEFAULT_STRATEGY in STRATEGIES
 
@@ -57,21 +58,34 @@ def test_first_rung_is_a_few_thousand_images_a_share_of_a_large_data_set():
     assert first_rung_thirds(50) == 3
 
 
-def test_successive_halving_stops_a_worse_trial_at_the_first_third_of_a_large_set():
+def _report_first_rung(study: optuna.Study, value: float) -> bool:
+    """Runs one trial to the first rung (a third of an epoch); True when it goes on."""
+    trial = study.ask()
+    reporter = trial_reporter(trial, True, None, max_epochs=6, reports_per_epoch=3)
+    try:
+        reporter.on_epoch_end(0, {"val_mse": value, "epochs": 1 / 3})
+    except optuna.TrialPruned:
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        return False
+    study.tell(trial, value)
+    return True
+
+
+def test_first_rung_waits_for_three_rivals_and_promotes_the_best_stopped_one():
     context = StrategyContext(SPACE, 0, (8, 8, 1), 6, train_images=45_000)
     study = optuna.create_study(pruner=STRATEGIES["tpe-cost-asha"].make_pruner(context))
-    pruned = []
-    for value in (0.01, 0.02, 0.5):
-        trial = study.ask()
-        reporter = trial_reporter(trial, True, None, max_epochs=6, reports_per_epoch=3)
-        try:
-            reporter.on_epoch_end(0, {"val_mse": value, "epochs": 1 / 3})
-            study.tell(trial, value)
-        except optuna.TrialPruned:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            pruned.append(value)
-    # the first reaches every rung unopposed; the worst of three is stopped at 1/3 epoch
-    assert 0.01 not in pruned and 0.5 in pruned
+    assert isinstance(study.pruner, PromotingHalvingPruner)
+    # the first two stop at the first rung: nothing to compare them with yet
+    assert [_report_first_rung(study, v) for v in (0.02, 0.01)] == [False, False]
+    assert study.pruner.promote(study) == 0
+    # the third is compared with them: the worst of three stops
+    assert _report_first_rung(study, 0.5) is False
+    assert study.pruner.promote(study) == 1  # the best of the three runs again
+    queued = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert [t.user_attrs[PROMOTED_FROM_ATTR] for t in queued] == [1]
+    assert study.pruner.promote(study) == 0  # once only
+    # a better fourth goes on at once
+    assert _report_first_rung(study, 0.001) is True
 
 
 class TestSecondsModel:
