@@ -523,17 +523,18 @@ def test_image_builds_and_serves_with_podman(tmp_path):
     build += ["--build-arg", f"BASE_IMAGE={base}", "-t", tag, "."]
     done = subprocess.run(build, cwd=ROOT, capture_output=True, text=True, timeout=3600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    config = json.loads(
+    inspected = json.loads(
         subprocess.run(
-            [*podman, "image", "inspect", tag, "--format", "{{json .Config}}"],
+            [*podman, "image", "inspect", tag],
             capture_output=True,
             text=True,
             timeout=60,
             check=True,
         ).stdout
-    )
+    )[0]
+    config = inspected["Config"]
     assert config["User"] == "automl"
-    probe = config["Healthcheck"]["Test"]
+    probe = inspected["Healthcheck"]["Test"]
     assert probe[0] == "CMD" and "_stcore/health" in probe[-1]
     rootfs = tmp_path / "rootfs"
     rootfs.mkdir()
