@@ -51,6 +51,7 @@ class ParameterSpec:
         rangeable: The sidebar offers it as a range as well as choices. Defaults to False.
         costly: It changes a model's work per image (the cost model reads these). Defaults
             to False.
+        group: The sidebar section it is shown in. Defaults to "Model".
     """
 
     name: str
@@ -66,6 +67,7 @@ class ParameterSpec:
     log: bool = False
     rangeable: bool = False
     costly: bool = False
+    group: str = "Model"
 
     @property
     def numeric(self) -> bool:
@@ -108,105 +110,105 @@ PARAMETERS: dict[str, ParameterSpec] = {
         ),
         ParameterSpec(
             "learning_rate", "float", 1e-3, (1e-3,), (1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
-            "Learning rate", "initial learning rate", log=True, rangeable=True,
+            "Learning rate", "initial learning rate", log=True, rangeable=True, group="Training",
         ),
         ParameterSpec(
             "batch_size", "int", 64, (64,), (16, 32, 64, 128), "Batch size",
-            "images per training step", maximum=4096,
+            "images per training step", maximum=4096, group="Training",
         ),
         ParameterSpec(
             "optimizer", "choice", "adam", ("adam",), tuple(OPTIMIZERS), "Optimizer",
-            "the optimizer", allowed=tuple(OPTIMIZERS),
+            "the optimizer", allowed=tuple(OPTIMIZERS), group="Training",
         ),
         ParameterSpec(
             "block", "choice", "pool", ("pool",), ("pool", "strided"), "Block",
             "pool: downsample and upsample as set; strided: shorthand for stride / transpose",
-            allowed=("pool", "strided"), costly=True,
+            allowed=("pool", "strided"), costly=True, group="Blocks",
         ),
         ParameterSpec(
             "downsample", "choice", "max-pool", ("max-pool",), _resampling("down"),
             "Downsampling", "how each encoder block halves the image",
-            allowed=_resampling("down"), costly=True,
+            allowed=_resampling("down"), costly=True, group="Blocks",
         ),
         ParameterSpec(
             "upsample", "choice", "resize", ("resize",), _resampling("up"), "Upsampling",
             "how each decoder block doubles it: resize + convolution (no checkerboard "
-            "artefacts) or transposed convolution", allowed=_resampling("up"), costly=True,
+            "artefacts) or transposed convolution", allowed=_resampling("up"), costly=True, group="Blocks",
         ),
         ParameterSpec(
             "batch_norm", "bool", False, (False,), (False, True), "Batch norm",
-            "batch normalisation after each convolution", costly=True,
+            "batch normalisation after each convolution", costly=True, group="Blocks",
         ),
         ParameterSpec(
             "residual", "bool", False, (False,), (False, True), "Residual",
-            "residual blocks: a second convolution and a skip connection", costly=True,
+            "residual blocks: a second convolution and a skip connection", costly=True, group="Blocks",
         ),
         ParameterSpec(
             "attention", "bool", False, (False,), (False, True), "Attention",
-            "self-attention over the bottleneck's positions", costly=True,
+            "self-attention over the bottleneck's positions", costly=True, group="Blocks",
         ),
         ParameterSpec(
             "dropout", "float", 0.0, (0.0,), (0.0, 0.1, 0.2, 0.3), "Dropout",
-            "dropout rate after each encoder block", maximum=0.9, allow_zero=True,
+            "dropout rate after each encoder block", maximum=0.9, allow_zero=True, group="Blocks",
         ),
         ParameterSpec(
             "bottleneck", "choice", "dense", ("dense",), ("dense", "conv"), "Bottleneck",
             "dense layer, or fully convolutional (a 1x1 convolution; latent_dim must be a "
-            "multiple of the bottleneck's positions)", allowed=("dense", "conv"), costly=True,
+            "multiple of the bottleneck's positions)", allowed=("dense", "conv"), costly=True, group="Blocks",
         ),
         ParameterSpec(
             "objective", "choice", "plain", ("plain",),
             ("plain", "denoising", "variational", "sparse"), "Objective",
             "plain reconstruction; denoising (noisy inputs, clean targets); variational (a "
             "VAE, KL weighted by kl_weight); sparse (an L1 penalty on the code)",
-            allowed=("plain", "denoising", "variational", "sparse"),
+            allowed=("plain", "denoising", "variational", "sparse"), group="Objective and loss",
         ),
         ParameterSpec(
             "noise", "float", 0.2, (0.2,), (0.1, 0.2, 0.3, 0.5), "Noise",
             "denoising: the Gaussian noise's standard deviation, or the share of masked "
-            "values", maximum=1.0,
+            "values", maximum=1.0, group="Objective and loss",
         ),
         ParameterSpec(
             "noise_type", "choice", "gaussian", ("gaussian",), ("gaussian", "masking"),
             "Noise type", "denoising: additive Gaussian noise or masking (values set to 0)",
-            allowed=("gaussian", "masking"),
+            allowed=("gaussian", "masking"), group="Objective and loss",
         ),
         ParameterSpec(
             "kl_weight", "float", 1.0, (1.0,), (0.1, 0.5, 1.0, 2.0), "KL weight",
             "variational: weight of the KL divergence to the prior", maximum=1000.0,
-            rangeable=True, log=True,
+            rangeable=True, log=True, group="Objective and loss",
         ),
         ParameterSpec(
             "sparsity", "float", 1e-4, (1e-4,), (1e-5, 1e-4, 1e-3), "Sparsity",
-            "sparse: weight of the L1 penalty on the code", maximum=10.0, log=True,
+            "sparse: weight of the L1 penalty on the code", maximum=10.0, log=True, group="Objective and loss",
         ),
         ParameterSpec(
             "loss", "choice", "mse", ("mse",), ("mse", "bce", "l1", "mse_ssim"), "Loss",
             "training loss: mean squared error, binary cross-entropy, L1, or MSE mixed with "
             "1 - SSIM (validation MSE ranks trials whatever the loss)",
-            allowed=("mse", "bce", "l1", "mse_ssim"),
+            allowed=("mse", "bce", "l1", "mse_ssim"), group="Objective and loss",
         ),
         ParameterSpec(
             "ssim_weight", "float", 0.5, (0.5,), (0.25, 0.5, 0.75), "SSIM weight",
-            "mse_ssim: the share of 1 - SSIM in the loss", maximum=1.0, allow_zero=True,
+            "mse_ssim: the share of 1 - SSIM in the loss", maximum=1.0, allow_zero=True, group="Objective and loss",
         ),
         ParameterSpec(
             "schedule", "choice", "constant", ("constant",),
             ("constant", "step", "cosine", "one_cycle"), "LR schedule",
             "learning-rate schedule after the warm-up",
-            allowed=("constant", "step", "cosine", "one_cycle"),
+            allowed=("constant", "step", "cosine", "one_cycle"), group="Training",
         ),
         ParameterSpec(
             "warmup_epochs", "int", 0, (0,), (0, 1, 2, 5), "Warm-up epochs",
-            "epochs of linear learning-rate warm-up", maximum=100, allow_zero=True,
+            "epochs of linear learning-rate warm-up", maximum=100, allow_zero=True, group="Training",
         ),
         ParameterSpec(
             "clip_norm", "float", 0.0, (0.0,), (0.0, 1.0, 5.0), "Clip norm",
-            "clip each gradient to this norm (0: off)", maximum=1e6, allow_zero=True,
+            "clip each gradient to this norm (0: off)", maximum=1e6, allow_zero=True, group="Training",
         ),
         ParameterSpec(
             "augment", "bool", False, (False,), (False, True), "Augment",
-            "light augmentation while training: random flips, shifts up to a tenth of a side",
+            "light augmentation while training: random flips, shifts up to a tenth of a side", group="Training",
         ),
     )
 }

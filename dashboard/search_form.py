@@ -101,14 +101,23 @@ def _parameter_ui(name: str) -> list | dict:
 
 
 def space_ui() -> tuple[dict, list[str]]:
-    """The search space and a list of problems (an empty choice names its parameter)."""
+    """The search space and a list of problems (an empty choice names its parameter).
+
+    One sidebar section per group of the parameter table; the first is open, the others
+    (blocks, objective and loss, training recipe) start folded with their defaults.
+    """
     spec, problems = {}, []
-    with st.sidebar.expander("Search space", expanded=True):
-        for name, parameter in PARAMETERS.items():
-            value = _parameter_ui(name)
-            if isinstance(value, list) and not value:
-                problems.append(f"Choose at least one value for {name} ({parameter.label}).")
-            spec[name] = value
+    groups = list(dict.fromkeys(p.group for p in PARAMETERS.values()))
+    for index, group in enumerate(groups):
+        title = "Search space" if index == 0 else f"Search space: {group.lower()}"
+        with st.sidebar.expander(title, expanded=index == 0):
+            for name, parameter in PARAMETERS.items():
+                if parameter.group != group:
+                    continue
+                value = _parameter_ui(name)
+                if isinstance(value, list) and not value:
+                    problems.append(f"Choose at least one value for {name} ({parameter.label}).")
+                spec[name] = value
     return spec, problems
 
 
