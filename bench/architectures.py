@@ -37,17 +37,15 @@ PLAIN_SPACE = {
 }
 RICH_SPACE = {
     **PLAIN_SPACE,
-    "activation": ["relu", "elu", "gelu", "swish", "sigmoid", "tanh"],
     "kernel_size": [3, 5],
-    "downsample": ["max-pool", "avg-pool", "stride"],
+    "downsample": ["max-pool", "stride"],
     "upsample": ["resize", "transpose"],
     "batch_norm": [False, True],
     "residual": [False, True],
     "loss": ["mse", "mse_ssim"],
     "ssim_weight": [0.2],
-    "optimizer": ["adam", "adamw", "lion"],
+    "optimizer": ["adam", "adamw"],
     "schedule": ["constant", "cosine"],
-    "warmup_epochs": [0, 1],
 }
 MAX_EPOCHS = 20
 
