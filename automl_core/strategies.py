@@ -16,7 +16,9 @@ import optuna
 from automl_core.errors import ConfigError
 from automl_core.space import SearchSpace
 
-DEFAULT_STRATEGY = "tpe-cost"
+# multi-fidelity by default: on a slow machine a full trial can take a minute, and a search
+# must compare many configurations in its first minutes (bench/RESULTS.md, issue 12)
+DEFAULT_STRATEGY = "tpe-cost-asha"
 
 
 @dataclass(frozen=True)
