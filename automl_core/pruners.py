@@ -45,6 +45,8 @@ class PromotingHalvingPruner(optuna.pruners.BasePruner):
         """Whether the trial stops at its latest report."""
         # asked first in any case: it records the trial's value at the rung for its rivals
         halving = self._halving.prune(study, trial)
+        if trial.last_step == self.min_resource and PROMOTED_FROM_ATTR in trial.user_attrs:
+            return False  # promoted past this rung already: its re-run is not judged again
         if trial.last_step == self.min_resource:
             if len(self._first_rung(study)) < self.min_rivals:
                 return True  # stopped, and promoted later if it proves among the best

@@ -240,7 +240,8 @@ def _objective(
         touch_study(study)
         config = space.suggest(trial)
         trial.set_user_attr(CONFIG_ATTR, config.to_dict())
-        earlier = finished_twin(read_trials(study), config.to_dict())
+        records = read_trials(study)
+        earlier = finished_twin(records, config.to_dict())
         if earlier is not None:
             # samplers may propose a configuration again; training is seeded, so reuse it
             trial.set_user_attr(METRICS_ATTR, earlier.metrics)
@@ -248,9 +249,15 @@ def _objective(
             trial.set_user_attr(DUPLICATE_ATTR, earlier.number)
             values = earlier.values or ()
             return values[0] if len(values) == 1 else tuple(values)
+        # the last trial of a trial budget with no model yet is not pruned: a search always
+        # ends with at least one trained model
+        last_chance = not any(r.state == "COMPLETE" and r.has_model for r in records) and (
+            BudgetCount.of(records).done + BudgetCount.of(records).running
+            >= settings.trial_budget()
+        )
         reporter = trial_reporter(
             trial,
-            prune=strategy.prunes,
+            prune=strategy.prunes and not last_chance,
             deadline=study.user_attrs.get(DEADLINE_ATTR),
             max_epochs=settings.max_epochs,
             reports_per_epoch=strategy.reports_per_epoch,
