@@ -186,7 +186,7 @@ def test_ctrl_c_stops_the_search_and_a_rerun_resumes(runs_dir):
         "--trials",
         "2",
         "--max-epochs",
-        "3",
+        "20",  # trials long enough to be interrupted: training is fast
         "--filters",
         "4",
         "--latent-dim",
