@@ -220,7 +220,7 @@ def test_upload_needing_too_much_memory_kills_only_the_child(runs_dir, monkeypat
     ):
         uploads.save_upload("data.npz", bomb)
     assert saved.read_bytes() == good  # nothing already saved is lost
-    assert sorted(p.name for p in saved.parent.iterdir()) == ["data.npz"]
+    assert sorted(p.name for p in saved.parent.iterdir()) == [saved.name]  # no partial left
 
 
 def _child_startup(tmp_path, monkeypatch, code: str) -> None:
