@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from automl_core.errors import ConfigError
 
@@ -306,3 +307,36 @@ def interpolate(z_from: np.ndarray, z_to: np.ndarray, steps: int = 8) -> np.ndar
         )
     t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
     return (1 - t) * z_from[None] + t * z_to[None]
+
+
+# the bottleneck sliders reach this share of each unit's range beyond its observed values
+SLIDER_MARGIN = 0.25
+
+
+def slider_ranges(
+    codes: np.ndarray, margin: float = SLIDER_MARGIN
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-unit (low, high) for editing a code by hand: the observed range, widened.
+
+    Args:
+        codes: (N, latent_dim) codes of a split.
+        margin: Share of each unit's range added on both sides. Defaults to 0.25.
+
+    Returns:
+        ``(low, high)``, each (latent_dim,); a unit that never varies still gets a span.
+    """
+    low, high = codes.min(axis=0), codes.max(axis=0)
+    pad = (high - low) * margin + 1e-3
+    return low - pad, high + pad
+
+
+def projection_table(projection: Projection, labels: np.ndarray | None = None) -> pd.DataFrame:
+    """A projection's 2-D points as a table (``index``, ``x``, ``y``, ``label``) for download."""
+    return pd.DataFrame(
+        {
+            "index": np.arange(len(projection.points)),
+            "x": projection.points[:, 0],
+            "y": projection.points[:, 1],
+            "label": labels if labels is not None else None,
+        }
+    )

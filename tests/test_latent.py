@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from automl_core import charts
+from automl_core import charts, latent
 from automl_core.errors import ConfigError
 from automl_core.latent import (
     PROJECTIONS,
@@ -120,3 +120,17 @@ def test_interpolate_ends_and_steps():
         interpolate(np.zeros(3), np.ones(3), steps=1)
     with pytest.raises(ConfigError, match="same shape"):
         interpolate(np.zeros(3), np.ones(4))
+
+
+def test_slider_ranges_widen_the_observed_range_and_span_constant_units():
+    codes = np.array([[0.0, 5.0], [1.0, 5.0]])
+    low, high = latent.slider_ranges(codes, margin=0.5)
+    assert low[0] == pytest.approx(-0.501) and high[0] == pytest.approx(1.501)
+    assert high[1] - low[1] == pytest.approx(0.002)
+
+
+def test_projection_table_has_one_row_per_point():
+    projection = latent.latent_projection(np.random.default_rng(0).random((6, 3)), "pca", seed=0)
+    table = latent.projection_table(projection, np.arange(6))
+    assert list(table.columns) == ["index", "x", "y", "label"] and len(table) == 6
+    assert table["label"].tolist() == list(range(6))
