@@ -326,7 +326,7 @@ def study_report(study: optuna.Study) -> str:
         The HTML text.
     """
     from automl_core.charts import study_figures
-    from automl_core.leaderboard import study_chart_plan
+    from automl_core.leaderboard import chart_sample, study_chart_plan
     from automl_core.results import trials_frame
 
     _PLOTLY_INCLUDED.clear()
@@ -349,8 +349,9 @@ def study_report(study: optuna.Study) -> str:
         table,
     ]
     plan = study_chart_plan(study)
-    figures = study_figures(study, plan)
-    for note in plan.notes:
+    sample = chart_sample(study)
+    figures = study_figures(study, plan, sample)
+    for note in plan.notes + ((sample.note,) if sample.note else ()):
         parts.append(f"<p><em>{html.escape(note)}</em></p>")
     for title in ("Optimization history", "Parameter importances", "Pareto front"):
         if title in figures:

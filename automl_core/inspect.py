@@ -15,7 +15,6 @@ import pandas as pd
 
 from automl_core.errors import ConfigError, DatasetError
 from automl_core.metrics import ReconstructionScores
-from automl_core.models import encoder_conv_layers
 
 
 @dataclass(frozen=True)
@@ -53,6 +52,8 @@ def encoder_filters(model) -> list[LayerFilters]:
     Returns:
         One :class:`LayerFilters` per encoder convolution.
     """
+    from automl_core.models import encoder_conv_layers  # Keras only where a model is read
+
     out = []
     for layer in encoder_conv_layers(model):
         kernel, bias = (np.asarray(w) for w in layer.get_weights())

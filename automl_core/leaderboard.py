@@ -13,7 +13,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from automl_core import store, trials
+from automl_core import limits, store, trials
 from automl_core.errors import AutoMLError
 from automl_core.results import EMPTY_COLUMNS, METRIC_COLUMNS, sort_trials, trials_frame
 
@@ -211,6 +211,53 @@ def study_chart_plan(study: optuna.Study) -> StudyChartPlan:
         charts.append("Pareto front")
     few = len(study.get_trials(deepcopy=False)) <= 20
     return StudyChartPlan(tuple(charts), tuple(notes), multi, names, few)
+
+
+@dataclass(frozen=True)
+class ChartSample:
+    """The trials a large study's charts are drawn from.
+
+    Optuna's parallel coordinates and the importances slow down with every trial (10,000
+    trials take minutes); above :func:`limits.get` ``("max_chart_trials")`` finished trials
+    they are drawn from an in-memory copy holding the best half and an even spread of the
+    rest, and the history from every trial's (number, value).
+
+    Attributes:
+        study: What the parallel coordinates and importances draw (the study itself when small).
+        history: ``(trial number, first objective)`` of every finished trial when sampled,
+            else None (the history is then Optuna's own chart of the study).
+        note: What was left out, for a caption; None when nothing was.
+    """
+
+    study: optuna.Study
+    history: tuple[tuple[int, float], ...] | None = None
+    note: str | None = None
+
+
+def chart_sample(study: optuna.Study) -> ChartSample:
+    """The study itself, or a bounded sample of its finished trials (see :class:`ChartSample`)."""
+    limit = limits.get("max_chart_trials")
+    finished = _finished(study)
+    if len(finished) <= limit:
+        return ChartSample(study)
+    ranked = sorted(finished, key=lambda t: t.values[0])
+    if len(study.directions) > 1:  # keep the Pareto front first
+        front = {t.number for t in study.best_trials}
+        ranked = sorted(finished, key=lambda t: (t.number not in front, t.values[0]))
+    best, rest = ranked[: limit // 2], sorted(ranked[limit // 2 :], key=lambda t: t.number)
+    step = len(rest) / (limit - len(best))
+    spread = [rest[int(i * step)] for i in range(limit - len(best))]
+    copy = optuna.create_study(directions=study.directions)
+    copy.add_trials(sorted(best + spread, key=lambda t: t.number))
+    if store.SETTINGS_ATTR in study.user_attrs:
+        copy.set_user_attr(store.SETTINGS_ATTR, study.user_attrs[store.SETTINGS_ATTR])
+    note = (
+        f"Parallel coordinates and importances are drawn from {limit:,} of the "
+        f"{len(finished):,} finished trials (the best {len(best):,} and {len(spread):,} spread "
+        "evenly over the rest); the table and the history have every trial."
+    )
+    history = tuple((t.number, float(t.values[0])) for t in finished)
+    return ChartSample(copy, history, note)
 
 
 def _second_objective_name(study: optuna.Study) -> str:

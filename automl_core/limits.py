@@ -103,6 +103,13 @@ _limit(
     "largest autoencoder a trial may build; a bigger one fails with that reason",
 )
 _limit(
+    "max_chart_trials",
+    1_000,
+    "trials",
+    "most finished trials the Leaderboard's parallel coordinates and importances are drawn "
+    "from (the best half and an even spread of the rest); the table keeps every trial",
+)
+_limit(
     "max_consecutive_failures",
     5,
     "trials",

@@ -292,6 +292,7 @@ def _objective(
                 trained.history,
                 metrics,
                 config.to_dict(),
+                trained.preview,
             )
         except StorageError as exc:
             trial.set_user_attr(FAIL_REASON_ATTR, str(exc))

@@ -28,11 +28,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import sqlalchemy.exc
 from sqlalchemy.engine import make_url
 
-from automl_core.errors import ArtifactMissing, ConfigError, StorageError
+from automl_core.errors import ArtifactMissing, AutoMLError, ConfigError, StorageError
 from automl_core.trials import ARTIFACT_ATTR
 
 STUDY_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -449,8 +450,19 @@ def study_artifact_folder(study: optuna.Study) -> str:
     return f"{name}-{key}" if key else name
 
 
+# reconstructions of the first test images saved beside a trial's model (preview.npy)
+PREVIEW_IMAGES = 10
+
+
 def save_trial_artifacts(
-    root: Path, folder: str, number: int, model, history: dict, metrics: dict, config: dict
+    root: Path,
+    folder: str,
+    number: int,
+    model,
+    history: dict,
+    metrics: dict,
+    config: dict,
+    preview: np.ndarray | None = None,
 ) -> str:
     """Writes a trial's model, history, metrics and configuration, all or nothing.
 
@@ -466,6 +478,8 @@ def save_trial_artifacts(
         history: Per-epoch losses.
         metrics: The trial's metrics.
         config: The trial's configuration.
+        preview: The model's reconstructions of the first test images, floats in [0, 1]
+            (saved as 8-bit ``preview.npy``; see :func:`load_trial_preview`). Optional.
 
     Returns:
         The trial folder relative to ``root``, as stored in the trial row.
@@ -487,6 +501,9 @@ def save_trial_artifacts(
             ("config.json", config),
         ):
             (staging / filename).write_text(json.dumps(payload, indent=2), encoding="utf-8")
+        if preview is not None:
+            pixels = np.clip(np.asarray(preview, dtype=np.float32)[:PREVIEW_IMAGES], 0.0, 1.0)
+            np.save(staging / "preview.npy", np.round(pixels * 255).astype(np.uint8))
         if target.exists():
             raise StorageError(f"the artifact folder {target} already exists; it is left as is")
         staging.rename(target)
@@ -525,6 +542,27 @@ def load_trial_model(study: optuna.Study, number: int):
         raise ArtifactMissing(
             f"the model file of trial {number} of study {study.study_name!r} cannot be read ({exc})"
         ) from exc
+
+
+def load_trial_preview(study: optuna.Study, number: int) -> np.ndarray | None:
+    """A trial's saved reconstructions of the first test images, without loading its model.
+
+    Args:
+        study: The study.
+        number: The trial number.
+
+    Returns:
+        (N, H, W, C) float32 images in [0, 1], or None when the trial has no readable preview
+        (trained before previews were saved, or the file is damaged): load the model instead.
+    """
+    try:
+        folder = trial_artifact_dir(study, get_trial(study, number))
+        pixels = np.load(folder / "preview.npy", allow_pickle=False)
+    except (AutoMLError, OSError, ValueError):
+        return None
+    if pixels.dtype != np.uint8 or pixels.ndim != 4:
+        return None
+    return pixels.astype(np.float32) / 255.0
 
 
 def load_trial_history(study: optuna.Study, number: int) -> dict[str, list[float]]:

@@ -15,6 +15,7 @@ from automl_core.metrics import reconstruction_scores
 from automl_core.models import Autoencoder, build_autoencoder
 from automl_core.recipes import augmenter, make_loss, make_schedule
 from automl_core.space import OPTIMIZERS, ModelConfig
+from automl_core.store import PREVIEW_IMAGES
 
 EARLY_STOPPING_PATIENCE = 3
 # many small steps per graph call: per-step overhead dominates models this small
@@ -60,6 +61,9 @@ class TrainedModel:
     models: Autoencoder
     history: dict[str, list[float]] = field(default_factory=dict)
     metrics: TrialMetrics | None = None
+    # reconstructions of the first test images, saved with the model so that pages can show
+    # them without loading it (see store.load_trial_preview)
+    preview: np.ndarray | None = None
 
 
 def make_optimizer(
@@ -170,7 +174,8 @@ def train_autoencoder(
     val_mse = fitted.val_mse
     if not math.isfinite(val_mse):
         raise TrialFailure(f"diverged: validation MSE is {val_mse}")
-    scores = reconstruction_scores(dataset.x_test, reconstruct(models.autoencoder, dataset.x_test))
+    rebuilt = reconstruct(models.autoencoder, dataset.x_test)
+    scores = reconstruction_scores(dataset.x_test, rebuilt)
     metrics = TrialMetrics(
         val_mse=val_mse,
         test_psnr=float(scores.psnr.mean()),
@@ -182,4 +187,4 @@ def train_autoencoder(
         epochs=math.ceil(fitted.epochs_run - 1e-9),
         best_epoch=max(1, math.ceil(history["epochs"][fitted.best_index] - 1e-9)),
     )
-    return TrainedModel(config, models, history, metrics)
+    return TrainedModel(config, models, history, metrics, rebuilt[:PREVIEW_IMAGES])

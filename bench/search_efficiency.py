@@ -1,13 +1,16 @@
 """Search efficiency: every strategy under the same wall-clock budget against the full grid.
 
 On ``mnist-5k`` (3,900 train / 1,000 validation / 100 test images, shuffled with seed 0) and
-one shared space (1-3 conv layers, 8/16/32/64 filters, relu/elu/sigmoid/tanh, latent
-8/16/32/64, learning rate 1e-4..1e-2 log), each strategy runs as its own process for the same
-budget (300 s by default). Next to them, the exhaustive seed grid (1-2 layers, 16/32 filters,
-relu/sigmoid, latent 8/16) runs to completion. Prints, per strategy, the best validation MSE
-and when it was first reached, then the peak memory of one process over 50 tiny trials.
+one space, each strategy runs as its own process for the same budget (300 s by default):
+``--space shared`` (1-3 conv layers, 8/16/32/64 filters, relu/elu/sigmoid/tanh, latent
+8/16/32/64, learning rate 1e-4..1e-2 log) or ``--space rich`` (the shared space plus the
+architecture and recipe options of ``bench/architectures.py``, which gives ``darts`` its
+operation choices). Next to them, the exhaustive seed grid (1-2 layers, 16/32 filters,
+relu/sigmoid, latent 8/16) runs to completion. Prints the machine's speed first, then, per
+strategy, the best validation MSE and when it was first reached (a strategy that refuses the
+space is listed with its message), then the peak memory of one process over 50 tiny trials.
 
-    python bench/search_efficiency.py [--budget 300] [--strategies hyperband,random,...]
+    python bench/search_efficiency.py [--budget 300] [--space rich] [--strategies random,...]
     python bench/search_efficiency.py --memory-only
 """
 
@@ -39,6 +42,7 @@ SEED_GRID = {
     "activation": ["relu", "sigmoid"],
     "latent_dim": [8, 16],
 }
+SPACES = {"shared": SHARED_SPACE}  # "rich" is read from bench/architectures.py when asked for
 SPLIT = {"val_fraction": 0.2, "test_fraction": 0.02}
 MAX_EPOCHS = 20
 
@@ -58,14 +62,13 @@ run_search(settings)
 """
     env = {**os.environ, "AUTOML_HOME": str(home / strategy), "TF_CPP_MIN_LOG_LEVEL": "3"}
     started = time.time()
-    subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    finished = subprocess.run(
+        [sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     wall = time.time() - started
+    if finished.returncode != 0:
+        lines = finished.stderr.decode(errors="replace").strip().splitlines()
+        return {"strategy": strategy, "refused": lines[-1] if lines else "no message"}
     import optuna
 
     from automl_core import store
@@ -90,6 +93,32 @@ run_search(settings)
         "curve": curve,
         **counts,
     }
+
+
+def machine_speed() -> float:
+    """GFLOP/s of a 2048x2048 float32 matmul (machines of this kind differ ~3x by day)."""
+    import numpy as np
+
+    a = np.random.default_rng(0).random((2048, 2048), dtype=np.float32)
+    a @ a
+    started = time.perf_counter()
+    for _ in range(3):
+        a @ a
+    return 3 * 2 * 2048**3 / (time.perf_counter() - started) / 1e9
+
+
+def runnable_strategies() -> list[str]:
+    """Every registered strategy but the grid whose optional extra is installed."""
+    import importlib.util
+
+    from automl_core.strategies import STRATEGIES
+
+    return [
+        name
+        for name, strategy in STRATEGIES.items()
+        if not strategy.needs_grid
+        and (strategy.requires is None or importlib.util.find_spec(strategy.requires))
+    ]
 
 
 def time_to_reach(curve: list[tuple[float, float]], target: float) -> float | None:
@@ -143,7 +172,10 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=300.0)
-    parser.add_argument("--strategies", default="tpe-cost,tpe,hyperband,asha,random,nsga2")
+    parser.add_argument("--space", choices=["shared", "rich"], default="shared")
+    parser.add_argument(
+        "--strategies", default=None, help="comma-separated; default: every registered one"
+    )
     parser.add_argument("--memory-only", action="store_true")
     parser.add_argument(
         "--reuse-grid",
@@ -153,9 +185,22 @@ def main() -> None:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--out", default=None, help="also write the raw results as JSON here")
     args = parser.parse_args()
+    if args.space == "rich":
+        sys.path.insert(0, str(ROOT / "bench"))
+        from architectures import RICH_SPACE
+
+        SPACES["rich"] = RICH_SPACE
+    space = SPACES[args.space]
+    cores = len(os.sched_getaffinity(0))
+    print(
+        f"machine: {machine_speed():.0f} GFLOP/s (2048x2048 float32 matmul), {cores} of "
+        f"{os.cpu_count()} cores usable, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+        f"space {args.space}: {json.dumps(space)}",
+        flush=True,
+    )
     results = []
     if not args.memory_only:
-        home = ROOT / "bench" / "out" / "search_efficiency"
+        home = ROOT / "bench" / "out" / f"search_efficiency_{args.space}"
         if home.exists():
             import shutil
 
@@ -173,17 +218,21 @@ def main() -> None:
             f"best val MSE {grid['best']:.5f} (first reached at {grid['first_at']:.0f} s)",
             flush=True,
         )
-        for strategy in args.strategies.split(","):
-            results.append(run_one(strategy, SHARED_SPACE, args.budget, home))
-            print(f"  done: {strategy}", flush=True)
-        random_best = next((r["best"] for r in results if r["strategy"] == "random"), None)
+        names = args.strategies.split(",") if args.strategies else runnable_strategies()
+        for strategy in names:
+            results.append(run_one(strategy, space, args.budget, home))
+            print(f"  done: {strategy} {results[-1].get('refused', '')}", flush=True)
+        ran = [r for r in results if "refused" not in r]
+        random_best = next((r["best"] for r in ran if r["strategy"] == "random"), None)
         print(
-            f"\nbudget {args.budget:.0f} s per strategy, {os.cpu_count()} CPUs, max {MAX_EPOCHS} epochs"
+            f"\nbudget {args.budget:.0f} s per strategy, {cores} cores, max {MAX_EPOCHS} epochs, "
+            f"space {args.space}"
         )
         print(
-            f"{'strategy':12s} {'best val MSE':>12s} {'first at s':>10s} {'beats grid at s':>15s} "
-            f"{'vs grid time':>12s} {'vs random':>9s} {'done/pruned/failed':>19s}"
+            "| strategy | best val MSE | first at (s) | beats grid at (s) | vs grid time | "
+            "vs random | complete/pruned/failed |"
         )
+        print("|---|---:|---:|---:|---:|---:|---|")
         rows = [
             {
                 "strategy": "grid (full)",
@@ -191,7 +240,7 @@ def main() -> None:
                     k: grid[k] for k in ("best", "first_at", "curve", "COMPLETE", "PRUNED", "FAIL")
                 },
             }
-        ] + results
+        ] + ran
         for r in rows:
             reach = (
                 time_to_reach(r["curve"], grid["best"] * (1 - 1e-9)) if r is not rows[0] else None
@@ -200,10 +249,13 @@ def main() -> None:
             vs_random = f"{r['best'] / random_best:.2f}" if random_best else "-"
             name = r["strategy"] + (" *" if r["strategy"] == DEFAULT_STRATEGY else "")
             print(
-                f"{name:12s} {r['best']:12.5f} {r['first_at']:10.0f} "
-                f"{(f'{reach:.0f}' if reach is not None else 'never'):>15s} {ratio:>12s} "
-                f"{vs_random:>9s} {r['COMPLETE']:>7d}/{r['PRUNED']}/{r['FAIL']:<9d}"
+                f"| {name} | {r['best']:.5f} | {r['first_at']:.0f} | "
+                f"{(f'{reach:.0f}' if reach is not None else 'never')} | {ratio} | "
+                f"{vs_random} | {r['COMPLETE']}/{r['PRUNED']}/{r['FAIL']} |"
             )
+        for r in results:
+            if "refused" in r:
+                print(f"| {r['strategy']} | refused: {r['refused']} |||||")
         print(
             "* the default strategy; 'vs grid time' = time to beat the grid's best / grid's total time"
         )

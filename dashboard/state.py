@@ -205,12 +205,13 @@ def study_figures(study_name: str, url: str, version: tuple):
     """Optuna's figures of a study and notes on those left out; ``version`` (see
     :func:`board_version`) keys the redraw."""
     from automl_core.charts import study_figures as draw
-    from automl_core.leaderboard import study_chart_plan
+    from automl_core.leaderboard import chart_sample, study_chart_plan
 
     study = load_study(study_name, url)
     plan = study_chart_plan(study)
-    figures = draw(study, plan)
-    notes = list(plan.notes)
+    sample = chart_sample(study)
+    figures = draw(study, plan, sample)
+    notes = list(plan.notes) + ([sample.note] if sample.note else [])
     notes += [
         f"{name} could not be computed for this study."
         for name in plan.charts
@@ -221,10 +222,21 @@ def study_figures(study_name: str, url: str, version: tuple):
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def reconstructions(study_name: str, trial_number: int, url: str, count: int):
-    """A trial's reconstructions of the first ``count`` test images of its study (cached)."""
+    """A trial's reconstructions of the first ``count`` test images of its study (cached).
+
+    Read from the preview saved with the trial when it holds enough images (no model, so no
+    TensorFlow, on the landing page); otherwise the model reconstructs them.
+    """
     from automl_core.leaderboard import reconstruct
 
     images = load_study_dataset(study_name, url).x_test[:count]
+    preview = store.load_trial_preview(load_study(study_name, url), trial_number)
+    if (
+        preview is not None
+        and len(preview) >= len(images)
+        and preview.shape[1:] == images.shape[1:]
+    ):
+        return preview[: len(images)]
     return reconstruct(load_model(study_name, trial_number, url), images)
 
 

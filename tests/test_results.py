@@ -158,3 +158,36 @@ class TestStorageVersion:
         assert leaderboard.storage_version("nope", f"sqlite:///{runs_dir / 'v.db'}") == (
             "missing",
         )
+
+
+class TestChartSample:
+    """Large studies' charts are drawn from a bounded sample (limit ``max_chart_trials``)."""
+
+    def _study(self, n):
+        study = optuna.create_study()
+        for i in range(n):
+            _add(study, TrialState.COMPLETE, [4, 8, 16][i % 3], 0.1 + (i * 7919 % n) / n)
+        return study
+
+    def test_at_the_limit_the_study_is_drawn_whole(self, monkeypatch):
+        monkeypatch.setenv("AUTOML_MAX_CHART_TRIALS", "30")
+        study = self._study(30)
+        sample = leaderboard.chart_sample(study)
+        assert sample.study is study and sample.history is None and sample.note is None
+
+    def test_above_the_limit_keeps_the_best_half_and_a_spread(self, monkeypatch):
+        monkeypatch.setenv("AUTOML_MAX_CHART_TRIALS", "30")
+        study = self._study(31 * 3)
+        sample = leaderboard.chart_sample(study)
+        kept = sorted(t.values[0] for t in sample.study.trials)
+        every = sorted(t.values[0] for t in study.trials)
+        assert len(kept) == 30 and kept[:15] == every[:15]
+        assert len(sample.history) == 93 and "30 of the 93 finished trials" in sample.note
+        figures = charts.study_figures(study, leaderboard.study_chart_plan(study), sample)
+        assert list(figures) == [
+            "Optimization history",
+            "Parallel coordinates",
+            "Parameter importances",
+        ]
+        history = figures["Optimization history"]
+        assert len(history.data[0].x) == 93 and min(history.data[1].y) == every[0]
