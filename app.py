@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard.auth import login_ui
-from dashboard.state import follow_deep_link, mark_routed, shown_errors
+from dashboard.state import follow_deep_link, mark_routed, shown_errors, start_warm_up
 
 ROOT = Path(__file__).resolve().parent
 SECTIONS = {
@@ -45,3 +45,4 @@ follow_deep_link(by_file)
 with shown_errors():  # each page catches its own; this is the last edge
     login_ui()  # shared mode: who acts (the core checks every action's role itself)
     navigation.run()
+start_warm_up()  # after the page is drawn: compile UMAP before a visitor asks for it

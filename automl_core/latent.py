@@ -6,6 +6,8 @@ parameter widgets come from :data:`PROJECTIONS`.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,9 +115,25 @@ def _tsne(latents: np.ndarray, seed: int, perplexity: float = 30.0):
     return _tsne_points(latents, seed, perplexity), {"perplexity": perplexity}, notices
 
 
+def _threads(at_most: int = 2) -> int:
+    """Threads a projection may use: at most ``at_most``, and no more than the cores this
+    process may run on (numba refuses more threads than that)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(at_most, cores))
+
+
+# openTSNE's optimisation: 250 early-exaggeration iterations, then TSNE_ITERATIONS more
+# (its default is 500). On 5,000 latent points of mnist-5k, 250 gave the same 10-NN label
+# accuracy in the map as 500 (0.919 both) in well under half the time.
+TSNE_ITERATIONS = 250
+
+
 def _tsne_points(latents: np.ndarray, seed: int, perplexity: float) -> np.ndarray:
-    """t-SNE with openTSNE's FFT-accelerated gradients when installed (5,000 points in
-    seconds), else scikit-learn's Barnes-Hut (about ten times slower at that size)."""
+    """t-SNE with openTSNE when installed (Barnes-Hut below 10,000 points, FFT above; 5,000
+    points in seconds), else scikit-learn's Barnes-Hut (about ten times slower)."""
     data = np.ascontiguousarray(latents, dtype=np.float64)
     try:
         from openTSNE import TSNE as OpenTSNE
@@ -126,14 +144,15 @@ def _tsne_points(latents: np.ndarray, seed: int, perplexity: float) -> np.ndarra
             n_components=2,
             perplexity=perplexity,
             initialization="pca",
+            n_iter=TSNE_ITERATIONS,
             random_state=seed,
-            n_jobs=2,
+            n_jobs=_threads(),
             verbose=False,
         ).fit(data)
         return np.asarray(embedding, dtype=np.float32)
     from sklearn.manifold import TSNE
 
-    tsne = TSNE(2, perplexity=perplexity, init="pca", random_state=seed, n_jobs=2)
+    tsne = TSNE(2, perplexity=perplexity, init="pca", random_state=seed, n_jobs=_threads())
     return tsne.fit_transform(data).astype(np.float32)
 
 
@@ -148,8 +167,7 @@ def _tsne_points(latents: np.ndarray, seed: int, perplexity: float) -> np.ndarra
 def _umap(latents: np.ndarray, seed: int, n_neighbors: int = 15, min_dist: float = 0.1):
     import warnings
 
-    import umap
-
+    umap = import_umap()
     notices = []
     n = len(latents)
     if n < 4:
@@ -165,7 +183,7 @@ def _umap(latents: np.ndarray, seed: int, n_neighbors: int = 15, min_dist: float
         n_components=2,
         n_neighbors=n_neighbors,
         min_dist=float(min_dist),
-        n_jobs=2,
+        n_jobs=_threads(),
         init="spectral" if n > n_neighbors + 2 else "random",
     )
     with warnings.catch_warnings():
@@ -173,6 +191,36 @@ def _umap(latents: np.ndarray, seed: int, n_neighbors: int = 15, min_dist: float
         points = reducer.fit_transform(latents)
     used = {"n_neighbors": n_neighbors, "min_dist": float(min_dist)}
     return np.asarray(points, dtype=np.float32), used, notices
+
+
+def import_umap():
+    """The ``umap`` module, imported without its TensorFlow-based ``ParametricUMAP``.
+
+    ``umap``'s package imports ``ParametricUMAP`` (and with it TensorFlow, ~10 s) whenever
+    TensorFlow is installed; nothing here uses it, so that submodule is marked absent before
+    the first import and ``umap`` falls back to its placeholder class.
+    """
+    if "umap" not in sys.modules:
+        sys.modules.setdefault("umap.parametric_umap", None)
+    import umap
+
+    return umap
+
+
+# below 4,096 points UMAP finds neighbours exactly, above with NN-descent: both paths compile
+WARM_UP_SIZES = (300, 4_200)
+
+
+def warm_up_umap(seed: int = 0) -> None:
+    """Runs UMAP once per neighbour-search path on random points, so that numba compiles its
+    kernels (20-30 s on 2 cores) before a visitor's first UMAP instead of during it.
+
+    The compiled code lives in the process: a dashboard calls this in a background thread
+    when it starts (see ``dashboard.state.start_warm_up``).
+    """
+    rng = np.random.default_rng(seed)
+    for size in WARM_UP_SIZES:
+        _umap(rng.random((size, 8), dtype=np.float32), seed)
 
 
 def projection_params(method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:

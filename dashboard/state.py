@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +18,8 @@ from automl_core.errors import AutoMLError
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEMO_DIR = ASSETS / "demo"
 DEMO_STUDY = "demo-mnist-5k"
+# AUTOML_WARM_UP=0 turns off compiling UMAP in the background when the server starts
+WARM_UP_ENV = "AUTOML_WARM_UP"
 
 
 def storage_url() -> str:
@@ -341,3 +346,29 @@ def strategy_views(study_name: str, url: str, version: tuple) -> list[tuple[str,
             views.append(("Derived architecture", derived))
         return views
     return []
+
+
+@st.cache_resource(show_spinner=False)
+def start_warm_up() -> threading.Thread | None:
+    """Compiles UMAP's kernels in a background thread, once per server process.
+
+    Called by ``app.py`` after the first page is drawn, so a visitor's first UMAP does not
+    wait for numba; the thread runs at a lower priority and any failure is only logged.
+    Returns None when ``AUTOML_WARM_UP=0`` (the tests set it).
+    """
+    if os.environ.get(WARM_UP_ENV, "1") == "0":
+        return None
+    thread = threading.Thread(target=_warm_up, name="umap-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+def _warm_up() -> None:
+    from automl_core.latent import warm_up_umap
+
+    with contextlib.suppress(OSError, AttributeError):  # nice a thread: Linux only
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    try:
+        warm_up_umap()
+    except Exception:  # a missing or broken umap shows on the page that asks for it
+        logging.getLogger(__name__).warning("UMAP warm-up failed", exc_info=True)

@@ -6,6 +6,8 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# no background UMAP compile in every AppTest process (tests/test_latent.py tests it)
+os.environ.setdefault("AUTOML_WARM_UP", "0")
 
 import pytest  # noqa: E402
 

@@ -134,3 +134,48 @@ def test_projection_table_has_one_row_per_point():
     table = latent.projection_table(projection, np.arange(6))
     assert list(table.columns) == ["index", "x", "y", "label"] and len(table) == 6
     assert table["label"].tolist() == list(range(6))
+
+
+def test_umap_is_imported_without_tensorflow():
+    """``import_umap`` skips umap's TensorFlow-based ParametricUMAP (~10 s of import)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from automl_core.latent import import_umap; umap = import_umap(); "
+        "print(hasattr(umap, 'UMAP'), 'tensorflow' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    ).stdout.split()
+    assert out == ["True", "False"]
+
+
+def test_warm_up_runs_both_neighbour_paths(monkeypatch):
+    """The warm-up projects random points below and above UMAP's exact-neighbours size."""
+    from automl_core import latent
+
+    sizes = []
+    monkeypatch.setattr(latent, "_umap", lambda points, seed: sizes.append(len(points)))
+    latent.warm_up_umap()
+    assert sizes == list(latent.WARM_UP_SIZES) and min(sizes) < 4096 < max(sizes)
+
+
+def test_dashboard_starts_one_warm_up_thread_unless_turned_off(monkeypatch):
+    import threading
+
+    from automl_core import latent
+    from dashboard import state
+
+    ran = threading.Event()
+    monkeypatch.setattr(latent, "warm_up_umap", ran.set)
+    monkeypatch.setenv(state.WARM_UP_ENV, "0")
+    state.start_warm_up.clear()
+    assert state.start_warm_up() is None
+    monkeypatch.setenv(state.WARM_UP_ENV, "1")
+    state.start_warm_up.clear()
+    thread = state.start_warm_up()
+    assert thread is state.start_warm_up()  # once per process
+    thread.join(30)
+    assert ran.is_set()
+    state.start_warm_up.clear()
