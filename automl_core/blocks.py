@@ -123,23 +123,116 @@ def _transpose(x, config, i):
     return x
 
 
+MakeConvolution = Callable[[int, int, int, Any, str], Any]
+
+
+@dataclass(frozen=True)
+class Convolution:
+    """One kind of convolution a block can use (the ``convolution`` parameter).
+
+    Attributes:
+        name: The parameter's value.
+        make: ``(filters, kernel_size, strides, activation, name) -> keras layer``.
+        parameters: ``(kernel_size, in_channels, filters) -> int``: its weights and biases.
+        description: One line for ``--help`` and the README.
+    """
+
+    name: str
+    make: MakeConvolution
+    parameters: Callable[[int, int, int], int]
+    description: str
+
+
+CONVOLUTIONS: dict[str, Convolution] = {}
+
+
+def register_convolution(name: str, description: str, parameters: Callable[[int, int, int], int]):
+    """Decorator that adds a kind of convolution to the registry.
+
+    Args:
+        name: The value of the ``convolution`` parameter.
+        description: One line describing it.
+        parameters: ``(kernel_size, in_channels, filters) -> int``, the layer's weight count
+            (the model's size is checked from it before anything is built).
+
+    Returns:
+        The decorator, which returns the function unchanged.
+    """
+
+    def add(make: MakeConvolution) -> MakeConvolution:
+        CONVOLUTIONS[name] = Convolution(name, make, parameters, description)
+        return make
+
+    return add
+
+
+def _dense_kernel(k: int, cin: int, cout: int) -> int:
+    return k * k * cin * cout + cout
+
+
+@register_convolution("standard", "a k x k convolution", _dense_kernel)
+def _standard(filters, k, strides, activation, name):
+    from keras import layers
+
+    return layers.Conv2D(
+        filters, k, strides=strides, padding="same", activation=activation, name=name
+    )
+
+
+@register_convolution(
+    "dilated",
+    "a k x k convolution with dilation 2 (a wider view for the same weights; a stride-2 "
+    "convolution stays undilated, as Keras cannot do both)",
+    _dense_kernel,
+)
+def _dilated(filters, k, strides, activation, name):
+    from keras import layers
+
+    return layers.Conv2D(
+        filters,
+        k,
+        strides=strides,
+        dilation_rate=1 if strides > 1 else 2,
+        padding="same",
+        activation=activation,
+        name=name,
+    )
+
+
+@register_convolution(
+    "separable",
+    "depthwise-separable: a k x k convolution per channel, then a 1 x 1 across channels",
+    lambda k, cin, cout: k * k * cin + cin * cout + cout,
+)
+def _separable(filters, k, strides, activation, name):
+    from keras import layers
+
+    return layers.SeparableConv2D(
+        filters, k, strides=strides, padding="same", activation=activation, name=name
+    )
+
+
 def conv(config, name: str, strides: int = 1, transposed: bool = False):
-    """A same-padded convolution with the configuration's filters and kernel.
+    """A same-padded convolution with the configuration's filters, kernel and kind.
 
     Its activation is the configuration's, unless batch normalisation follows (then the
-    activation comes after the normalisation, in :func:`normalize_activate`).
+    activation comes after the normalisation, in :func:`normalize_activate`). A transposed
+    convolution (upsampling) is always a standard one.
     """
     from keras import layers
 
-    kind = layers.Conv2DTranspose if transposed else layers.Conv2D
-    return kind(
-        config.filters,
-        config.kernel_size,
-        strides=strides,
-        padding="same",
-        activation=None if config.batch_norm else config.activation,
-        name=name,
-    )
+    activation = None if config.batch_norm else config.activation
+    if transposed:
+        return layers.Conv2DTranspose(
+            config.filters,
+            config.kernel_size,
+            strides=strides,
+            padding="same",
+            activation=activation,
+            name=name,
+        )
+    kind = CONVOLUTIONS[config.convolution]
+    return kind.make(config.filters, config.kernel_size, strides, activation, name)
 
 
 def normalize_activate(x, config, prefix: str, i: int):

@@ -5,11 +5,16 @@ every candidate, train the network's weights and the architecture weights (``alp
 together, and keep each cell's strongest operation. Here the candidates come from the
 search space, so that the result is an architecture the normal builder can train:
 
-- every encoder cell ``encoder_i`` mixes one convolution per ``kernel_size`` choice and is
+- every encoder cell ``encoder_i`` mixes one convolution per ``kernel_size`` choice (per
+  pair of ``kernel_size`` and ``convolution`` when the space also offers standard, dilated
+  or depthwise-separable convolutions: candidates such as ``"5x5 dilated"``) and is
   followed by ``encoder_down_i``, mixing the ``downsample`` choices (max-pool, avg-pool, a
   stride-2 convolution);
 - every decoder cell ``decoder_up_i`` mixes the ``upsample`` choices (resize, a stride-2
-  transposed convolution) and is followed by ``decoder_i``, mixing the kernel sizes again.
+  transposed convolution) and is followed by ``decoder_i``, mixing the convolutions again.
+
+An identity candidate is not offered: the model builder has no block without a
+convolution, and a derived architecture must train as a normal trial.
 
 Every candidate ends in a batch normalisation without scale or offset, as in DARTS (a
 weighted sum of candidates would otherwise fade the signal cell by cell). The
@@ -49,13 +54,15 @@ import pandas as pd
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial
 
-from automl_core import limits
+from automl_core import blocks, limits
 from automl_core.errors import ConfigError, StorageError
 from automl_core.space import PARAMETERS, Choice, Range, SearchSpace
 from automl_core.trials import DARTS_ATTR
 
 # the search-space parameters whose values are operations a cell can mix
-OPERATION_PARAMETERS = ("kernel_size", "downsample", "upsample")
+OPERATION_PARAMETERS = ("kernel_size", "convolution", "downsample", "upsample")
+# a convolution cell's parameter when it mixes kernel sizes and kinds of convolution
+PAIR_PARAMETER = "kernel_size+convolution"
 ARCHITECTURE_LEARNING_RATE = 3e-3
 ARCHITECTURE_BETA_1 = 0.5
 # a search in progress whose owner has not written for this long is taken over
@@ -149,18 +156,45 @@ def reference_values(space: SearchSpace) -> dict[str, Any]:
     return values
 
 
+def pair_label(kernel_size: int, convolution: str) -> str:
+    """A (kernel size, kind of convolution) candidate as text, e.g. ``"5x5 dilated"``."""
+    return f"{int(kernel_size)}x{int(kernel_size)} {convolution}"
+
+
+def parse_pair(label: str) -> tuple[int, str]:
+    """The (kernel size, kind of convolution) of a :func:`pair_label`."""
+    size, convolution = label.split(" ", 1)
+    return int(size.split("x", 1)[0]), convolution
+
+
+def _convolution_cell(choices: dict[str, tuple]) -> tuple[str, tuple]:
+    """A convolution cell's parameter and candidates: kernel sizes alone, or pairs."""
+    if len(choices["convolution"]) < 2:
+        return "kernel_size", choices["kernel_size"]
+    pairs = tuple(pair_label(k, c) for k in choices["kernel_size"] for c in choices["convolution"])
+    return PAIR_PARAMETER, pairs
+
+
 def supernet_cells(space: SearchSpace) -> list[Cell]:
     """The super-network's cells, encoder first, in the order data flows."""
     choices = operation_choices(space)
     depth = reference_values(space)["num_conv_layers"]
+    conv_parameter, conv_choices = _convolution_cell(choices)
     cells = []
     for i in range(1, depth + 1):
-        cells.append(Cell(f"encoder_{i}", "kernel_size", choices["kernel_size"]))
+        cells.append(Cell(f"encoder_{i}", conv_parameter, conv_choices))
         cells.append(Cell(f"encoder_down_{i}", "downsample", choices["downsample"]))
     for i in range(depth, 0, -1):
         cells.append(Cell(f"decoder_up_{i}", "upsample", choices["upsample"]))
-        cells.append(Cell(f"decoder_{i}", "kernel_size", choices["kernel_size"]))
+        cells.append(Cell(f"decoder_{i}", conv_parameter, conv_choices))
     return cells
+
+
+def _convolution_of(cell: Cell, choice: Any, reference: dict[str, Any]) -> tuple[int, str]:
+    """The (kernel size, kind) of a convolution cell's candidate."""
+    if cell.parameter == PAIR_PARAMETER:
+        return parse_pair(choice)
+    return int(choice), reference.get("convolution", "standard")
 
 
 def _bottleneck(input_shape: tuple[int, int, int], depth: int) -> tuple[int, int]:
@@ -180,9 +214,10 @@ def supernet_parameters(space: SearchSpace, input_shape: tuple[int, int, int]) -
     for cell in supernet_cells(space):
         total += len(cell.choices)  # the architecture weights
         for choice in cell.choices:
-            if cell.parameter == "kernel_size":
+            if cell.parameter in ("kernel_size", PAIR_PARAMETER):
                 inputs = channels if cell.name == "encoder_1" else f
-                total += choice * choice * inputs * f + f
+                k, kind = _convolution_of(cell, choice, reference)
+                total += blocks.CONVOLUTIONS[kind].parameters(k, inputs, f)
             elif choice in ("stride", "transpose"):
                 total += k_ref * k_ref * f * f + f
             total += 2 * f  # the candidate's normalisation statistics (mean, variance)
@@ -255,8 +290,9 @@ def _candidate(cell: Cell, choice: Any, reference: dict[str, Any], index: int):
 
     f, act, k = reference["filters"], reference["activation"], reference["kernel_size"]
     name = f"{cell.name}_{index}"
-    if cell.parameter == "kernel_size":
-        op, activate = layers.Conv2D(f, int(choice), padding="same", name=f"{name}_op"), True
+    if cell.parameter in ("kernel_size", PAIR_PARAMETER):
+        size, kind = _convolution_of(cell, choice, reference)
+        op, activate = blocks.CONVOLUTIONS[kind].make(f, size, 1, None, f"{name}_op"), True
     elif choice == "max-pool":
         op, activate = layers.MaxPooling2D(2, padding="same", name=f"{name}_op"), False
     elif choice == "avg-pool":
@@ -387,6 +423,15 @@ def derive(cells: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]
         if mine:
             mean = np.mean([c["weights"][-1] for c in mine], axis=0)
             params[parameter] = mine[0]["choices"][int(np.argmax(mean))]
+    pairs = [c for c in cells if c["parameter"] == PAIR_PARAMETER]
+    if pairs:  # each of the two parameters: the value whose candidates weigh most in sum
+        mean = np.mean([c["weights"][-1] for c in pairs], axis=0)
+        parsed = [parse_pair(label) for label in pairs[0]["choices"]]
+        for position, parameter in enumerate(("kernel_size", "convolution")):
+            totals: dict[Any, float] = {}
+            for pair, weight in zip(parsed, mean, strict=True):
+                totals[pair[position]] = totals.get(pair[position], 0.0) + float(weight)
+            params[parameter] = max(totals, key=totals.get)
     if "downsample" in params or "upsample" in params:
         params["block"] = "pool"
     return derived, params
@@ -679,6 +724,13 @@ def darts_weights(study: optuna.Study) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["cell", "parameter", "choice", "epoch", "weight"])
 
 
+def _trained(params: dict[str, Any], parameter: str) -> str:
+    """The value the trials use for a cell's parameter, as text."""
+    if parameter == PAIR_PARAMETER and "kernel_size" in params:
+        return pair_label(params["kernel_size"], params.get("convolution", "standard"))
+    return str(params.get(parameter, ""))
+
+
 def derived_architecture(study: optuna.Study) -> pd.DataFrame:
     """The derived architecture: each searched cell's strongest operation and its weight.
 
@@ -700,7 +752,7 @@ def derived_architecture(study: optuna.Study) -> pd.DataFrame:
                     "parameter": cell["parameter"],
                     "choice": str(cell["choices"][best]),
                     "weight": float(last[best]),
-                    "trained": str(result.params.get(cell["parameter"], "")),
+                    "trained": _trained(result.params, cell["parameter"]),
                 }
             )
     return pd.DataFrame(rows, columns=["cell", "parameter", "choice", "weight", "trained"])

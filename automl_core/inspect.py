@@ -56,8 +56,7 @@ def encoder_filters(model) -> list[LayerFilters]:
 
     out = []
     for layer in encoder_conv_layers(model):
-        kernel, bias = (np.asarray(w) for w in layer.get_weights())
-        out.append(LayerFilters(layer.name, kernel, bias))
+        out.append(LayerFilters(layer.name, *_kernel_and_bias(layer)))
     return out
 
 
@@ -116,6 +115,17 @@ def _conv_order(name: str) -> tuple[int, int]:
     return (0, index) if name.startswith("encoder_") else (1, -index)
 
 
+def _kernel_and_bias(layer) -> tuple[np.ndarray, np.ndarray]:
+    """A convolution's (k, k, in, out) kernel and its bias; a depthwise-separable one gives
+    its equivalent full kernel (each channel's depthwise filter times the pointwise mix)."""
+    weights = [np.asarray(w) for w in layer.get_weights()]
+    if len(weights) == 3:
+        depthwise, pointwise, bias = weights
+        return depthwise[:, :, :, :1] * pointwise[0, 0][None, None], bias
+    kernel, bias = weights
+    return kernel, bias
+
+
 def conv_filters(model, include_decoder: bool = False) -> list[LayerFilters]:
     """The kernels of every convolution, encoder first, optionally the decoder's too.
 
@@ -139,7 +149,7 @@ def conv_filters(model, include_decoder: bool = False) -> list[LayerFilters]:
             if layer.name.startswith("decoder_conv_") or layer.name == "reconstruction"
         ]
         for layer in sorted(convs, key=lambda layer: _conv_order(layer.name)):
-            kernel, bias = (np.asarray(w) for w in layer.get_weights())
+            kernel, bias = _kernel_and_bias(layer)
             if isinstance(layer, keras.layers.Conv2DTranspose):
                 kernel = np.swapaxes(kernel, 2, 3)
             out.append(LayerFilters(layer.name, kernel, bias))

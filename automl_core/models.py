@@ -58,10 +58,13 @@ def estimate_parameters(config: ModelConfig, input_shape: tuple[int, int, int]) 
     channels = int(input_shape[2])
     k, f, depth = config.kernel_size, config.filters, config.num_conv_layers
     height, width = bottleneck_size(config, input_shape)
-    conv_ff = k * k * f * f + f
+    weights = blocks.CONVOLUTIONS[config.convolution].parameters
+    conv_ff = weights(k, f, f)
+    _, up = blocks.resampling(config)
+    up_conv = (k * k * f * f + f) if up.in_convolution else conv_ff  # transposed: standard
     per_norm = 4 * f if config.batch_norm else 0  # gamma, beta, moving mean and variance
-    encoder = (k * k * channels * f + f) + (depth - 1) * conv_ff + depth * per_norm
-    decoder = depth * (conv_ff + per_norm) + (k * k * f * channels + channels)
+    encoder = weights(k, channels, f) + (depth - 1) * conv_ff + depth * per_norm
+    decoder = depth * (up_conv + per_norm) + (k * k * f * channels + channels)
     if config.residual:
         skips = (channels * f + f) + (depth - 1) * (f * f + f)
         encoder += depth * (conv_ff + per_norm) + skips
@@ -229,6 +232,10 @@ def multiply_accumulates(model: keras.Model) -> int:
         elif isinstance(layer, layers.Conv2D):
             kernel = math.prod(layer.kernel.shape[:3])  # kh * kw * in
             total += math.prod(layer.output.shape[1:]) * kernel
+        elif isinstance(layer, layers.SeparableConv2D):
+            positions = math.prod(layer.output.shape[1:3])
+            depthwise, pointwise = layer.depthwise_kernel.shape, layer.pointwise_kernel.shape
+            total += positions * (math.prod(depthwise) + math.prod(pointwise))
         elif isinstance(layer, layers.Dense):
             total += math.prod(layer.kernel.shape)
         elif isinstance(layer, layers.MultiHeadAttention):

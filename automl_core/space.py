@@ -81,6 +81,12 @@ def _resampling(direction: str) -> tuple[str, ...]:
     return tuple(DOWNSAMPLING if direction == "down" else UPSAMPLING)
 
 
+def _convolutions() -> tuple[str, ...]:
+    from automl_core.blocks import CONVOLUTIONS
+
+    return tuple(CONVOLUTIONS)
+
+
 # The parameter table: one row per parameter. Adding a parameter means adding a row here
 # and reading it in the model builder (automl_core.models) or training.
 # fmt: off
@@ -134,6 +140,11 @@ PARAMETERS: dict[str, ParameterSpec] = {
             "upsample", "choice", "resize", ("resize",), _resampling("up"), "Upsampling",
             "how each decoder block doubles it: resize + convolution (no checkerboard "
             "artefacts) or transposed convolution", allowed=_resampling("up"), costly=True, group="Blocks",
+        ),
+        ParameterSpec(
+            "convolution", "choice", "standard", ("standard",), _convolutions(),
+            "Convolution", "standard, dilated (rate 2) or depthwise-separable convolutions",
+            allowed=_convolutions(), costly=True, group="Blocks",
         ),
         ParameterSpec(
             "batch_norm", "bool", False, (False,), (False, True), "Batch norm",

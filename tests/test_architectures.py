@@ -27,6 +27,11 @@ OPTIONS = [
     {"kernel_size": 5, "activation": "gelu"},
     {"kernel_size": 7, "activation": "swish", "residual": True},
     {"activation": "leaky_relu", "attention": True, "bottleneck": "conv", "latent_dim": 48},
+    {"convolution": "dilated", "kernel_size": 5},
+    {"convolution": "dilated", "downsample": "stride", "residual": True},
+    {"convolution": "separable"},
+    {"convolution": "separable", "downsample": "stride", "upsample": "transpose"},
+    {"convolution": "separable", "residual": True, "batch_norm": True, "kernel_size": 5},
 ]
 
 
@@ -117,3 +122,36 @@ def test_defaults_build_the_same_model_as_before_the_options():
     """Old studies' configurations (without the new keys) rebuild the same architecture."""
     old = ModelConfig.from_dict({"num_conv_layers": 2, "filters": 16, "latent_dim": 16})
     assert build_autoencoder(old, (28, 28, 1)).autoencoder.count_params() == 33153
+
+
+def test_a_separable_layer_shows_its_equivalent_full_kernel():
+    """Filters of a depthwise-separable convolution: depthwise x pointwise, as one kernel."""
+    import keras
+
+    model = build_autoencoder(_config(convolution="separable"), (16, 16, 1)).autoencoder
+    layer = model.get_layer("encoder").get_layer("encoder_conv_2")
+    depthwise, pointwise, _ = (np.asarray(w) for w in layer.get_weights())
+    kernels = conv_filters(model)[1].kernels
+    assert kernels.shape == (3, 3, 4, 4)
+    image = np.random.default_rng(0).random((1, 6, 6, 4)).astype(np.float32)
+    full = keras.layers.Conv2D(4, 3, padding="same", use_bias=False)
+    full.build(image.shape)
+    full.set_weights([kernels])
+    expected = (
+        keras.ops.convert_to_numpy(keras.ops.depthwise_conv(image, depthwise, 1, "same"))
+        @ pointwise[0, 0]
+    )
+    assert np.allclose(keras.ops.convert_to_numpy(full(image)), expected, atol=1e-5)
+
+
+def test_dilated_convolutions_cost_more_reach_not_weights():
+    plain = build_autoencoder(_config(), (16, 16, 1)).autoencoder
+    dilated = build_autoencoder(_config(convolution="dilated"), (16, 16, 1)).autoencoder
+    assert plain.count_params() == dilated.count_params()
+    layer = dilated.get_layer("encoder").get_layer("encoder_conv_1")
+    assert tuple(layer.dilation_rate) == (2, 2)
+
+
+def test_an_unknown_convolution_lists_the_registry():
+    with pytest.raises(ConfigError, match="standard.*dilated.*separable"):
+        SearchSpace.from_dict({"convolution": ["wavelet"]})

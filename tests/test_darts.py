@@ -372,3 +372,52 @@ def test_the_search_keeps_to_its_share_of_the_time_budget(digits):
         "upsample": "resize",
         "block": "pool",
     }
+
+
+PAIR_SPACE = SearchSpace.from_dict(
+    {
+        "kernel_size": [3, 5],
+        "convolution": ["standard", "dilated", "separable"],
+        "downsample": ["max-pool"],
+        "num_conv_layers": [1],
+        "filters": [4],
+        "latent_dim": [8],
+        "batch_size": [16],
+    }
+)
+
+
+def test_convolution_cells_mix_every_kernel_and_kind_pair():
+    cells = darts.supernet_cells(PAIR_SPACE)
+    encoder = next(c for c in cells if c.name == "encoder_1")
+    assert encoder.parameter == darts.PAIR_PARAMETER and len(encoder.choices) == 6
+    assert "5x5 separable" in encoder.choices
+    model, mixed = build_supernet(PAIR_SPACE, (8, 8, 1))
+    assert supernet_parameters(PAIR_SPACE, (8, 8, 1)) == model.count_params()
+    images = np.random.default_rng(0).random((2, 8, 8, 1)).astype("float32")
+    layer = mixed["encoder_1"]
+    for index in range(len(layer.candidates)):
+        strong = np.zeros(len(layer.candidates), dtype="float32")
+        strong[index] = 30.0
+        layer.alpha.assign(strong)
+        assert np.asarray(model(images)).shape == images.shape
+
+
+def test_pairs_derive_each_parameter_from_its_summed_weights():
+    labels = [darts.pair_label(k, c) for k in (3, 5) for c in ("standard", "separable")]
+    # the single strongest pair is 3x3 standard, but 5x5 candidates weigh more in sum,
+    # and separable more than standard
+    weights = [0.4, 0.0, 0.3, 0.3]
+    cells = [
+        {"name": "encoder_1", "parameter": darts.PAIR_PARAMETER, "choices": labels,
+         "weights": [weights]},
+    ]  # fmt: skip
+    derived, params = derive(cells)
+    assert derived == {"encoder_1": "3x3 standard"}
+    assert params["kernel_size"] == 5  # 0.6 against 0.4
+    assert params["convolution"] == "standard"  # 0.7 against 0.3
+
+
+def test_a_space_offering_only_kinds_of_convolution_is_searchable():
+    space = SearchSpace.from_dict({"convolution": ["standard", "separable"], "filters": [4]})
+    assert darts.operation_choices(space)["convolution"] == ("standard", "separable")
