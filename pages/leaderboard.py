@@ -139,7 +139,7 @@ with state.shown_errors():
     picks = table_ui(shown)
     st.download_button(
         "Download CSV",
-        shown.to_csv(index=False).encode(),
+        lambda: shown.to_csv(index=False).encode(),  # written on click, not on every rerun
         key="download",
         file_name=f"{'+'.join(names)}-trials.csv",
         mime="text/csv",
