@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from urllib.request import urlopen
 
-import numpy as np
+from machine import machine_speed  # bench/ is the script's folder
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -64,18 +64,6 @@ LOADED_IMAGES_JS = """
 () => Array.from(document.querySelectorAll('[data-testid="stMain"] img'))
     .filter((img) => img.complete && img.naturalWidth > 0).length
 """
-
-
-def machine_speed() -> float:
-    """GFLOP/s of a 2048x2048 float32 matrix product: one warm-up, then three timed together
-    (the same measure as bench/architectures.py, so the numbers compare)."""
-    matrix = np.random.default_rng(0).random((2048, 2048), dtype=np.float32)
-    matrix @ matrix
-    started = time.perf_counter()
-    for _ in range(3):
-        matrix @ matrix
-    elapsed = time.perf_counter() - started
-    return 3 * 2 * 2048**3 / elapsed / 1e9
 
 
 def free_port() -> int:

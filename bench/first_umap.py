@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+from machine import machine_speed  # bench/ is the script's folder
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,16 +58,6 @@ warm_done = thread is not None and not thread.is_alive()
 print("RESULT " + json.dumps({{"page_ready": page_ready, "umap": umap_wait, "tsne": tsne_wait,
                               "warm_up_done_by_then": warm_done}}))
 """
-
-
-def machine_speed() -> float:
-    """GFLOP/s of a 2048x2048 float32 matmul (machines of this kind differ ~3x by day)."""
-    a = np.random.default_rng(0).random((2048, 2048), dtype=np.float32)
-    a @ a
-    started = time.perf_counter()
-    for _ in range(3):
-        a @ a
-    return 3 * 2 * 2048**3 / (time.perf_counter() - started) / 1e9
 
 
 def run_arm(warm: bool, think: float) -> dict:

@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import machine_speed  # bench/ is the script's folder
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -93,18 +95,6 @@ run_search(settings)
         "curve": curve,
         **counts,
     }
-
-
-def machine_speed() -> float:
-    """GFLOP/s of a 2048x2048 float32 matmul (machines of this kind differ ~3x by day)."""
-    import numpy as np
-
-    a = np.random.default_rng(0).random((2048, 2048), dtype=np.float32)
-    a @ a
-    started = time.perf_counter()
-    for _ in range(3):
-        a @ a
-    return 3 * 2 * 2048**3 / (time.perf_counter() - started) / 1e9
 
 
 def runnable_strategies() -> list[str]:
