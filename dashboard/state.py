@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import threading
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -349,26 +349,19 @@ def strategy_views(study_name: str, url: str, version: tuple) -> list[tuple[str,
 
 
 @st.cache_resource(show_spinner=False)
-def start_warm_up() -> threading.Thread | None:
-    """Compiles UMAP's kernels in a background thread, once per server process.
+def start_warm_up() -> subprocess.Popen | None:
+    """Compiles and caches UMAP's kernels in a low-priority child process, once per server.
 
-    Called by ``app.py`` after the first page is drawn, so a visitor's first UMAP does not
-    wait for numba; the thread runs at a lower priority and any failure is only logged.
-    Returns None when ``AUTOML_WARM_UP=0`` (the tests set it).
+    Called by ``app.py`` after the first page is drawn, so a visitor's first UMAP loads the
+    compiled kernels instead of waiting for numba (see ``latent.start_umap_warm_up``). A
+    failure to start is only logged. Returns None when ``AUTOML_WARM_UP=0`` (the tests set it).
     """
     if os.environ.get(WARM_UP_ENV, "1") == "0":
         return None
-    thread = threading.Thread(target=_warm_up, name="umap-warm-up", daemon=True)
-    thread.start()
-    return thread
+    from automl_core.latent import start_umap_warm_up
 
-
-def _warm_up() -> None:
-    from automl_core.latent import warm_up_umap
-
-    with contextlib.suppress(OSError, AttributeError):  # nice a thread: Linux only
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
     try:
-        warm_up_umap()
-    except Exception:  # a missing or broken umap shows on the page that asks for it
-        logging.getLogger(__name__).warning("UMAP warm-up failed", exc_info=True)
+        return start_umap_warm_up()
+    except OSError:
+        logging.getLogger(__name__).warning("UMAP warm-up could not start", exc_info=True)
+        return None
