@@ -19,7 +19,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     AUTOML_HOME=/data/runs \
     AUTOML_ARTIFACTS=/data/artifacts \
     AUTOML_MODE=shared \
-    HOME=/home/automl
+    HOME=/home/automl \
+    NUMBA_CACHE_DIR=/home/automl/.cache/numba
 
 WORKDIR /app
 # dependencies first: a code change does not reinstall TensorFlow
@@ -32,7 +33,11 @@ RUN useradd --uid "${APP_UID}" --user-group --create-home --home-dir /home/autom
         --shell /usr/sbin/nologin automl \
     && mkdir -p /data/runs /data/artifacts \
     && chown -R automl:automl /data \
-    && python -m compileall -q automl_core dashboard pages app.py
+    && python -m compileall -q automl_core dashboard pages app.py \
+    && python -c "from automl_core.latent import warm_up_umap; warm_up_umap()" \
+    && chown -R automl:automl "${NUMBA_CACHE_DIR}"
+# (the warm-up compiles UMAP's numba kernels into NUMBA_CACHE_DIR, a folder the serving user
+# may write, so the dashboard's first UMAP loads them instead of compiling for a minute)
 
 USER automl
 VOLUME ["/data"]

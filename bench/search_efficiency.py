@@ -12,6 +12,13 @@ space is listed with its message), then the peak memory of one process over 50 t
 
     python bench/search_efficiency.py [--budget 300] [--space rich] [--strategies random,...]
     python bench/search_efficiency.py --memory-only
+
+Two cores, two runs at once (each pinned, each from its own checkout): the grid and some
+strategies on one core, other strategies on the other, reading the first run's grid:
+
+    taskset -c 0 python bench/search_efficiency.py --strategies random --skip-memory
+    taskset -c 1 python bench/search_efficiency.py --space rich --skip-memory \\
+        --grid-from ../other-checkout/bench/out/search_grid.json
 """
 
 from __future__ import annotations
@@ -172,6 +179,12 @@ def main() -> None:
         action="store_true",
         help="take the grid's result from bench/out/search_grid.json if present",
     )
+    parser.add_argument(
+        "--grid-from",
+        default=None,
+        help="read the grid's result from this JSON (another run's bench/out/search_grid.json, "
+        "e.g. run at the same time on the other core), waiting for it after the strategies",
+    )
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--out", default=None, help="also write the raw results as JSON here")
     args = parser.parse_args()
@@ -197,21 +210,29 @@ def main() -> None:
             shutil.rmtree(home)
         home.mkdir(parents=True)
         cached = ROOT / "bench" / "out" / "search_grid.json"
+        grid = None
         if args.reuse_grid and cached.is_file():
             grid = json.loads(cached.read_text())
             print("seed grid: reused from bench/out/search_grid.json", flush=True)
-        else:
+        elif not args.grid_from:
             grid = run_one("grid", SEED_GRID, None, home)
             cached.write_text(json.dumps(grid))
+        names = args.strategies.split(",") if args.strategies else runnable_strategies()
+        for strategy in names:
+            results.append(run_one(strategy, space, args.budget, home))
+            print(f"  done: {strategy} {results[-1].get('refused', '')}", flush=True)
+        if grid is None:
+            source = Path(args.grid_from)
+            while not source.is_file():  # the other run's grid may still be training
+                time.sleep(10)
+            time.sleep(1)
+            grid = json.loads(source.read_text())
+            print(f"seed grid: read from {source}", flush=True)
         print(
             f"seed grid: 16 configurations, {grid['COMPLETE']} finished in {grid['wall']:.0f} s, "
             f"best val MSE {grid['best']:.5f} (first reached at {grid['first_at']:.0f} s)",
             flush=True,
         )
-        names = args.strategies.split(",") if args.strategies else runnable_strategies()
-        for strategy in names:
-            results.append(run_one(strategy, space, args.budget, home))
-            print(f"  done: {strategy} {results[-1].get('refused', '')}", flush=True)
         ran = [r for r in results if "refused" not in r]
         random_best = next((r["best"] for r in ran if r["strategy"] == "random"), None)
         print(
