@@ -9,8 +9,8 @@ then asks for UMAP of the 5,000 codes, then for t-SNE of them. Arms:
 
 - ``before``: UMAP as the dashboard called it before (its own pynndescent neighbour search,
   500 layout epochs), empty cache, no warm-up;
-- ``new install, no warm-up``: ours, empty cache, no warm-up;
-- ``new install, warm-up``: ours, empty cache, the warm-up child started with the server;
+- ``new install without warm-up``: ours, empty cache, no warm-up;
+- ``new install with warm-up``: ours, empty cache, the warm-up child started with the server;
 - ``restarted server``: ours, the cache the previous arm left, the warm-up started.
 
 Printed: what the visitor waits, per arm (medians over ``--repeats``), machine speed first.
@@ -77,8 +77,8 @@ print("RESULT " + json.dumps({{"page_ready": page_ready, "umap": umap_wait, "tsn
 ARMS = {
     # name: (old call, warm-up, reuse the previous arm's cache)
     "before": (True, False, False),
-    "new install, no warm-up": (False, False, False),
-    "new install, warm-up": (False, True, False),
+    "new install without warm-up": (False, False, False),
+    "new install with warm-up": (False, True, False),
     "restarted server": (False, True, True),
 }
 
