@@ -624,7 +624,7 @@ def _install_study(
     source_storage_url: str, source_artifact_root: Path, study_name: str, storage_url: str | None
 ) -> bool:
     """:func:`install_study` without its error translation."""
-    if study_name in study_names(storage_url):
+    if study_name in study_names(storage_url, create=False):  # a missing file is not made yet
         return False
     with tempfile.TemporaryDirectory() as scratch:
         source = _read_only_source(source_storage_url, Path(scratch))
@@ -636,12 +636,44 @@ def _install_study(
         target_folder = artifact_root() / study_name
         if source_folder.is_dir() and not target_folder.exists():
             shutil.copytree(source_folder, target_folder)
-        optuna.copy_study(
-            from_study_name=study_name, from_storage=source, to_storage=open_storage(storage_url)
-        )
+        copied_file = _copy_whole_file(source, study_name, storage_url)
+        if not copied_file:
+            optuna.copy_study(
+                from_study_name=study_name,
+                from_storage=source,
+                to_storage=open_storage(storage_url),
+            )
         source.engine.dispose()
     copied = optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
     copied.set_user_attr(ARTIFACT_ROOT_ATTR, str(artifact_root()))
+    return True
+
+
+def _copy_whole_file(
+    source: optuna.storages.RDBStorage, study_name: str, storage_url: str | None
+) -> bool:
+    """Copies a SQLite source holding just ``study_name`` as the whole target file, when the
+    target is a SQLite file that does not exist yet; False when that does not apply.
+
+    A fresh install's first page copies the demo study this way: a file copy takes
+    milliseconds where creating the tables and copying trial by trial took seconds. A copy
+    the installed Optuna cannot open (an older schema) is removed and False returned.
+    """
+    target = sqlite_path(storage_url or default_storage_url())
+    source_file = sqlite_path(str(source.engine.url))
+    if target is None or source_file is None or target.exists():
+        return False
+    if [s.study_name for s in optuna.get_all_study_summaries(source, False)] != [study_name]:
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".copying")
+    shutil.copyfile(source_file, partial)
+    partial.replace(target)  # never a half-written database under the real name
+    try:
+        open_storage(storage_url)
+    except StorageError:
+        target.unlink(missing_ok=True)
+        return False
     return True
 
 

