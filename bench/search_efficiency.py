@@ -85,15 +85,26 @@ run_search(settings)
     storage = optuna.storages.RDBStorage(f"sqlite:///{home / strategy / 'studies.db'}")
     study = optuna.load_study(study_name=strategy, storage=storage)
     trials = study.get_trials(deepcopy=False)
-    t0 = min(t.datetime_start for t in trials).timestamp()
+    t0 = min((t.datetime_start for t in trials if t.datetime_start), default=None)
+    t0 = t0.timestamp() if t0 else time.time()
     curve = sorted(
         (t.datetime_complete.timestamp() - t0, t.user_attrs["metrics"]["val_mse"])
         for t in trials
         if t.state == optuna.trial.TrialState.COMPLETE and store.ARTIFACT_ATTR in t.user_attrs
     )
+    counts = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    if not curve:  # on a slow machine a strategy may finish no trial in the budget
+        nan = float("nan")
+        return {
+            "strategy": strategy,
+            "best": nan,
+            "first_at": nan,
+            "wall": wall,
+            "curve": [],
+            **counts,
+        }
     best = min(v for _, v in curve)
     first = next(t for t, v in curve if v == best)
-    counts = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
     return {
         "strategy": strategy,
         "best": best,
