@@ -381,8 +381,8 @@ def study_names(storage_url: str | None = None, *, create: bool = True) -> list[
         return []
     storage = open_storage(url, create=create)
     with storage_errors(url):
-        summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
-    return [s.study_name for s in summaries]
+        # not get_all_study_summaries: it reads every trial of every study (minutes at 10,000)
+        return optuna.get_all_study_names(storage)
 
 
 def load_study(name: str, storage_url: str | None = None, *, create: bool = True) -> optuna.Study:
@@ -628,7 +628,7 @@ def _install_study(
         return False
     with tempfile.TemporaryDirectory() as scratch:
         source = _read_only_source(source_storage_url, Path(scratch))
-        if study_name not in [s.study_name for s in optuna.get_all_study_summaries(source, False)]:
+        if study_name not in optuna.get_all_study_names(source):
             raise StorageError(
                 f"no study named {study_name!r} in {safe_url(source_storage_url)!r}"
             )
@@ -663,7 +663,7 @@ def _copy_whole_file(
     source_file = sqlite_path(str(source.engine.url))
     if target is None or source_file is None or target.exists():
         return False
-    if [s.study_name for s in optuna.get_all_study_summaries(source, False)] != [study_name]:
+    if optuna.get_all_study_names(source) != [study_name]:
         return False
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".copying")

@@ -191,3 +191,21 @@ class TestChartSample:
         ]
         history = figures["Optimization history"]
         assert len(history.data[0].x) == 93 and min(history.data[1].y) == every[0]
+
+
+def test_listing_studies_reads_no_trials(runs_dir, monkeypatch):
+    """The sidebar lists studies on every page: that must not read every trial of every
+    study (Optuna's study summaries do; at 10,000 trials that took most of a minute)."""
+    from automl_core import store
+
+    url = store.default_storage_url()
+    for name in ("first", "second"):
+        study = optuna.create_study(study_name=name, storage=store.open_storage(url))
+        study.add_trial(create_trial(value=1.0))
+    storage = store.open_storage(url)
+
+    def no_trials(*args, **kwargs):
+        raise AssertionError("listing studies read trials")
+
+    monkeypatch.setattr(type(storage), "get_all_trials", no_trials)
+    assert store.study_names(url) == ["first", "second"]
