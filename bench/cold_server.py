@@ -2,7 +2,9 @@
 
 For each repeat a fresh, empty AUTOML_HOME is made and two cases run one after the other: a
 new install (the server installs the bundled demo study on its first request) and a
-restarted server on the same folder. Each starts the dashboard as its own process. The script
+restarted server on the same folder; then, as the floor no code of ours can go below, a bare
+Streamlit script that shows the same visible elements (``bench/bare_streamlit_page.py``).
+Each starts its server as its own process. The script
 polls ``/_stcore/health`` until the server answers, then opens the landing page in headless
 Chromium (Playwright) and waits until it is complete: the "Autoencoder AutoML" title, the
 "Best trial: #" heading, and at least two loaded images in the main area (the strips of
@@ -59,7 +61,9 @@ BEST = "Best trial: #"
 MIN_IMAGES = 2
 TARGET_SECONDS = 3.0
 READY_TIMEOUT = 120.0
-CASES = ("new install", "restarted server")
+BARE_CASE = "bare Streamlit page"
+BARE_PAGE = "bench/bare_streamlit_page.py"
+CASES = ("new install", "restarted server", BARE_CASE)
 PAGE_TIMEOUT_MS = 180_000
 # loaded <img> elements in the main area (not the sidebar's logo)
 LOADED_IMAGES_JS = """
@@ -75,14 +79,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(home: Path, port: int, log) -> subprocess.Popen:
-    """``streamlit run app.py`` on ``port`` with AUTOML_HOME=``home``, output to ``log``."""
+def start_server(home: Path, port: int, log, script: str = "app.py") -> subprocess.Popen:
+    """``streamlit run <script>`` on ``port`` with AUTOML_HOME=``home``, output to ``log``."""
     command = [
         sys.executable,
         "-m",
         "streamlit",
         "run",
-        "app.py",
+        script,
         "--server.headless",
         "true",
         "--server.port",
@@ -150,14 +154,14 @@ def load_first_page(browser, url: str) -> tuple[float, float, float, int]:
     return t_request, t_title, t_done, images
 
 
-def serve_once(browser, home: Path) -> dict:
+def serve_once(browser, home: Path, script: str = "app.py") -> dict:
     """Starts a server on ``home``, loads its first page, stops it: the times in seconds."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = home.parent / f"{home.name}.log"
     with open(log_path, "wb") as log:
         t0 = time.perf_counter()
-        process = start_server(home, port, log)
+        process = start_server(home, port, log, script)
         try:
             t_ready = wait_ready(url, process)
             t_request, t_title, t_done, images = load_first_page(browser, f"{url}/")
@@ -180,12 +184,14 @@ def serve_once(browser, home: Path) -> dict:
 
 def one_repeat(browser, index: int) -> list[dict]:
     """A new install (an empty AUTOML_HOME: the demo study is installed on the first page),
-    then a restart of the server on the same folder; both cleaned up afterwards."""
+    a restart of the server on the same folder, and Streamlit's floor (the same visible
+    elements from a bare script); all cleaned up afterwards."""
     home = Path(tempfile.mkdtemp(prefix="automl-cold-"))
     try:
         rows = []
         for case in CASES:
-            rows.append({"repeat": index, "case": case, **serve_once(browser, home)})
+            script = BARE_PAGE if case == BARE_CASE else "app.py"
+            rows.append({"repeat": index, "case": case, **serve_once(browser, home, script)})
     finally:
         shutil.rmtree(home, ignore_errors=True)
     return rows
