@@ -159,6 +159,33 @@ class TestStorageVersion:
             "missing",
         )
 
+    def test_a_study_made_elsewhere_is_counted_without_reading_its_trials(
+        self, runs_dir, monkeypatch
+    ):
+        """No stamp (a study not made by our search): one SQL count, not every trial read;
+        the count still changes when a trial finishes."""
+        from automl_core import store
+
+        url = f"sqlite:///{runs_dir / 'v.db'}"
+        study = optuna.create_study(study_name="v", storage=store.open_storage(url))
+        study.add_trial(create_trial(value=0.5))
+        running = study.ask()
+        storage = store.open_storage(url)
+        real = type(storage).get_all_trials
+        reading = {"allowed": False}
+
+        def guarded(self, *args, **kwargs):
+            assert reading["allowed"], "the version read every trial"
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(type(storage), "get_all_trials", guarded)
+        before = leaderboard.storage_version("v", url)
+        assert before[0] == "count"
+        reading["allowed"] = True
+        study.tell(running, 0.2)
+        reading["allowed"] = False
+        assert leaderboard.storage_version("v", url) != before
+
 
 class TestChartSample:
     """Large studies' charts are drawn from a bounded sample (limit ``max_chart_trials``)."""
