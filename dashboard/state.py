@@ -205,10 +205,13 @@ def _cached_board(study_names: tuple[str, ...], url: str, version: tuple):
     return read_board(study_names, url)
 
 
-@st.cache_data(max_entries=16, show_spinner="Drawing Optuna charts…")
+# a resource, not data: cache_data would unpickle (and so re-validate) every trace of every
+# figure on each rerun, over a second for a 1,000-line parallel-coordinates chart; the pages
+# only hand the figures to st.plotly_chart, which copies them
+@st.cache_resource(max_entries=16, show_spinner="Drawing Optuna charts…")
 def study_figures(study_name: str, url: str, version: tuple):
     """Optuna's figures of a study and notes on those left out; ``version`` (see
-    :func:`board_version`) keys the redraw."""
+    :func:`board_version`) keys the redraw. Shared by every session: do not modify them."""
     from automl_core.charts import study_figures as draw
     from automl_core.leaderboard import chart_sample, study_chart_plan
 
