@@ -150,6 +150,11 @@ def write_results(table: str, n_trials: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=500)
+    parser.add_argument(
+        "--pages",
+        default="",
+        help="only pages whose label contains one of these (comma-separated)",
+    )
     args = parser.parse_args()
     import optuna
 
@@ -174,6 +179,9 @@ def main() -> None:
             pages.append(
                 (extra.replace("_", " ").capitalize(), f"pages/{extra}.py", "demo-mnist-5k")
             )
+    if args.pages:
+        wanted = [w.strip().lower() for w in args.pages.split(",")]
+        pages = [p for p in pages if any(w in p[0].lower() for w in wanted)]
     rows = []
     for label, page, study in pages:
         cold, warm = measure(page, study)
