@@ -17,6 +17,8 @@ from automl_core import inspect, latent, metrics
 from automl_core.errors import AutoMLError
 from dashboard import state
 
+SHOWN_TRIAL_NUMBERS = 20  # in the "trials with a model" list of a warning
+
 
 @dataclass(frozen=True)
 class Inspected:
@@ -28,9 +30,14 @@ class Inspected:
     model: object
 
 
-@st.cache_data(ttl=10, show_spinner=False)
 def trials_table(study: str, url: str) -> pd.DataFrame:
-    """The study's trials (refreshed every few seconds while a search runs)."""
+    """The study's trials, re-read only when a trial is added or finishes (one small query a
+    rerun: a 10,000-trial study is not read again on every page)."""
+    return _trials_table(study, url, state.board_version((study,), url))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _trials_table(study: str, url: str, version: tuple) -> pd.DataFrame:
     from automl_core.results import trials_frame
 
     return trials_frame(state.load_study(study, url))
@@ -44,7 +51,10 @@ def _explain_missing(frame: pd.DataFrame, wanted: int, shown: int | None) -> Non
         return
     row = rows.iloc[0]
     why = f" ({row['note']})" if isinstance(row["note"], str) and row["note"] else ""
-    finished = ", ".join(f"#{int(t)}" for t in frame.loc[frame["has_model"], "trial"])
+    with_model = [f"#{int(t)}" for t in frame.loc[frame["has_model"], "trial"]]
+    finished = ", ".join(with_model[:SHOWN_TRIAL_NUMBERS])
+    if len(with_model) > SHOWN_TRIAL_NUMBERS:
+        finished += f" and {len(with_model) - SHOWN_TRIAL_NUMBERS:,} more"
     instead = f" Showing trial {shown} instead." if shown is not None else ""
     st.warning(
         f"Trial {wanted} is {row['state'].lower()} and has no model{why}.{instead} "
