@@ -196,8 +196,8 @@ def main() -> None:
                 f"{os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}; study of {args.trials} "
                 f"synthetic trials {built} (cached in bench/out/). Server-side script "
                 "time with Streamlit AppTest: cold = first run of a fresh session (caches empty in "
-                "this process), warm = the median of the same session's next {WARM_RUNS} runs; the "
-                "UMAP warm-up thread off."
+                f"this process), warm = the median of the same session's next {WARM_RUNS} runs; the "
+                "UMAP warm-up off."
             ),
             "",
             "| page | cold (s) | warm (s) |",
