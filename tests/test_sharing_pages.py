@@ -427,7 +427,7 @@ def test_shared_dashboard_in_chromium(shared_server):
 
     def open_page(browser, path: str):
         page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-        page.set_default_timeout(60_000)
+        page.set_default_timeout(120_000)  # a search trains on the same slow cores
         page.goto(f"{shared_server}/{path}")
         return page
 
