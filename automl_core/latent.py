@@ -267,6 +267,9 @@ def warm_up_umap(seed: int = 0) -> None:
     _umap(rng.random((WARM_UP_POINTS, 8), dtype=np.float32), seed)
 
 
+WARM_UP_CODE = "from automl_core.latent import warm_up_umap\nwarm_up_umap()\n"
+
+
 def start_umap_warm_up() -> subprocess.Popen:
     """Starts :func:`warm_up_umap` in a child process at low priority and returns it.
 
@@ -279,19 +282,16 @@ def start_umap_warm_up() -> subprocess.Popen:
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
     }
+    # the child lowers its own priority: a preexec_fn is unsafe in a threaded server
+    code = "import os\nif hasattr(os, 'nice'):\n    os.nice(10)\n" + WARM_UP_CODE
     return subprocess.Popen(
-        [sys.executable, "-c", "from automl_core.latent import warm_up_umap; warm_up_umap()"],
+        [sys.executable, "-c", code],
         cwd=root,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        preexec_fn=_lower_priority if os.name == "posix" else None,
     )
-
-
-def _lower_priority() -> None:
-    os.nice(10)
 
 
 def projection_params(method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
