@@ -628,7 +628,8 @@ def _install_study(
         return False
     with tempfile.TemporaryDirectory() as scratch:
         source = _read_only_source(source_storage_url, Path(scratch))
-        if study_name not in optuna.get_all_study_names(source):
+        source_names = optuna.get_all_study_names(source)
+        if study_name not in source_names:
             raise StorageError(
                 f"no study named {study_name!r} in {safe_url(source_storage_url)!r}"
             )
@@ -636,8 +637,7 @@ def _install_study(
         target_folder = artifact_root() / study_name
         if source_folder.is_dir() and not target_folder.exists():
             shutil.copytree(source_folder, target_folder)
-        copied_file = _copy_whole_file(source, study_name, storage_url)
-        if not copied_file:
+        if not (source_names == [study_name] and _copy_whole_file(source, storage_url)):
             optuna.copy_study(
                 from_study_name=study_name,
                 from_storage=source,
@@ -649,11 +649,9 @@ def _install_study(
     return True
 
 
-def _copy_whole_file(
-    source: optuna.storages.RDBStorage, study_name: str, storage_url: str | None
-) -> bool:
-    """Copies a SQLite source holding just ``study_name`` as the whole target file, when the
-    target is a SQLite file that does not exist yet; False when that does not apply.
+def _copy_whole_file(source: optuna.storages.RDBStorage, storage_url: str | None) -> bool:
+    """Copies a SQLite source (holding just the study to install) as the whole target file,
+    when the target is a SQLite file that does not exist yet; False when that does not apply.
 
     A fresh install's first page copies the demo study this way: a file copy takes
     milliseconds where creating the tables and copying trial by trial took seconds. A copy
@@ -662,8 +660,6 @@ def _copy_whole_file(
     target = sqlite_path(storage_url or default_storage_url())
     source_file = sqlite_path(str(source.engine.url))
     if target is None or source_file is None or target.exists():
-        return False
-    if optuna.get_all_study_names(source) != [study_name]:
         return False
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".copying")

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -364,7 +365,10 @@ def start_warm_up() -> subprocess.Popen | None:
     from automl_core.latent import start_umap_warm_up
 
     try:
-        return start_umap_warm_up()
+        child = start_umap_warm_up()
     except OSError:
         logging.getLogger(__name__).warning("UMAP warm-up could not start", exc_info=True)
         return None
+    # reaped when it ends, so no finished child lingers as a zombie beside the server
+    threading.Thread(target=child.wait, name="umap-warm-up-reaper", daemon=True).start()
+    return child

@@ -155,3 +155,30 @@ def test_an_existing_storage_gets_the_demo_trial_by_trial(tmp_path, monkeypatch)
     )
     assert store.study_names(url) == ["mine", DEMO_STUDY]
     assert len(store.load_study(DEMO_STUDY, url).trials) >= 6
+
+
+def test_a_demo_file_the_installed_optuna_cannot_open_falls_back_to_copying_trials(
+    tmp_path, monkeypatch
+):
+    """If the whole-file copy cannot be opened (say, an older schema), it is removed and the
+    study is copied trial by trial into a new database instead."""
+    from dashboard.state import DEMO_DIR, DEMO_STUDY
+
+    monkeypatch.setenv("AUTOML_HOME", str(tmp_path / "runs"))
+    url = store.default_storage_url()
+    real_open = store.open_storage
+    refusals = []
+
+    def open_once_refused(storage_url=None, **kwargs):
+        if not refusals:
+            refusals.append(storage_url)
+            raise store.StorageError("schema too old")
+        return real_open(storage_url, **kwargs)
+
+    monkeypatch.setattr(store, "open_storage", open_once_refused)
+    source = f"sqlite:///{DEMO_DIR / 'studies.db'}"
+    assert store.install_study(source, DEMO_DIR / "artifacts", DEMO_STUDY)
+    assert refusals  # the whole-file copy was tried and refused
+    original = optuna.load_study(study_name=DEMO_STUDY, storage=source)
+    copy = store.load_study(DEMO_STUDY, url)
+    assert [t.params for t in copy.trials] == [t.params for t in original.trials]

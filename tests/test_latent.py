@@ -200,18 +200,34 @@ def test_umap_uses_exact_neighbours_from_scikit_learn(monkeypatch):
 
 
 def test_dashboard_starts_one_warm_up_process_unless_turned_off(monkeypatch):
+    import threading
+
     from automl_core import latent
     from dashboard import state
 
+    class Child:  # stands in for the Popen of the real warm-up
+        def __init__(self):
+            self.reaped = threading.Event()
+
+        def wait(self):
+            self.reaped.set()
+
     started = []
-    monkeypatch.setattr(latent, "start_umap_warm_up", lambda: started.append(1) or "child")
+
+    def start():
+        started.append(Child())
+        return started[-1]
+
+    monkeypatch.setattr(latent, "start_umap_warm_up", start)
     monkeypatch.setenv(state.WARM_UP_ENV, "0")
     state.start_warm_up.clear()
     assert state.start_warm_up() is None and not started
     monkeypatch.setenv(state.WARM_UP_ENV, "1")
     state.start_warm_up.clear()
-    assert state.start_warm_up() == "child"
-    assert state.start_warm_up() == "child" and started == [1]  # once per process
+    child = state.start_warm_up()
+    assert child is started[0]
+    assert state.start_warm_up() is child and len(started) == 1  # once per process
+    assert child.reaped.wait(10)  # waited for, so a finished child is no zombie
     state.start_warm_up.clear()
 
 
