@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -114,6 +115,45 @@ def requeue_orphans(study: optuna.Study, workers: set[str]) -> int:
     if queued:
         touch_study(study)
     return queued
+
+
+class InterruptHold:
+    """Holds back SIGINT and SIGTERM from entering the block until :meth:`release`.
+
+    A worker's trial is created by ``study.ask()`` and only then names its worker; an
+    interrupt between the two would leave a RUNNING trial that no one can tell is orphaned,
+    so the supervisor could not queue it again. Held signals are delivered, to whatever
+    handler was set before, on :meth:`release` or when the block ends. Outside the main
+    thread (where handlers cannot be set) it holds nothing.
+    """
+
+    _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self._previous: dict[int, object] = {}
+        self._held: list[int] = []
+
+    def __enter__(self) -> InterruptHold:
+        if threading.current_thread() is threading.main_thread():
+            self._held = []
+            self._previous = {number: signal.getsignal(number) for number in self._SIGNALS}
+            for number in self._SIGNALS:
+                signal.signal(number, self._hold)
+        return self
+
+    def _hold(self, signum, frame) -> None:
+        self._held.append(signum)
+
+    def release(self) -> None:
+        """Restores the earlier handlers and delivers the first held signal, if any."""
+        previous, self._previous = self._previous, {}
+        for number, action in previous.items():
+            signal.signal(number, action)
+        if previous and self._held:
+            signal.raise_signal(self._held[0])
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
 
 
 def worker_log_path(study_name: str, index: int) -> Path:

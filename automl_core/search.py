@@ -228,15 +228,25 @@ def trial_reporter(
 
 
 def _objective(
-    settings: SearchSettings, dataset: Dataset, strategy: Strategy, study: optuna.Study
+    settings: SearchSettings,
+    dataset: Dataset,
+    strategy: Strategy,
+    study: optuna.Study,
+    interrupts: processes.InterruptHold | None = None,
 ):
-    """The function Optuna calls for each trial."""
+    """The function Optuna calls for each trial.
+
+    ``interrupts``, held while the trial was created, is released once the trial names its
+    worker: from then on an interrupted trial can be found and queued again.
+    """
     from automl_core.training import train_autoencoder
 
     space = settings.search_space()
 
     def objective(trial: optuna.Trial):
         trial.set_user_attr(WORKER_ATTR, processes.worker_id())
+        if interrupts is not None:
+            interrupts.release()
         touch_study(study)
         config = space.suggest(trial)
         trial.set_user_attr(CONFIG_ATTR, config.to_dict())
@@ -388,7 +398,8 @@ def run_worker(
         sampler=strategy.make_sampler(context),
         pruner=strategy.make_pruner(context),
     )
-    objective = _objective(settings, dataset, strategy, study)
+    interrupts = processes.InterruptHold()
+    objective = _objective(settings, dataset, strategy, study, interrupts)
     callbacks = [lambda finished_study, trial: touch_study(finished_study)]
     callbacks += [on_trial] if on_trial else []
     import keras
@@ -403,7 +414,8 @@ def run_worker(
         before = {t.number for t in study.get_trials(deepcopy=False)}
         ran += 1
         try:
-            study.optimize(objective, n_trials=1, catch=(TrialFailure,), callbacks=callbacks)
+            with interrupts:  # released by the objective once the trial names its worker
+                study.optimize(objective, n_trials=1, catch=(TrialFailure,), callbacks=callbacks)
         except KeyboardInterrupt:
             mine = [t for t in study.get_trials(deepcopy=False) if t.number not in before]
             _retry_interrupted(study, mine[-1] if mine else None)
