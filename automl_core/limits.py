@@ -170,3 +170,9 @@ _limit(
 )
 _limit("max_login_failures", 5, "attempts", "wrong passwords in a row before a user is locked out")
 _limit("login_lockout_seconds", 300, "seconds", "how long a locked-out user name must wait")
+_limit(
+    "warm_start_seconds",
+    30,
+    "seconds",
+    "longest a starting dashboard server runs its landing page once before it takes visitors",
+)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from urllib.request import urlopen
 
 import numpy as np
 import optuna
+import pytest
 
 from automl_core import store
 from automl_core.datasets import load_dataset
@@ -182,3 +187,95 @@ def test_a_demo_file_the_installed_optuna_cannot_open_falls_back_to_copying_tria
     original = optuna.load_study(study_name=DEMO_STUDY, storage=source)
     copy = store.load_study(DEMO_STUDY, url)
     assert [t.params for t in copy.trials] == [t.params for t in original.trials]
+
+
+def test_streamlit_run_finds_the_app_with_the_warm_start():
+    """``streamlit run app.py`` serves app.py's ``st.App`` (whose lifespan warms the server)."""
+    from streamlit.web.server.app_discovery import discover_asgi_app
+
+    found = discover_asgi_app(ROOT / "app.py")
+    assert found.is_asgi_app and found.import_string == "app:app"
+
+
+class _LandingPageRun:
+    """Stands in for Streamlit's runtime: its landing-page run takes ``seconds``."""
+
+    def __init__(self, seconds: float, outcome=(True, "ok")):
+        self.seconds = seconds
+        self.outcome = outcome
+        self.finished = False
+
+    async def does_script_run_without_error(self):
+        import asyncio
+
+        await asyncio.sleep(self.seconds)
+        self.finished = True
+        return self.outcome
+
+
+def _enter_warm_start(monkeypatch, run: _LandingPageRun) -> bool:
+    """Enters and leaves the lifespan; whether the run had finished when it let visitors in."""
+    import asyncio
+
+    from streamlit import runtime
+
+    from dashboard.lifespan import warm_start
+
+    monkeypatch.setattr(runtime, "get_instance", lambda: run)
+
+    async def serve() -> bool:
+        async with warm_start(None):
+            return run.finished
+
+    return asyncio.run(serve())
+
+
+def test_the_server_takes_visitors_after_the_landing_page_ran_once(monkeypatch):
+    monkeypatch.setenv("AUTOML_WARM_START_SECONDS", "5")
+    assert _enter_warm_start(monkeypatch, _LandingPageRun(0.2)) is True
+
+
+def test_a_landing_page_slower_than_the_limit_goes_on_in_the_background(monkeypatch, caplog):
+    monkeypatch.setenv("AUTOML_WARM_START_SECONDS", "1")
+    assert _enter_warm_start(monkeypatch, _LandingPageRun(3.0)) is False
+    assert "the landing page took over 1 s; serving anyway" in caplog.text
+
+
+def test_a_landing_page_that_fails_is_logged_and_the_server_still_starts(monkeypatch, caplog):
+    run = _LandingPageRun(0.0, outcome=(False, "error"))
+    assert _enter_warm_start(monkeypatch, run) is True
+    assert "warm start: the landing page ended with error" in caplog.text
+
+
+@pytest.mark.slow
+def test_a_new_server_is_healthy_only_once_the_demo_study_is_installed(tmp_path):
+    """A real ``streamlit run app.py``: by the time its health check answers, the landing
+    page has run once (the demo study is installed) without any visitor."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "AUTOML_HOME": str(tmp_path), "AUTOML_WARM_UP": "0"}
+    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true"]
+    command += [f"--server.port={port}", "--server.address=127.0.0.1"]
+    server = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        healthy = False
+        while not healthy and time.monotonic() < deadline and server.poll() is None:
+            try:
+                healthy = urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).status
+            except OSError:
+                time.sleep(0.2)
+        assert healthy == 200, "the server never answered its health check"
+        url = f"sqlite:///{tmp_path / 'studies.db'}"
+        assert "demo-mnist-5k" in optuna.get_all_study_names(url)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
