@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import machine_speed  # bench/ is the script's folder
+
 ROOT = Path(__file__).resolve().parent.parent
 SPACE = {
     "num_conv_layers": [1, 2, 3],
@@ -55,19 +57,6 @@ epochs = sum(float(r.live.get("epochs", 0)) for r in records)
 result = {"best": min(r.metrics["val_mse"] for r in done), "trials": len(records),
           "epochs": epochs, "first_epoch_s": min(firsts) - T0 if firsts else None}
 """
-
-
-def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
-    """The best of a few float32 ``size x size`` matmuls, in GFLOP/s (NumPy's BLAS)."""
-    import numpy as np
-
-    a = np.random.default_rng(0).random((size, size), dtype=np.float32)
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        a @ a
-        best = min(best, time.perf_counter() - started)
-    return 2 * size**3 / best / 1e9
 
 
 def child(arm: str, budget: float, seed: int, strategy: str, home: str) -> dict:
@@ -213,7 +202,7 @@ def main() -> None:
     strategy = args.strategy or DEFAULT_STRATEGY
     arms = args.arms.split(",")
     print(
-        f"machine: {matmul_gflops():.0f} GFLOP/s (2048x2048 float32 matmul, best of 5), "
+        f"machine: {machine_speed():.0f} GFLOP/s (2048x2048 float32 matmul), "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; ours = {strategy}",
         flush=True,

@@ -26,6 +26,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from machine import machine_speed  # noqa: E402  (bench/ is the script's folder)
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import keras  # noqa: E402
@@ -135,19 +137,6 @@ def bare_steps(config, data, epochs):
     return seconds, total
 
 
-def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
-    """The best of a few float32 ``size x size`` matmuls, in GFLOP/s (NumPy's BLAS)."""
-    import numpy as np
-
-    a = np.random.default_rng(0).random((size, size), dtype=np.float32)
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        a @ a
-        best = min(best, time.perf_counter() - started)
-    return 2 * size**3 / best / 1e9
-
-
 def overhead_parts(config, data) -> dict[str, float]:
     """Seconds of each fixed part of one trial of ours (one epoch of training between)."""
     parts = {}
@@ -198,7 +187,7 @@ def main() -> None:
             totals[name].append(total)
     base = statistics.median(results["plain model.fit"])
     print(
-        f"machine: {matmul_gflops():.0f} GFLOP/s (2048x2048 float32 matmul), {os.cpu_count()} "
+        f"machine: {machine_speed():.0f} GFLOP/s (2048x2048 float32 matmul), {os.cpu_count()} "
         f"CPUs, load average {os.getloadavg()[0]:.2f}"
     )
     print(
