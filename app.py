@@ -62,5 +62,5 @@ def route() -> None:
 
 if __name__ == "__main__":
     route()
-elif hasattr(st, "App"):  # Streamlit 1.5x and later: `streamlit run` serves this
+elif hasattr(st, "App"):  # a Streamlit with st.App (1.67 here): `streamlit run` serves it
     app = st.App(__file__, lifespan=warm_start)

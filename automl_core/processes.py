@@ -118,7 +118,7 @@ def requeue_orphans(study: optuna.Study, workers: set[str]) -> int:
 
 
 class InterruptHold:
-    """Holds back SIGINT and SIGTERM from entering the block until :meth:`release`.
+    """Holds SIGINT and SIGTERM back inside the block until :meth:`release` (or its end).
 
     A worker's trial is created by ``study.ask()`` and only then names its worker; an
     interrupt between the two would leave a RUNNING trial that no one can tell is orphaned,

@@ -23,8 +23,8 @@ async def warm_start(app) -> AsyncIterator[None]:
     Optuna, installs the demo study on a new install and fills the landing page's caches, so
     the first visitor does not wait for them. The server answers (its health check
     included) once that run ends, or after the ``warm_start_seconds`` limit, when the run
-    goes on in the background. A failure is only logged: the visitor's own run shows it as
-    it would have anyway.
+    goes on in the background (a malformed limit is logged and its default used). A failure
+    is only logged: the visitor's own run shows it as it would have anyway.
 
     Args:
         app: The ``st.App`` being served (unused: the runtime is a process singleton).
@@ -32,6 +32,7 @@ async def warm_start(app) -> AsyncIterator[None]:
     from streamlit import runtime
 
     from automl_core import limits
+    from automl_core.errors import ConfigError
 
     async def run_landing_page() -> None:
         try:
@@ -43,7 +44,11 @@ async def warm_start(app) -> AsyncIterator[None]:
             LOGGER.warning("warm start: the landing page ended with %s", message)
 
     task = asyncio.get_running_loop().create_task(run_landing_page())
-    seconds = limits.get("warm_start_seconds")
+    try:
+        seconds = limits.get("warm_start_seconds")
+    except ConfigError as exc:  # a typo in the environment must not stop the server
+        seconds = limits.LIMITS["warm_start_seconds"].default
+        LOGGER.error("%s; waiting the default %d s", exc, seconds)
     _, pending = await asyncio.wait({task}, timeout=seconds)
     if pending:
         LOGGER.warning("warm start: the landing page took over %d s; serving anyway", seconds)

@@ -247,10 +247,21 @@ def test_a_landing_page_that_fails_is_logged_and_the_server_still_starts(monkeyp
     assert "warm start: the landing page ended with error" in caplog.text
 
 
+def test_a_malformed_warm_start_limit_is_named_and_the_default_used(monkeypatch, caplog):
+    monkeypatch.setenv("AUTOML_WARM_START_SECONDS", "abc")
+    assert _enter_warm_start(monkeypatch, _LandingPageRun(0.1)) is True
+    assert (
+        "AUTOML_WARM_START_SECONDS must be a positive integer (seconds), got 'abc'; "
+        "waiting the default 30 s"
+    ) in caplog.text
+
+
 @pytest.mark.slow
 def test_a_new_server_is_healthy_only_once_the_demo_study_is_installed(tmp_path):
     """A real ``streamlit run app.py``: by the time its health check answers, the landing
     page has run once (the demo study is installed) without any visitor."""
+    from dashboard.state import DEMO_STUDY
+
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -275,7 +286,7 @@ def test_a_new_server_is_healthy_only_once_the_demo_study_is_installed(tmp_path)
                 time.sleep(0.2)
         assert healthy == 200, "the server never answered its health check"
         url = f"sqlite:///{tmp_path / 'studies.db'}"
-        assert "demo-mnist-5k" in optuna.get_all_study_names(url)
+        assert DEMO_STUDY in optuna.get_all_study_names(url)
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -189,7 +189,9 @@ def test_rerun_waits_for_a_stale_running_trial_instead_of_exiting(runs_dir, monk
     assert [r.state for r in records].count("COMPLETE") == 1
 
 
-def test_an_interrupt_while_a_trial_is_created_leaves_it_queued_again(runs_dir, monkeypatch):
+def test_an_interrupt_while_a_trial_is_created_fails_it_instead_of_leaving_it_running(
+    runs_dir, monkeypatch
+):
     """Ctrl-C landing inside ``study.ask()``, before the trial names its worker, is held until
     it does: the trial ends FAIL (it drew no parameters, so there is nothing to queue again)
     and does not count toward the budget, instead of staying RUNNING unowned."""
