@@ -1,5 +1,5 @@
 """The command line: ``python -m automl_core search|worker|leaderboard|filters|datasets|export|
-hash-password``."""
+precision|hash-password``."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ def _add_storage(parser: argparse.ArgumentParser) -> None:
 
 
 def _build_parser() -> argparse.ArgumentParser:
+    from automl_core.precision import PRECISION_ENV, PRECISIONS, SPEEDUP_THRESHOLD
     from automl_core.settings import SECOND_OBJECTIVES
     from automl_core.space import PARAMETERS
     from automl_core.strategies import DEFAULT_STRATEGY, STRATEGIES
@@ -79,6 +80,14 @@ def _build_parser() -> argparse.ArgumentParser:
         choices=list(SECOND_OBJECTIVES),
         help="second objective of nsga2",
     )
+    search.add_argument(
+        "--precision",
+        default=None,
+        choices=PRECISIONS,
+        help=f"number format of training (default: {PRECISION_ENV}, else auto): auto "
+        f"measures this machine once and uses bfloat16 / float16 only where it trains at "
+        f"least {SPEEDUP_THRESHOLD:g}x faster than float32; float16 needs a GPU",
+    )
     _add_storage(search)
 
     worker = commands.add_parser("worker", help="join an existing study and run its trials")
@@ -121,6 +130,15 @@ def _build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="the folder to write into (created)")
     export.add_argument("--trial", type=int, default=None, help="trial number (default: best)")
     _add_storage(export)
+
+    precision = commands.add_parser(
+        "precision",
+        help="show what the precision probe measured on this machine and what auto picks",
+    )
+    precision.add_argument(
+        "--measure", action="store_true", help="measure again now (else the cached result)"
+    )
+    precision.add_argument("--quiet", action="store_true", help="print nothing")
 
     commands.add_parser(
         "hash-password",
@@ -175,6 +193,8 @@ def _print_trial(study, trial) -> None:
 
     record = TrialRecord.from_frozen(trial)
     params = " ".join(f"{k}={v}" for k, v in record.params.items())
+    if record.precision:
+        params += f" [{record.precision}]"
     metrics = record.metrics
     if metrics:
         tail = (
@@ -243,6 +263,7 @@ def _cmd_search(args) -> int:
         seed=args.seed,
         max_images=args.max_images,
         second_objective=args.second_objective,
+        **({"precision": args.precision} if args.precision else {}),
     )
     from automl_core.strategies import get_strategy
 
@@ -259,9 +280,16 @@ def _cmd_search(args) -> int:
         printed.append(trial.number)
         _print_trial(study, trial)
 
+    def on_start(study):
+        from automl_core.settings import study_precision
+
+        print(study_precision(study).summary(), flush=True)
+
     try:
         with _interrupt_once():  # SIGTERM too: the workers are stopped, their trials re-queued
-            study = run_search(settings, args.storage, on_trial=on_trial, workers=args.workers)
+            study = run_search(
+                settings, args.storage, on_trial=on_trial, workers=args.workers, on_start=on_start
+            )
     except KeyboardInterrupt:
         print("\nstopped; run the same command again to resume", file=sys.stderr)
         return 130
@@ -372,6 +400,30 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_precision(args) -> int:
+    from automl_core import store
+    from automl_core.precision import PrecisionChoice, choose_policy
+    from automl_core.precision_probe import cached_probe, probe_cache_path, run_probe
+
+    home = store.runs_home()
+    result = None if args.measure else cached_probe(home)
+    if result is None:
+        result = run_probe(home)
+    if args.quiet:
+        return 0
+    policy, reason = choose_policy(result)
+    print(PrecisionChoice("auto", policy, reason, result).summary())
+    for name, speed in sorted(result.images_per_second.items()):
+        ratio = result.speedup(name)
+        print(f"  {name:15s} {speed:9,.0f} images/s  {ratio:.2f}x float32")
+    for name, error in sorted(result.errors.items()):
+        print(f"  {name:15s} could not train: {error}")
+    flags = ", ".join(result.machine.get("cpu_bfloat16_flags") or []) or "none"
+    print(f"  cpu: {result.machine.get('cpu')} (bfloat16 flags: {flags})")
+    print(f"  cached in {probe_cache_path(home, result.machine)}")
+    return 0
+
+
 def _cmd_hash_password(args) -> int:
     import getpass
 
@@ -394,6 +446,7 @@ COMMANDS = {
     "filters": _cmd_filters,
     "datasets": _cmd_datasets,
     "export": _cmd_export,
+    "precision": _cmd_precision,
     "hash-password": _cmd_hash_password,
 }
 

@@ -56,6 +56,7 @@ from optuna.trial import FrozenTrial
 
 from automl_core import blocks, limits
 from automl_core.errors import ConfigError, StorageError
+from automl_core.precision import loss_scaled, policy_scope
 from automl_core.space import PARAMETERS, Choice, Range, SearchSpace
 from automl_core.trials import DARTS_ATTR
 
@@ -367,6 +368,7 @@ def build_supernet(space: SearchSpace, input_shape: tuple[int, int, int]):
         padding="same",
         activation="sigmoid",
         name="supernet_reconstruction",
+        dtype="float32",  # the output and the loss stay float32 under a mixed policy
     )(x)
     return keras.Model(image, out, name="supernet"), mixed
 
@@ -444,6 +446,7 @@ def search_architecture(
     seed: int = 0,
     deadline: float | None = None,
     on_epoch: Callable[[DartsResult], None] | None = None,
+    precision: str = "float32",
 ) -> DartsResult:
     """Trains the super-network (first-order DARTS) and derives the architecture.
 
@@ -455,6 +458,8 @@ def search_architecture(
         seed: Seed of initialisation and shuffling. Defaults to 0.
         deadline: Unix time after which no new epoch starts. Defaults to None.
         on_epoch: Called with the partial result after every epoch. Defaults to None.
+        precision: The Keras policy of the super-network's training (its variables and
+            architecture weights stay float32). Defaults to ``float32``.
 
     Returns:
         The finished result.
@@ -469,21 +474,27 @@ def search_architecture(
         raise ConfigError(f"epochs must be a positive integer, got epochs={epochs!r}")
     started = time.perf_counter()
     keras.utils.set_random_seed(seed)
-    model, mixed = build_supernet(space, dataset.input_shape)
+    with policy_scope(precision):
+        model, mixed = build_supernet(space, dataset.input_shape)
     reference = reference_values(space)
     # a cell with one candidate has nothing to learn: its alpha stays out of both steps
     alpha_ids = {id(layer.alpha) for layer in mixed.values()}
     alphas = [layer.alpha for layer in mixed.values() if len(layer.candidates) > 1]
     weights = [v for v in model.trainable_variables if id(v) not in alpha_ids]
-    weight_optimizer = keras.optimizers.Adam(float(reference["learning_rate"]))
-    alpha_optimizer = keras.optimizers.Adam(ARCHITECTURE_LEARNING_RATE, beta_1=ARCHITECTURE_BETA_1)
+    weight_optimizer = loss_scaled(
+        keras.optimizers.Adam(float(reference["learning_rate"])), precision
+    )
+    alpha_optimizer = loss_scaled(
+        keras.optimizers.Adam(ARCHITECTURE_LEARNING_RATE, beta_1=ARCHITECTURE_BETA_1), precision
+    )
     weight_optimizer.build(weights)
     alpha_optimizer.build(alphas)
 
     def step(images, variables, optimizer):
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(tf.square(model(images, training=True) - images))
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+            scaled = optimizer.scale_loss(loss)  # unscaled again by apply_gradients
+        optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables, strict=True))
         return loss
 
     weight_step = tf.function(lambda x: step(x, weights, weight_optimizer))
@@ -554,6 +565,8 @@ class DartsSampler(optuna.samplers.BaseSampler):
         epochs: Epochs of the super-network's training.
         seed: Seed of the search and of the TPE that tunes the other parameters.
         load_data: ``(study) -> Dataset``. Defaults to the dataset of the study's settings.
+        precision: The Keras policy of the super-network's training. Defaults to
+            ``float32``.
 
     Building the sampler never fails (every strategy builds from every space); the
     search's pre-flight calls :meth:`preflight`, which refuses a space DARTS cannot search.
@@ -566,6 +579,7 @@ class DartsSampler(optuna.samplers.BaseSampler):
         epochs: int,
         seed: int | None = None,
         load_data: Callable[[optuna.Study], Any] | None = None,
+        precision: str = "float32",
     ) -> None:
         self._space = space
         self._input_shape = tuple(int(d) for d in input_shape)
@@ -574,6 +588,7 @@ class DartsSampler(optuna.samplers.BaseSampler):
         self._epochs = int(epochs)
         self._seed = 0 if seed is None else int(seed)
         self._load_data = load_data or _load_study_data
+        self._precision = precision
         self._tpe = optuna.samplers.TPESampler(
             seed=seed, n_startup_trials=3, multivariate=True, constant_liar=True
         )
@@ -666,6 +681,7 @@ class DartsSampler(optuna.samplers.BaseSampler):
                 on_epoch=lambda partial: publish(
                     DartsResult(partial.cells, val_mse=partial.val_mse, trial=number)
                 ),
+                precision=self._precision,
             )
         except BaseException:
             # no claim left behind: the next worker searches instead of waiting for it

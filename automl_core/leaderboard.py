@@ -341,8 +341,9 @@ FIRST_COLUMNS = ("study", "trial", "state", *METRIC_COLUMNS)
 
 
 def display_columns(frame: pd.DataFrame, with_study: bool) -> list[str]:
-    """Leaderboard columns in reading order: identity, metrics, parameters, model, note."""
+    """Leaderboard columns in reading order: identity, metrics, parameters, precision, model,
+    note."""
     first = [c for c in FIRST_COLUMNS if c in frame and (c != "study" or with_study)]
-    last = [c for c in ("has_model", "note") if c in frame]
+    last = [c for c in ("precision", "has_model", "note") if c in frame]
     middle = [c for c in frame.columns if c not in first and c not in last and c != "study"]
     return first + middle + last

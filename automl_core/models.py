@@ -166,8 +166,9 @@ def build_autoencoder(config: ModelConfig, input_shape: tuple[int, int, int]) ->
             1,
             activity_regularizer=keras.regularizers.L1(config.sparsity) if sparse else None,
             name="encoder_code",
+            dtype="float32",  # the code stays float32 under a mixed policy (see code_layer)
         )(x)
-        latent = layers.Flatten(name="latent")(x)
+        latent = layers.Flatten(name="latent", dtype="float32")(x)
     else:
         x = layers.Flatten(name="encoder_flatten")(x)
         latent = recipes.code_layer(config, x, height * width * channels)
@@ -192,8 +193,14 @@ def build_autoencoder(config: ModelConfig, input_shape: tuple[int, int, int]) ->
         y = layers.Cropping2D(
             ((dh // 2, dh - dh // 2), (dw // 2, dw - dw // 2)), name="decoder_crop"
         )(y)
+    # float32 under a mixed policy too: the output, and so every loss, keeps full precision
     reconstruction = layers.Conv2D(
-        channels, config.kernel_size, padding="same", activation="sigmoid", name="reconstruction"
+        channels,
+        config.kernel_size,
+        padding="same",
+        activation="sigmoid",
+        name="reconstruction",
+        dtype="float32",
     )(y)
     decoder = keras.Model(code, reconstruction, name="decoder")
 

@@ -112,13 +112,17 @@ def code_layer(config, features, values_per_image: int):
         log_var = layers.Dense(
             config.latent_dim, name="latent_log_var", kernel_initializer="zeros"
         )(features)
-        return VariationalCode(config.kl_weight, values_per_image, name="latent")([mean, log_var])
+        # the KL term in float32 under a mixed policy: exp(log_var) overflows float16
+        return VariationalCode(config.kl_weight, values_per_image, name="latent", dtype="float32")(
+            [mean, log_var]
+        )
     regularizer = None
     if config.objective == "sparse":
         regularizer = keras.regularizers.L1(config.sparsity)
-    return layers.Dense(config.latent_dim, activity_regularizer=regularizer, name="latent")(
-        features
-    )
+    # the code in float32 under a mixed policy: its L1 penalty and inspection read it
+    return layers.Dense(
+        config.latent_dim, activity_regularizer=regularizer, name="latent", dtype="float32"
+    )(features)
 
 
 def register_loss(name: str):
@@ -258,8 +262,9 @@ def augmenter(seed: int | None = None):
     Returns:
         ``(images) -> images``, for ``Dataset.map`` on batches of images.
     """
-    flip = layers.RandomFlip("horizontal", seed=seed)
-    shift = layers.RandomTranslation(SHIFT, SHIFT, fill_mode="reflect", seed=seed)
+    # float32 under a mixed policy too: the augmented image is also the target
+    flip = layers.RandomFlip("horizontal", seed=seed, dtype="float32")
+    shift = layers.RandomTranslation(SHIFT, SHIFT, fill_mode="reflect", seed=seed, dtype="float32")
 
     def augment(images):
         return shift(flip(images, training=True), training=True)

@@ -19,15 +19,16 @@ METRIC_COLUMNS = (
     "train_seconds",
     "epochs",
 )
-EMPTY_COLUMNS = ["study", "trial", "state", *METRIC_COLUMNS, "has_model", "note"]
+EMPTY_COLUMNS = ["study", "trial", "state", *METRIC_COLUMNS, "precision", "has_model", "note"]
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """Every trial of a study, one row each, best validation MSE first.
 
     Columns: ``study``, ``trial``, ``state``, the configuration parameters, the metrics of
-    :class:`automl_core.training.TrialMetrics` (NaN where a trial has none), ``has_model``
-    and ``note`` (why a trial failed or was pruned).
+    :class:`automl_core.training.TrialMetrics` (NaN where a trial has none), ``precision``
+    (the Keras policy it trained with), ``has_model`` and ``note`` (why a trial failed or
+    was pruned, or why it was retried in float32).
 
     Args:
         study: The study.
@@ -57,6 +58,8 @@ def records_frame(study_name: str, records: list[TrialRecord]) -> pd.DataFrame:
         if record.state == "PRUNED" and record.live.get("val_loss"):
             row["val_mse"] = record.best_val_mse
             row["epochs"] = record.live.get("epoch", math.nan)
+        # trials stored before precision was recorded trained in float32
+        row["precision"] = record.precision or ("float32" if record.has_model else "")
         row["has_model"] = record.has_model
         row["note"] = record.note
         rows.append(row)

@@ -31,6 +31,8 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from automl_core.trials import COST_ATTR, PRECISION_ATTR
+
 # Per-epoch overhead in units of multiply-accumulates per image, used until the study has
 # timed two architectures: on 2 CPU cores an epoch of mnist-5k costs ~0.44 s plus
 # ~0.15 s per million multiply-accumulates, i.e. the overhead is worth ~3 M of work.
@@ -58,6 +60,10 @@ class CostAwareTPESampler(optuna.samplers.TPESampler):
             proposal then costs its set-up plus that much training, in seconds learned
             from the study's timings. None (default): the cost is per epoch, in work units.
         train_images: Training images per epoch, for the seconds model's prior.
+        precision: The Keras policy this search's trials train with: the time model learns
+            from trials timed under it, and from others only while none is (a float32
+            timing overstates a bfloat16 trial's cost several times). Defaults to
+            ``float32``.
     """
 
     def __init__(
@@ -68,6 +74,7 @@ class CostAwareTPESampler(optuna.samplers.TPESampler):
         n_startup_trials: int = 5,
         fidelity_epochs: float | None = None,
         train_images: int = 4000,
+        precision: str = "float32",
     ) -> None:
         super().__init__(
             seed=seed, n_startup_trials=n_startup_trials, multivariate=True, constant_liar=True
@@ -78,6 +85,7 @@ class CostAwareTPESampler(optuna.samplers.TPESampler):
             name: _only_value(d) for name, d in self._distributions.items() if d.single()
         }
         self._work_of = work_of
+        self._precision = precision
         self._start_up = n_startup_trials
         self._overhead_work = PRIOR_OVERHEAD_WORK
         self._tried: set[tuple] = set()
@@ -107,6 +115,7 @@ class CostAwareTPESampler(optuna.samplers.TPESampler):
         Per-epoch work units: needs two architectures of different work; until then the
         prior stays. Multi-fidelity seconds: see :meth:`SecondsModel.fit`.
         """
+        trials = same_precision(trials, self._precision)
         if self._fidelity is not None:
             self._seconds.fit(
                 [
@@ -249,10 +258,15 @@ class SecondsModel:
                 self.setup = prior.setup * speed
 
 
+def same_precision(trials: list[FrozenTrial], policy: str) -> list[FrozenTrial]:
+    """The trials trained under ``policy`` (trials without a record count as float32), or
+    every trial when none was."""
+    matching = [t for t in trials if t.user_attrs.get(PRECISION_ATTR, "float32") == policy]
+    return matching or list(trials)
+
+
 def _cost_of(trial: FrozenTrial) -> dict[str, float]:
     """The timings a trial stored at its reports (empty when none)."""
-    from automl_core.trials import COST_ATTR
-
     cost = trial.user_attrs.get(COST_ATTR)
     return dict(cost) if isinstance(cost, dict) else {}
 

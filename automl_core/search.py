@@ -27,12 +27,16 @@ import optuna
 from automl_core import limits, processes, store
 from automl_core.datasets import DATASETS, Dataset, load_arrays, load_dataset
 from automl_core.errors import ConfigError, StorageError, TrialFailure
+from automl_core.precision import check_precision_available, gpu_names
+from automl_core.precision_probe import resolve_precision
 from automl_core.settings import (
     DEADLINE_ATTR,
     RESUMABLE_SETTINGS,
     SECOND_OBJECTIVES,
+    STUDY_PRECISION_ATTR,
     SearchSettings,
     settings_conflict,
+    study_precision,
     study_settings,
 )
 from automl_core.strategies import Strategy, StrategyContext, get_strategy
@@ -44,6 +48,8 @@ from automl_core.trials import (
     FAIL_REASON_ATTR,
     LIVE_ATTR,
     METRICS_ATTR,
+    PRECISION_ATTR,
+    PRECISION_FALLBACK_ATTR,
     RUN_ATTR,
     WORKER_ATTR,
     BudgetCount,
@@ -88,11 +94,12 @@ def check_search(
         The search's strategy.
 
     Raises:
-        ConfigError: Unknown strategy, impossible space for the images, or the study
-            exists with other settings.
+        ConfigError: Unknown strategy, impossible space for the images, a precision
+            this machine cannot train in, or the study exists with other settings.
         DatasetError: The dataset cannot be loaded.
     """
     strategy = get_strategy(settings.strategy)
+    check_precision_available(settings.precision)
     space = settings.search_space()
     if strategy.needs_grid:
         space.grid()
@@ -197,6 +204,11 @@ def trial_reporter(
             self.curves: dict[str, list[float]] = {"loss": [], "val_loss": [], "val_mse": []}
             self.cost: dict[str, float] = {}
 
+        def on_train_begin(self, logs=None):
+            # a training retried in float32 starts its curves again
+            for curve in self.curves.values():
+                curve.clear()
+
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
             now = time.perf_counter()
@@ -233,11 +245,15 @@ def _objective(
     strategy: Strategy,
     study: optuna.Study,
     interrupts: processes.InterruptHold | None = None,
+    precision: str = "float32",
+    precision_note: str = "",
 ):
     """The function Optuna calls for each trial.
 
     ``interrupts``, held while the trial was created, is released once the trial names its
-    worker: from then on an interrupted trial can be found and queued again.
+    worker: from then on an interrupted trial can be found and queued again. Trials train
+    in the Keras policy ``precision``; ``precision_note`` says why this worker trains in
+    another policy than the study's (recorded on each trial), or is ''.
     """
     from automl_core.training import train_autoencoder
 
@@ -257,6 +273,7 @@ def _objective(
             trial.set_user_attr(METRICS_ATTR, earlier.metrics)
             trial.set_user_attr(ARTIFACT_ATTR, earlier.artifact_dir)
             trial.set_user_attr(DUPLICATE_ATTR, earlier.number)
+            trial.set_user_attr(PRECISION_ATTR, earlier.precision or "float32")
             values = earlier.values or ()
             return values[0] if len(values) == 1 else tuple(values)
         # the last trial of a trial budget with no model yet is not pruned: a search always
@@ -272,6 +289,7 @@ def _objective(
             max_epochs=settings.max_epochs,
             reports_per_epoch=strategy.reports_per_epoch,
         )
+        trial.set_user_attr(PRECISION_ATTR, precision)
         try:
             trained = train_autoencoder(
                 config,
@@ -280,6 +298,7 @@ def _objective(
                 settings.seed + trial.number,
                 [reporter],
                 first_epoch_reports=strategy.reports_per_epoch,
+                precision=precision,
             )
         except optuna.TrialPruned:
             raise
@@ -293,6 +312,12 @@ def _objective(
             trial.set_user_attr(FAIL_REASON_ATTR, "out of memory while building or training")
             raise TrialFailure("out of memory") from exc
         metrics = trained.metrics.to_dict()
+        if trained.precision != precision:
+            trial.set_user_attr(PRECISION_ATTR, trained.precision)
+        if trained.precision_fallback or precision_note:
+            trial.set_user_attr(
+                PRECISION_FALLBACK_ATTR, trained.precision_fallback or precision_note
+            )
         try:
             relative = store.save_trial_artifacts(
                 store.artifact_root(),
@@ -385,12 +410,14 @@ def run_worker(
     )
     space = settings.search_space()
     space.validate_for(dataset.input_shape)
+    precision, precision_note = worker_policy(study_precision(study).policy)
     context = StrategyContext(
         space,
         settings.seed + seed_offset,
         dataset.input_shape,
         settings.max_epochs,
         train_images=len(dataset.x_train),
+        precision=precision,
     )
     study = optuna.load_study(
         study_name=study_name,
@@ -399,7 +426,9 @@ def run_worker(
         pruner=strategy.make_pruner(context),
     )
     interrupts = processes.InterruptHold()
-    objective = _objective(settings, dataset, strategy, study, interrupts)
+    objective = _objective(
+        settings, dataset, strategy, study, interrupts, precision, precision_note
+    )
     callbacks = [lambda finished_study, trial: touch_study(finished_study)]
     callbacks += [on_trial] if on_trial else []
     import keras
@@ -426,12 +455,24 @@ def run_worker(
     return study
 
 
+def worker_policy(policy: str) -> tuple[str, str]:
+    """The Keras policy this worker trains a study's trials in, and why it differs ('' if not).
+
+    A study resolved to ``mixed_float16`` on a GPU machine may be joined by a worker on a
+    machine without one: that worker trains in float32 and its trials say so.
+    """
+    if policy == "mixed_float16" and not gpu_names():
+        return "float32", "mixed_float16 needs a GPU and this worker has none; trained in float32"
+    return policy, ""
+
+
 def run_search(
     settings: SearchSettings,
     storage_url: str | None = None,
     on_trial: TrialCallback | None = None,
     workers: int = 1,
     poll_seconds: float = 0.5,
+    on_start: Callable[[optuna.Study], None] | None = None,
 ) -> optuna.Study:
     """Runs (or resumes) a search to its budget with worker processes, and follows it.
 
@@ -449,6 +490,8 @@ def run_search(
         on_trial: Called with ``(study, trial)`` for each trial that finishes.
         workers: Worker processes on this machine. Defaults to 1.
         poll_seconds: How often the storage is read. Defaults to 0.5.
+        on_start: Called with the prepared study before its first trial (its settings and
+            the resolved precision, :func:`automl_core.settings.study_precision`, are set).
 
     Returns:
         The study.
@@ -461,6 +504,9 @@ def run_search(
     """
     processes.check_workers(workers)
     store.validate_study_name(settings.study)
+    # before the workers start: a probe of this machine (once, then cached) must not share
+    # the cores with their start-up
+    precision = resolve_precision(settings.precision, store.runs_home())
     # workers start first: their TensorFlow import overlaps loading and checking the data
     # and preparing the study; they wait for this run's token on the study
     run = uuid.uuid4().hex
@@ -480,7 +526,10 @@ def run_search(
         study = prepare_study(settings, storage_url)
         settings = study_settings(study)
         _share_dataset(dataset, settings, run)
+        study.set_user_attr(STUDY_PRECISION_ATTR, precision.to_dict())
         study.set_user_attr(RUN_ATTR, run)
+        if on_start is not None:
+            on_start(study)
     except BaseException:
         processes.stop_workers(list(children.values()), wait_seconds=5.0)
         raise

@@ -16,11 +16,14 @@ import optuna
 
 from automl_core import store
 from automl_core.errors import ConfigError, StorageError
+from automl_core.precision import PrecisionChoice, check_precision, default_precision
 from automl_core.space import SearchSpace
 from automl_core.strategies import DEFAULT_STRATEGY
 
 # study attribute: Unix time at which the search's workers stop training, or None
 DEADLINE_ATTR = "deadline"
+# study attribute: the precision the search's workers train with (PrecisionChoice.to_dict)
+STUDY_PRECISION_ATTR = "precision"
 SECOND_OBJECTIVES = {"compression_ratio": "maximize", "param_count": "minimize"}
 
 
@@ -42,6 +45,10 @@ class SearchSettings:
         test_fraction: Share of images for the test split.
         second_objective: For multi-objective strategies: ``compression_ratio`` or
             ``param_count``.
+        precision: The number format of training: ``auto`` (measured once per machine),
+            ``float32``, ``bfloat16`` or ``float16`` (GPUs only). Defaults to
+            ``AUTOML_PRECISION``, else ``auto``. A setting of the run, not a searched
+            parameter: every worker trains with the policy the search resolved.
     """
 
     study: str
@@ -56,9 +63,11 @@ class SearchSettings:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     second_objective: str = "compression_ratio"
+    precision: str = field(default_factory=default_precision)
 
     def __post_init__(self) -> None:
         store.validate_study_name(self.study)
+        check_precision(self.precision)
         if self.trials is not None and (isinstance(self.trials, bool) or self.trials < 1):
             raise ConfigError(f"trials must be a positive integer, got trials={self.trials}")
         if self.timeout is not None and not self.timeout > 0:
@@ -99,7 +108,7 @@ class SearchSettings:
 
 
 # settings a re-run may change without making it another search
-RESUMABLE_SETTINGS = ("trials", "timeout", "max_epochs")
+RESUMABLE_SETTINGS = ("trials", "timeout", "max_epochs", "precision")
 
 
 def settings_conflict(settings: SearchSettings, stored: dict[str, Any]) -> str | None:
@@ -136,6 +145,14 @@ def study_settings(study: optuna.Study) -> SearchSettings:
             f"study {study.study_name!r} has no search settings; it was not created by automl_core"
         )
     return SearchSettings.from_dict(stored)
+
+
+def study_precision(study: optuna.Study) -> PrecisionChoice:
+    """The precision a study's workers train with (float32 for studies stored before it)."""
+    stored = study.user_attrs.get(STUDY_PRECISION_ATTR)
+    if not isinstance(stored, dict):
+        return PrecisionChoice("float32", "float32", "stored before precision was a setting")
+    return PrecisionChoice.from_dict(stored)
 
 
 def default_study_name(dataset: str, strategy: str) -> str:

@@ -31,6 +31,8 @@ class StrategyContext:
         input_shape: One image's (H, W, C), for samplers that weigh a model's cost.
         max_epochs: The epoch budget of one trial, for pruners.
         train_images: Training images per epoch, for time priors. Defaults to 4,000.
+        precision: The Keras policy trials train with, so cost models learn from timings
+            of that policy. Defaults to ``float32``.
     """
 
     space: SearchSpace
@@ -38,6 +40,7 @@ class StrategyContext:
     input_shape: tuple[int, int, int]
     max_epochs: int
     train_images: int = 4000
+    precision: str = "float32"
 
 
 SamplerFactory = Callable[[StrategyContext], optuna.samplers.BaseSampler]
@@ -197,7 +200,10 @@ def _cost_aware_tpe(context: StrategyContext) -> optuna.samplers.BaseSampler:
     from automl_core.samplers import CostAwareTPESampler
 
     return CostAwareTPESampler(
-        context.space.distributions(), _work_model(context), seed=context.seed
+        context.space.distributions(),
+        _work_model(context),
+        seed=context.seed,
+        precision=context.precision,
     )
 
 
@@ -247,6 +253,7 @@ def _cost_aware_tpe_multi_fidelity(context: StrategyContext) -> optuna.samplers.
         n_startup_trials=8,
         fidelity_epochs=first_rung_thirds(context.train_images) / REPORTS_PER_EPOCH,
         train_images=context.train_images,
+        precision=context.precision,
     )
 
 
@@ -311,4 +318,10 @@ def _reinforce(context: StrategyContext) -> optuna.samplers.BaseSampler:
 def _darts(context: StrategyContext) -> optuna.samplers.BaseSampler:
     from automl_core.darts import DartsSampler
 
-    return DartsSampler(context.space, context.input_shape, context.max_epochs, seed=context.seed)
+    return DartsSampler(
+        context.space,
+        context.input_shape,
+        context.max_epochs,
+        seed=context.seed,
+        precision=context.precision,
+    )

@@ -13,6 +13,7 @@ from automl_core.datasets import Dataset
 from automl_core.errors import TrialFailure
 from automl_core.metrics import reconstruction_scores
 from automl_core.models import Autoencoder, build_autoencoder
+from automl_core.precision import policy_scope
 from automl_core.recipes import augmenter, make_loss, make_schedule
 from automl_core.space import OPTIMIZERS, ModelConfig
 from automl_core.store import PREVIEW_IMAGES
@@ -64,6 +65,9 @@ class TrainedModel:
     # reconstructions of the first test images, saved with the model so that pages can show
     # them without loading it (see store.load_trial_preview)
     preview: np.ndarray | None = None
+    # the Keras policy it trained with, and why it fell back to float32 ('' if it did not)
+    precision: str = "float32"
+    precision_fallback: str = ""
 
 
 def make_optimizer(
@@ -117,11 +121,15 @@ def train_autoencoder(
     seed: int = 0,
     callbacks: list[keras.callbacks.Callback] | None = None,
     first_epoch_reports: int = 1,
+    precision: str = "float32",
 ) -> TrainedModel:
     """Builds and trains one autoencoder, keeps its best epoch, and scores it on test data.
 
     Training (:func:`automl_core.fit_loop.fit_autoencoder`) stops early when the validation
-    MSE has not improved for three epochs, and the best weights are restored.
+    MSE has not improved for three epochs, and the best weights are restored. Under a mixed
+    policy, a loss that becomes NaN or infinite is retried once in float32 (the result says
+    so), and the trained weights are moved into a float32 copy of the model: the returned
+    model, its saved file, its validation MSE and its test scores are all float32.
 
     Args:
         config: The configuration to train.
@@ -133,20 +141,70 @@ def train_autoencoder(
         first_epoch_reports: Report points in the first epoch (a multi-fidelity search
             reads 3: after a third, two thirds and all of the training images). Defaults
             to 1 (once per epoch).
+        precision: The Keras dtype policy to train in: ``float32``, ``mixed_bfloat16`` or
+            ``mixed_float16``. Defaults to ``float32``.
 
     Returns:
         The trained model with its per-epoch history and metrics.
 
     Raises:
-        TrialFailure: The loss diverged or the model ran out of memory.
+        TrialFailure: The loss diverged (in float32) or the model ran out of memory.
     """
-    import tensorflow as tf
-
-    from automl_core.fit_loop import Diverged, fit_autoencoder
+    from automl_core.fit_loop import Diverged
 
     if max_epochs < 1:
         raise ValueError(f"max_epochs must be a positive integer, got max_epochs={max_epochs}")
     started = time.perf_counter()
+    fallback = ""
+    try:
+        with policy_scope(precision):
+            models, fitted = _fit(
+                config, dataset, max_epochs, seed, callbacks, first_epoch_reports
+            )
+    except Diverged as exc:
+        if precision == "float32":
+            raise TrialFailure(str(exc)) from exc
+        fallback = f"{precision} training {exc}; retried in float32"
+        precision = "float32"
+        try:
+            models, fitted = _fit(
+                config, dataset, max_epochs, seed, callbacks, first_epoch_reports
+            )
+        except Diverged as again:
+            raise TrialFailure(f"{again} (also after {fallback})") from again
+    history = fitted.history
+    val_mse = fitted.val_mse
+    if precision != "float32":
+        models = _float32_copy(models, config, dataset.input_shape)
+        val_mse = float(
+            np.mean((reconstruct(models.autoencoder, dataset.x_val) - dataset.x_val) ** 2)
+        )
+    if not math.isfinite(val_mse):
+        raise TrialFailure(f"diverged: validation MSE is {val_mse}")
+    rebuilt = reconstruct(models.autoencoder, dataset.x_test)
+    scores = reconstruction_scores(dataset.x_test, rebuilt)
+    metrics = TrialMetrics(
+        val_mse=val_mse,
+        test_psnr=float(scores.psnr.mean()),
+        test_ssim=float(scores.ssim.mean()),
+        test_mse=float(scores.mse.mean()),
+        param_count=int(models.autoencoder.count_params()),
+        compression_ratio=float(math.prod(dataset.input_shape) / config.latent_dim),
+        train_seconds=time.perf_counter() - started,
+        epochs=math.ceil(fitted.epochs_run - 1e-9),
+        best_epoch=max(1, math.ceil(history["epochs"][fitted.best_index] - 1e-9)),
+    )
+    return TrainedModel(
+        config, models, history, metrics, rebuilt[:PREVIEW_IMAGES], precision, fallback
+    )
+
+
+def _fit(config, dataset, max_epochs, seed, callbacks, first_epoch_reports):
+    """Builds, compiles and trains the model under the current Keras policy."""
+    import tensorflow as tf
+
+    from automl_core.fit_loop import fit_autoencoder
+
     keras.utils.set_random_seed(seed)
     models = build_autoencoder(config, dataset.input_shape)
     steps_per_epoch = math.ceil(len(dataset.x_train) / config.batch_size)
@@ -168,23 +226,16 @@ def train_autoencoder(
         )
     except tf.errors.ResourceExhaustedError as exc:
         raise TrialFailure(f"out of memory: {exc.message.splitlines()[0]}") from exc
-    except Diverged as exc:
-        raise TrialFailure(str(exc)) from exc
-    history = fitted.history
-    val_mse = fitted.val_mse
-    if not math.isfinite(val_mse):
-        raise TrialFailure(f"diverged: validation MSE is {val_mse}")
-    rebuilt = reconstruct(models.autoencoder, dataset.x_test)
-    scores = reconstruction_scores(dataset.x_test, rebuilt)
-    metrics = TrialMetrics(
-        val_mse=val_mse,
-        test_psnr=float(scores.psnr.mean()),
-        test_ssim=float(scores.ssim.mean()),
-        test_mse=float(scores.mse.mean()),
-        param_count=int(models.autoencoder.count_params()),
-        compression_ratio=float(math.prod(dataset.input_shape) / config.latent_dim),
-        train_seconds=time.perf_counter() - started,
-        epochs=math.ceil(fitted.epochs_run - 1e-9),
-        best_epoch=max(1, math.ceil(history["epochs"][fitted.best_index] - 1e-9)),
-    )
-    return TrainedModel(config, models, history, metrics, rebuilt[:PREVIEW_IMAGES])
+    return models, fitted
+
+
+def _float32_copy(models: Autoencoder, config: ModelConfig, input_shape) -> Autoencoder:
+    """The same trained weights in a model built under float32, for scoring and saving.
+
+    Variables are float32 under every mixed policy, so the copy is exact; it computes in
+    float32, and its ``.keras`` file loads as a float32 model wherever it is read.
+    """
+    with policy_scope("float32"):
+        copy = build_autoencoder(config, input_shape)
+    copy.autoencoder.set_weights(models.autoencoder.get_weights())
+    return copy

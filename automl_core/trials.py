@@ -32,6 +32,10 @@ ARTIFACT_ATTR = "artifact_dir"
 # first report), ``first_report_epochs`` (epochs done then, 1/3 in a multi-fidelity search)
 # and ``epoch_seconds`` (one epoch of training after tracing, measured between reports)
 COST_ATTR = "cost"
+# the Keras policy a trial trained with (float32, mixed_bfloat16, mixed_float16), and why a
+# mixed-precision trial fell back to float32 (absent when it did not)
+PRECISION_ATTR = "precision"
+PRECISION_FALLBACK_ATTR = "precision_fallback"
 # study attribute: changes whenever one of its trials starts or ends (a cheap version stamp)
 CHANGED_ATTR = "changed"
 # study attribute: the token of the search run that last prepared it; workers started
@@ -68,6 +72,10 @@ class TrialRecord:
         finished_at: Unix time it finished, or None while it runs.
         epochs_reported: Reports to the pruner (intermediate values).
         cost: Measured timings (:data:`COST_ATTR`), empty before the first report.
+        precision: The Keras policy it trained with ('' when not recorded: trials from
+            before precision was a setting trained in float32).
+        precision_fallback: Why a mixed-precision training was retried in float32 ('' if
+            it was not).
     """
 
     number: int
@@ -87,6 +95,8 @@ class TrialRecord:
     finished_at: float | None = None
     epochs_reported: int = 0
     cost: dict[str, float] = field(default_factory=dict)
+    precision: str = ""
+    precision_fallback: str = ""
 
     @classmethod
     def from_frozen(cls, trial: FrozenTrial) -> TrialRecord:
@@ -117,6 +127,8 @@ class TrialRecord:
             finished_at=(trial.datetime_complete.timestamp() if trial.datetime_complete else None),
             epochs_reported=len(trial.intermediate_values),
             cost=dict(attrs.get(COST_ATTR) or {}),
+            precision=str(attrs.get(PRECISION_ATTR, "")),
+            precision_fallback=str(attrs.get(PRECISION_FALLBACK_ATTR, "")),
         )
 
     @property
@@ -163,7 +175,7 @@ class TrialRecord:
             return self.fail_reason or "interrupted or worker lost; retried"
         if self.duplicate_of is not None:
             return f"same configuration as trial {self.duplicate_of}: not retrained"
-        return ""
+        return self.precision_fallback
 
 
 def read_trials(study: optuna.Study) -> list[TrialRecord]:

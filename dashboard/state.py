@@ -176,6 +176,9 @@ BOARD_COLUMNS = {
     "train_seconds": st.column_config.NumberColumn("Seconds", format="%.1f s"),
     "epochs": st.column_config.NumberColumn("Epochs", format="%d"),
     "learning_rate": st.column_config.NumberColumn("Learning rate", format="%.0e"),
+    "precision": st.column_config.TextColumn(
+        "Precision", help="the Keras number format the trial trained in"
+    ),
     "has_model": st.column_config.CheckboxColumn("Model"),
     "note": st.column_config.TextColumn("Note", width="medium"),
 }
