@@ -272,7 +272,9 @@ def _mixed_operation_class():
             if len(self.candidates) == 1:
                 return self.candidates[0](x)
             weights = keras.ops.softmax(self.alpha)
-            outputs = [weights[i] * op(x) for i, op in enumerate(self.candidates)]
+            outputs = [op(x) for op in self.candidates]
+            # the architecture weights stay float32; each output is in the compute dtype
+            outputs = [keras.ops.cast(weights[i], y.dtype) * y for i, y in enumerate(outputs)]
             return functools.reduce(lambda a, b: a + b, outputs)
 
     return MixedOperation

@@ -183,7 +183,7 @@ class PrecisionChoice:
 
     def summary(self) -> str:
         """One line: the policy, and the probe's figures when there was one."""
-        text = f"precision {self.setting}: training in {self.policy}"
+        text = f"Precision {self.setting}: training in {self.policy}"
         if self.probe is not None:
             figures = ", ".join(
                 f"{policy} {speed:,.0f} img/s"

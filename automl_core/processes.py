@@ -326,6 +326,8 @@ def build_command(settings: SearchSettings, space_file: Path, workers: int) -> l
         str(settings.seed),
         "--second-objective",
         settings.second_objective,
+        "--precision",
+        settings.precision,
     ]
     if settings.trials is not None:
         command += ["--trials", str(settings.trials)]

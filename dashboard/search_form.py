@@ -13,6 +13,7 @@ import streamlit as st
 from automl_core import limits, settings, store, uploads
 from automl_core.datasets import DATASETS, load_notes
 from automl_core.errors import AutoMLError
+from automl_core.precision import PRECISIONS, SPEEDUP_THRESHOLD, default_precision
 from automl_core.space import PARAMETERS
 from automl_core.strategies import DEFAULT_STRATEGY, STRATEGIES
 from dashboard import auth
@@ -131,6 +132,7 @@ class Budget:
     workers: int
     seed: int
     max_images: int | None
+    precision: str = "auto"
 
 
 def strategy_ui() -> str:
@@ -170,6 +172,18 @@ def budget_ui() -> Budget:
         max_images = st.number_input(
             "Max images (0 = all)", 0, 1_000_000, 0, step=100, key="max_images"
         )
+        precision = st.selectbox(
+            "Precision",
+            PRECISIONS,
+            index=PRECISIONS.index(default_precision())
+            if default_precision() in PRECISIONS
+            else 0,
+            key="precision",
+            help="Number format of training. auto measures this machine once and trains in "
+            f"bfloat16 (float16 on a GPU) only where that is at least {SPEEDUP_THRESHOLD:g}x "
+            "faster than float32; variables, outputs, losses and scores stay float32. "
+            "float16 needs a GPU.",
+        )
     return Budget(
         int(trials) or None,
         float(minutes) * 60 or None,
@@ -177,6 +191,7 @@ def budget_ui() -> Budget:
         int(workers),
         int(seed),
         int(max_images) or None,
+        str(precision),
     )
 
 

@@ -305,6 +305,13 @@ def study_settings_of(study_name: str, url: str):
         return None
 
 
+def study_precision_of(study_name: str, url: str):
+    """The precision a study's trials train with (:class:`automl_core.precision.PrecisionChoice`)."""
+    from automl_core.settings import study_precision
+
+    return study_precision(load_study(study_name, url))
+
+
 def dataset_notes(study_name: str, url: str) -> list[str]:
     """What loading a study's dataset changed, one sentence each (empty when nothing did).
 

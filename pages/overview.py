@@ -76,6 +76,7 @@ with state.shown_errors(stop=False):
                 f"Study **{study}**: dataset `{settings.dataset}`, strategy "
                 f"`{settings.strategy}`, at most {settings.max_epochs} epochs per trial."
             )
+            st.caption(state.study_precision_of(study, url).summary() + ".")
         for column, (label, value) in zip(st.columns(4), summary(board).items(), strict=False):
             column.metric(label, value)
         best_ui(study, url, board)

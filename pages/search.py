@@ -41,6 +41,7 @@ def settings_ui() -> tuple[SearchSettings | None, int, list[str]]:
             max_epochs=budget.max_epochs,
             seed=budget.seed,
             max_images=budget.max_images,
+            precision=budget.precision,
         )
         settings.search_space()
     except AutoMLError as exc:

@@ -8,6 +8,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 # no background UMAP compile in every AppTest process (tests/test_latent.py tests it)
 os.environ.setdefault("AUTOML_WARM_UP", "0")
+# tests train in float32 unless they say otherwise: no probe per runs folder, and results
+# that do not depend on the machine's number formats (tests/test_precision.py covers those)
+os.environ.setdefault("AUTOML_PRECISION", "float32")
 
 import pytest  # noqa: E402
 
