@@ -10,6 +10,11 @@ loading and start-up are the arm's own cost); arms run one after another, so the
 the machine's state as fairly as a shared machine allows. The machine's matmul speed is
 printed first: machines of one kind differ 3x from day to day.
 
+Ours trains at its default precision (``auto``): the machine's precision probe runs once
+before the arms (its seconds are printed) and each of our arms finds it cached, as every
+search after a machine's first does; KerasTuner keeps its default float32, as its users
+would.
+
 KerasTuner arms stop at the budget: a callback ends the running trial's fit at the first
 epoch end past it (its best epoch so far counts), and no trial starts after it. Ours gets
 the same budget as ``--timeout`` (minus its own start-up) and stops the same way.
@@ -24,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -169,9 +175,15 @@ def _keras_tuner_arm(arm: str, budget: float, seed: int, t0: float, home: str) -
     }
 
 
-def run_arm(arm: str, budget: float, seed: int, strategy: str) -> dict:
-    """One arm in a fresh process; its budget starts with the process."""
+def run_arm(arm: str, budget: float, seed: int, strategy: str, probe: Path | None = None) -> dict:
+    """One arm in a fresh process; its budget starts with the process.
+
+    ``probe``: a folder holding this machine's cached precision probe, copied into the arm's
+    runs folder.
+    """
     with tempfile.TemporaryDirectory(prefix=f"peers-{arm}-") as home:
+        if probe is not None:
+            shutil.copytree(probe, Path(home) / "precision")
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PEERS_T0": repr(time.time())}
         command = [sys.executable, __file__, "--child", arm, str(budget), str(seed)]
         output = subprocess.run(
@@ -201,17 +213,24 @@ def main() -> None:
 
     strategy = args.strategy or DEFAULT_STRATEGY
     arms = args.arms.split(",")
+    from automl_core.precision_probe import resolve_precision
+
+    probe_home = Path(tempfile.mkdtemp(prefix="peers-probe-"))
+    started = time.perf_counter()
+    choice = resolve_precision("auto", probe_home)
+    probe_seconds = time.perf_counter() - started
     print(
         f"machine: {machine_speed():.0f} GFLOP/s (2048x2048 float32 matmul), "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; ours = {strategy}",
         flush=True,
     )
+    print(f"ours trains at: {choice.summary()} (probe: {probe_seconds:.1f} s, once)", flush=True)
     summary = {}
     for budget in [float(b) for b in args.budgets.split(",")]:
         for seed in [int(s) for s in args.seeds.split(",")]:
             for arm in arms:
-                result = run_arm(arm, budget, seed, strategy)
+                result = run_arm(arm, budget, seed, strategy, probe_home / "precision")
                 summary.setdefault((budget, arm), []).append(result)
                 print(
                     f"budget {budget:4.0f} s seed {seed} {arm:9s} best {result['best']:.5f} "

@@ -10,7 +10,13 @@ same model's optimizer steps alone in one traced loop (no shuffling, validation 
 callbacks), is the floor no loop can beat with TensorFlow's kernels: the best ratio any loop
 could reach over ``model.fit`` on this machine is the floor's.
 
-    python bench/train_throughput.py [--epochs 6] [--repeats 2]
+Two arms are about number formats: ``plain model.fit, bfloat16`` (Keras' ``mixed_bfloat16``
+policy, output layer in float32) shows what the format gives on this CPU by itself, and
+``ours, default precision`` trains as a search does by default: ``precision=auto``, resolved
+by the probe (run once here, in a fresh runs folder, its seconds reported as overhead). Each
+repeat uses its own seed, and the validation MSE after the same epochs is printed per arm.
+
+    python bench/train_throughput.py [--epochs 6] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ from automl_core.datasets import load_dataset  # noqa: E402
 from automl_core.fit_loop import fit_autoencoder  # noqa: E402
 from automl_core.metrics import reconstruction_scores  # noqa: E402
 from automl_core.models import build_autoencoder  # noqa: E402
+from automl_core.precision import policy_scope  # noqa: E402
+from automl_core.precision_probe import resolve_precision  # noqa: E402
 from automl_core.space import ModelConfig  # noqa: E402
 from automl_core.training import (  # noqa: E402
     compile_autoencoder,
@@ -59,14 +67,17 @@ class EpochTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
-def plain_fit(config, data, epochs):
+def plain_fit(config, data, epochs, seed=0, policy="float32"):
     """The baseline: default compile and fit, validation data as ours has."""
-    keras.utils.set_random_seed(0)
-    models = build_autoencoder(config, data.input_shape)
-    models.autoencoder.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
+    keras.utils.set_random_seed(seed)
+    with policy_scope(policy):
+        models = build_autoencoder(config, data.input_shape)
+        models.autoencoder.compile(
+            optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse"
+        )
     timer = EpochTimer()
     start = time.perf_counter()
-    models.autoencoder.fit(
+    history = models.autoencoder.fit(
         data.x_train,
         data.x_train,
         validation_data=(data.x_val, data.x_val),
@@ -77,20 +88,27 @@ def plain_fit(config, data, epochs):
     )
     total = time.perf_counter() - start
     keras.backend.clear_session()
-    return timer.seconds, total
+    return timer.seconds, total, history.history["val_loss"][-1]
 
 
-def ours(config, data, epochs):
+def plain_fit_bfloat16(config, data, epochs, seed=0):
+    """The baseline under Keras' ``mixed_bfloat16`` policy (output layer float32)."""
+    return plain_fit(config, data, epochs, seed, "mixed_bfloat16")
+
+
+def ours(config, data, epochs, seed=0, policy="float32"):
     """Our loop: ``train_autoencoder`` with early stopping, scoring and reporting callbacks."""
     timer = EpochTimer()
     start = time.perf_counter()
-    train_autoencoder(config, data, max_epochs=epochs, seed=0, callbacks=[timer])
+    trained = train_autoencoder(
+        config, data, max_epochs=epochs, seed=seed, callbacks=[timer], precision=policy
+    )
     total = time.perf_counter() - start
     keras.backend.clear_session()
-    return timer.seconds, total
+    return timer.seconds, total, trained.metrics.val_mse
 
 
-def bare_steps(config, data, epochs):
+def bare_steps(config, data, epochs, seed=0):
     """The floor: the same model's optimizer steps alone, in one traced loop per epoch.
 
     No shuffling, no validation, no callbacks, no early stopping: what any training loop
@@ -99,7 +117,7 @@ def bare_steps(config, data, epochs):
     """
     import tensorflow as tf
 
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seed)
     models = build_autoencoder(config, data.input_shape)
     compile_autoencoder(models, config)
     model = models.autoencoder
@@ -134,7 +152,7 @@ def bare_steps(config, data, epochs):
         )
     total = time.perf_counter() - start
     keras.backend.clear_session()
-    return seconds, total
+    return seconds, total, float("nan")
 
 
 def overhead_parts(config, data) -> dict[str, float]:
@@ -167,39 +185,64 @@ def main() -> None:
     """Runs both loops alternately and prints the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    probe_started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as home:
+        choice = resolve_precision("auto", Path(home))
+    probe_seconds = time.perf_counter() - probe_started
     data = load_dataset("mnist-5k", val_fraction=0.1, test_fraction=0.1)
     config = ModelConfig(num_conv_layers=2, filters=16, latent_dim=32, batch_size=64)
     params = build_autoencoder(config, data.input_shape).autoencoder.count_params()
     keras.backend.clear_session()
     arms = (
         ("plain model.fit", plain_fit),
-        ("automl_core train_autoencoder", ours),
+        ("plain model.fit, bfloat16", plain_fit_bfloat16),
+        ("ours, float32", ours),
+        (
+            "ours, default precision",
+            lambda c, d, e, seed: ours(c, d, e, seed, choice.policy),
+        ),
         ("floor: bare optimizer steps", bare_steps),
     )
     results = {name: [] for name, _ in arms}
     totals = {name: [] for name in results}
-    for _ in range(args.repeats):
+    errors = {name: [] for name in results}
+    for seed in range(args.repeats):
         for name, run in arms:
-            seconds, total = run(config, data, args.epochs)
+            seconds, total, val_mse = run(config, data, args.epochs, seed=seed)
             results[name].extend(len(data.x_train) / s for s in seconds[1:])
             totals[name].append(total)
+            errors[name].append(val_mse)
     base = statistics.median(results["plain model.fit"])
+    base_error = statistics.mean(errors["plain model.fit"])
+    flags = ", ".join(choice.probe.machine["cpu_bfloat16_flags"]) if choice.probe else "?"
     print(
         f"machine: {machine_speed():.0f} GFLOP/s (2048x2048 float32 matmul), {os.cpu_count()} "
-        f"CPUs, load average {os.getloadavg()[0]:.2f}"
+        f"CPUs, load average {os.getloadavg()[0]:.2f}, bfloat16 CPU flags: {flags or 'none'}"
     )
+    print(f"default precision: {choice.summary()}")
     print(
         f"model: {params:,} parameters, {len(data.x_train)} training images 28x28, batch 64, "
-        f"{args.epochs} epochs x {args.repeats} repeats"
+        f"{args.epochs} epochs x {args.repeats} repeats (seeds 0..{args.repeats - 1})"
     )
-    print(f"{'loop':32s} {'images/s (median)':>18s} {'ratio':>7s} {'whole run s':>12s}")
+    print(
+        f"{'loop':32s} {'images/s (median)':>18s} {'ratio':>7s} {'whole run s':>12s} "
+        f"{'val MSE (mean)':>15s} {'vs plain':>9s}"
+    )
     for name, rates in results.items():
         rate = statistics.median(rates)
+        error = statistics.mean(errors[name])
+        relative = f"{error / base_error - 1:+8.1%}" if error == error else f"{'-':>8s}"
+        shown = f"{error:15.5f}" if error == error else f"{'-':>15s}"
         print(
             f"{name:32s} {rate:18,.0f} {rate / base:7.2f} {statistics.median(totals[name]):12.1f}"
+            f" {shown} {relative}"
         )
+    print(
+        f"\nprecision probe (once per machine, then cached): {probe_seconds:.1f} s; amortised "
+        f"over a 20-trial search: {probe_seconds / 20:.2f} s per trial"
+    )
     runs = [overhead_parts(config, data) for _ in range(args.repeats)]
     print("\nper-trial overhead of ours (median of repeats), seconds:")
     for part in runs[0]:
