@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import hashlib
 import json
 import os
 import re
@@ -56,6 +57,12 @@ ACTIONS: dict[str, tuple[str, bool]] = {
 }
 _ROOT = Path(__file__).resolve().parent.parent
 _USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}")
+# an e-mail address as an OpenID Connect provider gives it: a dot-atom local part of RFC
+# 5322's characters (RFC 6531: any letter or digit, accents included) and a domain of labels
+_EMAIL_ATOM = r"[\w!#$%&'*+/=?^`{|}~-]+"
+_EMAIL = re.compile(rf"{_EMAIL_ATOM}(?:\.{_EMAIL_ATOM})*@[\w-]+(?:\.[\w-]+)+")
+# what a folder name keeps of a user name as it is; anything else gets a hash (below)
+_PLAIN_FOLDER = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,8 @@ class User:
     def __post_init__(self) -> None:
         if self.role not in ROLES:
             raise ConfigError(f"unknown role {self.role!r}; expected one of {', '.join(ROLES)}")
+        if self.source == "oidc" and _is_email(self.name):
+            return
         if not isinstance(self.name, str) or not _USER_NAME.fullmatch(self.name):
             raise ConfigError(
                 f"invalid user name {self.name!r}: use 1-100 letters, digits, '.', '_', '@', "
@@ -85,6 +94,16 @@ class User:
     def at_least(self, role: str) -> bool:
         """Whether this user's role is ``role`` or above."""
         return ROLES.index(self.role) >= ROLES.index(role)
+
+
+def _is_email(name: object) -> bool:
+    """Whether a name is an e-mail address no longer than the ``max_email_length`` limit."""
+    return (
+        isinstance(name, str)
+        and len(name) <= limits.get("max_email_length")
+        and _EMAIL.fullmatch(name) is not None
+        and ".." not in name
+    )
 
 
 LOCAL_ADMIN = User("local", "admin", "local")
@@ -191,8 +210,28 @@ def check_allowed(actor: User, action: str, owner: str | None = None) -> User:
 
 
 def user_folder_name(user: User) -> str:
-    """A folder name for a user's files (uploads): their name with unsafe characters replaced."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", user.name).lstrip(".") or "user"
+    """The folder name of a user's files (uploads), one per user name.
+
+    A plain lower-case name (``alice``) is its own folder. Any other name is a readable,
+    sanitised prefix, ``+`` and a hash of the exact name (``bob_example.org+1f2e...``): a
+    plain name has no ``+``, so no two user names share a folder, also on a file system
+    that ignores case (``bob@example.org`` and ``bob_example.org`` once did share one).
+    Uploads saved under the older folder names (the name with unsafe characters replaced)
+    stay where they are; such a user uploads them again to launch on them.
+
+    Args:
+        user: The user.
+
+    Returns:
+        A name of letters, digits, ``.``, ``_``, ``-`` and ``+``, starting with a letter or
+        a digit.
+    """
+    if _PLAIN_FOLDER.fullmatch(user.name) and ".." not in user.name:
+        return user.name
+    prefix = re.sub(r"[^a-z0-9._-]", "_", user.name.lower())[:40]
+    prefix = re.sub(r"\.{2,}", ".", prefix).strip("._-") or "user"
+    digest = hashlib.sha256(user.name.encode("utf-8")).hexdigest()[:16]
+    return f"{prefix}+{digest}"
 
 
 # --- passwords ----------------------------------------------------------------------------
@@ -236,9 +275,17 @@ def _failures_path() -> Path:
     return store.runs_home() / "access" / "login_failures.json"
 
 
+# the table's layout: failures by typed user name, and by hashed client key (so a user name
+# can never be mistaken for a client); a file of another layout is started afresh
+_TABLE_VERSION = 2
+# an attempt reserved but never settled (its process died while checking) frees its place
+_ATTEMPT_SECONDS = 60.0
+
+
 @contextlib.contextmanager
 def _failures() -> Iterator[dict]:
-    """The failed-login counts by user name, locked across sessions and processes."""
+    """The failed-login table, locked across threads, sessions and processes while open:
+    ``{"users": {name: entry}, "clients": {hashed key: entry}}``."""
     path = _failures_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "a+b") as handle:
@@ -248,39 +295,151 @@ def _failures() -> Iterator[dict]:
                 table = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 table = {}
-            table = table if isinstance(table, dict) else {}
+            if not isinstance(table, dict) or table.get("version") != _TABLE_VERSION:
+                table = {"version": _TABLE_VERSION}
+            for section in ("users", "clients"):
+                if not isinstance(table.get(section), dict):
+                    table[section] = {}
             yield table
             path.write_text(json.dumps(table), encoding="utf-8")
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _entry(section: dict, key: str, now: float, window: float) -> dict:
+    """One name's failures: ``count`` in a row (restarted once the last is ``window`` old),
+    ``until`` (end of its lockout), ``last`` (last failure) and ``pending`` (attempts being
+    checked now, by token)."""
+    raw = section.get(key)
+    raw = raw if isinstance(raw, dict) else {}
+    try:
+        count, until, last = (float(raw.get(k, 0)) for k in ("count", "until", "last"))
+        pending = {
+            str(token): float(at)
+            for token, at in dict(raw.get("pending") or {}).items()
+            if float(at) > now - _ATTEMPT_SECONDS
+        }
+    except (TypeError, ValueError):
+        count, until, last, pending = 0.0, 0.0, 0.0, {}
+    if last <= now - window:
+        count = 0
+    return {"count": int(count), "until": until, "last": last, "pending": pending}
+
+
 def _stale(entry: dict, now: float, window: float) -> bool:
-    """Whether a failure entry is over: no lockout left and no failure within ``window``."""
-    return float(entry.get("until", 0)) < now and float(entry.get("last", 0)) < now - window
+    """Whether an entry is over: no lockout left, no recent failure, no attempt in flight."""
+    return entry["until"] <= now and entry["last"] <= now - window and not entry["pending"]
+
+
+def _client_key(client: str) -> str:
+    """How a client is kept in the table: hashed, so no address is written down."""
+    return hashlib.sha256(client.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
 def locked_for(username: str, now: float | None = None) -> float:
     """Seconds left of a user name's lockout (0 when it may try to log in)."""
     now = time.time() if now is None else now
+    window = limits.get("login_lockout_seconds")
     with _failures() as table:
-        entry = table.get(username) or {}
-    return max(0.0, float(entry.get("until", 0.0)) - now)
+        entry = _entry(table["users"], username, now, window)
+    return max(0.0, entry["until"] - now)
+
+
+def _reserve(key: str, client: str | None, now: float) -> str:
+    """Counts a login attempt as in flight for the user name (and the client) before its
+    password is checked, all under the table's lock, so that parallel attempts can never
+    check more passwords than the limits allow. Returns the attempt's token.
+
+    Raises:
+        PermissionDenied: The user name or the client is locked out, or as many attempts as
+            the limit allows are already being checked.
+    """
+    window = limits.get("login_lockout_seconds")
+    token = os.urandom(8).hex()
+    refusal = None
+    with _failures() as table:
+        users, clients = table["users"], table["clients"]
+        user = _entry(users, key, now, window)
+        reserved = [(users, key, user)]
+        if user["until"] > now:
+            left = int(user["until"] - now) + 1
+            refusal = f"too many failed logins for {key!r}: try again in {left} s"
+        elif user["count"] + len(user["pending"]) >= limits.get("max_login_failures"):
+            refusal = f"too many login attempts for {key!r} at once: try again in a few seconds"
+        if client is not None and refusal is None:
+            hashed = _client_key(client)
+            entry = _entry(clients, hashed, now, window)
+            reserved.append((clients, hashed, entry))
+            if entry["until"] > now:
+                left = int(entry["until"] - now) + 1
+                refusal = f"too many failed logins from this client: try again in {left} s"
+            elif entry["count"] + len(entry["pending"]) >= limits.get("max_client_login_failures"):
+                refusal = "too many login attempts from this client at once: try again shortly"
+        if refusal is None:
+            for section, name, entry in reserved:
+                entry["pending"][token] = now
+                section[name] = entry
+        # forget names whose last failure is older than a lockout: the file stays small
+        # however many names are typed, and a recent count is never dropped
+        for section in (users, clients):
+            for name in list(section):
+                if _stale(_entry(section, name, now, window), now, window):
+                    section.pop(name)
+    if refusal is not None:
+        raise PermissionDenied(refusal)
+    return token
+
+
+def _settle(key: str, client: str | None, token: str, ok: bool, now: float) -> None:
+    """Records a checked attempt: a right password clears the counts in a row, a wrong one
+    adds to them and starts a lockout at the limit. A lockout is only ever extended."""
+    window = limits.get("login_lockout_seconds")
+    with _failures() as table:
+        targets = [(table["users"], key, limits.get("max_login_failures"))]
+        if client is not None:
+            limit = limits.get("max_client_login_failures")
+            targets.append((table["clients"], _client_key(client), limit))
+        for section, name, limit in targets:
+            entry = _entry(section, name, now, window)
+            entry["pending"].pop(token, None)
+            if ok:
+                entry["count"] = 0
+            else:
+                entry["count"] += 1
+                entry["last"] = now
+                if entry["count"] >= limit:
+                    entry["until"] = max(entry["until"], now + window)
+                    entry["count"] = 0
+            if _stale(entry, now, window) and not entry["count"]:
+                section.pop(name, None)
+            else:
+                section[name] = entry
 
 
 def authenticate(
-    username: str, password: str, secrets: Mapping | None = None, now: float | None = None
+    username: str,
+    password: str,
+    secrets: Mapping | None = None,
+    now: float | None = None,
+    client: str | None = None,
 ) -> User:
     """Logs a user in with a password kept as an argon2 hash in the secrets.
 
     After ``max_login_failures`` wrong passwords in a row a user name is locked for
-    ``login_lockout_seconds``; a right password during the lockout is refused too.
+    ``login_lockout_seconds``; a right password during the lockout is refused too. Each
+    attempt is counted before its password is checked, so parallel attempts check no more
+    passwords than the limit. With ``client``, one client (a browser's address or session)
+    has its own, lower limit, ``max_client_login_failures``: a client over it is refused
+    without its attempt counting against the user name, so one visitor cannot lock a user
+    out for everyone.
 
     Args:
         username: The user name typed.
         password: The password typed.
         secrets: The secrets mapping. Defaults to the secrets file.
         now: The current time (tests). Defaults to ``time.time()``.
+        client: What identifies the client asking (kept only as a hash). Defaults to None
+            (no per-client limit, as on the command line).
 
     Returns:
         The user, with the role the secrets give.
@@ -294,38 +453,54 @@ def authenticate(
     users = read_config(secrets).get("users", {}) or {}
     entry = users.get(username) if isinstance(users, dict) else None
     key = username[:100] or "-"
-    left = locked_for(key, now)
-    if left > 0:
-        raise PermissionDenied(
-            f"too many failed logins for {key!r}: try again in {int(left) + 1} s"
-        )
-    stored = entry.get("password_hash") if isinstance(entry, dict) else None
-    ok = verify_password(stored or _dummy_hash(), password or "") and stored is not None
-    role = entry.get("role", "operator") if isinstance(entry, dict) else "viewer"
-    with _failures() as table:
-        if ok:
-            table.pop(key, None)
-        else:
-            count = int((table.get(key) or {}).get("count", 0)) + 1
-            until = 0.0
-            if count >= limits.get("max_login_failures"):
-                until, count = now + limits.get("login_lockout_seconds"), 0
-            table[key] = {"count": count, "until": until, "last": now}
-            # forget names whose last failure is older than a lockout: the file stays small
-            # however many names are typed, and a recent count is never dropped
-            window = limits.get("login_lockout_seconds")
-            for name in [n for n, e in table.items() if _stale(e, now, window)]:
-                table.pop(name)
+    token = _reserve(key, client, now)
+    ok = False
+    try:
+        stored = entry.get("password_hash") if isinstance(entry, dict) else None
+        ok = verify_password(stored or _dummy_hash(), password or "") and stored is not None
+    finally:
+        _settle(key, client, token, ok, now)
     if not ok:
         raise PermissionDenied("wrong user name or password")
+    role = entry.get("role", "operator")
     return User(username, role, "password")
 
 
 def oidc_user(email: str | None, secrets: Mapping | None = None) -> User:
-    """The user an OpenID Connect login is: their e-mail, with the role ``[automl.oidc_roles]``
-    gives it (viewer when it is not listed)."""
-    if not email:
+    """The user an OpenID Connect login is: their e-mail address, in lower case, with the role
+    ``[automl.oidc_roles]`` gives it (its keys compared in lower case too; viewer when it is
+    not listed).
+
+    Args:
+        email: The address the provider gives (``st.user.email``); None or empty for no login.
+        secrets: The secrets mapping. Defaults to the secrets file.
+
+    Returns:
+        The user; :data:`VISITOR` without an address.
+
+    Raises:
+        ConfigError: The address is longer than the ``max_email_length`` limit, or is not an
+            e-mail address (the message says which, to show with a Log out button).
+    """
+    if not email or not str(email).strip():
         return VISITOR
+    email = str(email).strip().lower()
+    limit = limits.get("max_email_length")
+    if len(email) > limit:
+        raise ConfigError(
+            f"the e-mail address of this login is {len(email)} characters long, more than the "
+            f"{limit} accepted ({limits.LIMITS['max_email_length'].env}); log out and use "
+            "another account"
+        )
+    if not _is_email(email):
+        shown = email if len(email) <= 60 else email[:57] + "..."
+        raise ConfigError(
+            f"the login's {shown!r} is not an e-mail address; expected name@domain "
+            "(log out and use another account)"
+        )
     roles = read_config(secrets).get("oidc_roles", {}) or {}
-    role = roles.get(email, "viewer") if isinstance(roles, dict) else "viewer"
+    roles = (
+        {str(k).strip().lower(): v for k, v in roles.items()} if isinstance(roles, dict) else {}
+    )
+    role = roles.get(email, "viewer")
     return User(email, role if role in ROLES else "viewer", "oidc")

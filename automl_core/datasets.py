@@ -466,6 +466,12 @@ def _npy_header(
     return shape, dtype, max(info.file_size - header_bytes, 0)
 
 
+def _held_bytes(key: str, shape: tuple[int, ...], dtype: np.dtype) -> int:
+    """Bytes one ``.npz`` member takes once loaded: images as float32 (or their own size if
+    larger), labels and names as 8-byte values (or their own size if larger)."""
+    return math.prod(shape) * max(dtype.itemsize, 4 if key == "x" else 8)
+
+
 def _check_npz_headers(
     headers: dict[str, tuple[tuple[int, ...], np.dtype, int]], source: str
 ) -> None:
@@ -474,7 +480,7 @@ def _check_npz_headers(
     _check_pixel_dtype(x_dtype, source)
     _check_image_shape(x_shape, source)
     budget = limits.get("max_dataset_bytes")
-    total = math.prod(x_shape) * max(x_dtype.itemsize, 4)  # read, then held as float32
+    total = _held_bytes("x", x_shape, x_dtype)
     if total > budget:
         raise DatasetError(
             f"{source}: 'x' declares shape {x_shape} = {_size(total)}, more than the "
@@ -489,7 +495,7 @@ def _check_npz_headers(
     for key in ("y", "class_names"):
         if key in headers:
             shape, dtype, _ = headers[key]
-            total += math.prod(shape) * max(dtype.itemsize, 8)
+            total += _held_bytes(key, shape, dtype)
             if total > budget:
                 raise DatasetError(
                     f"{source}: 'x' and '{key}' (shape {shape}, {dtype}) declare "
@@ -506,11 +512,11 @@ def _check_npz_headers(
             )
 
 
-def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...] | None]:
-    """Reads a checked ``.npz``: every member's header first, the data only if they pass."""
+def _open_npz(path: Path) -> zipfile.ZipFile:
+    """Opens an ``.npz`` archive, or says why it is not one."""
     source = str(path)
     try:
-        archive = zipfile.ZipFile(path)
+        return zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         try:
             with open(path, "rb") as stream:
@@ -523,17 +529,51 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...
                 "with an array 'x' (save it with numpy.savez(path, x=images))"
             ) from exc
         raise DatasetError(f"{source}: not a readable .npz file ({exc})") from exc
-    with archive:
-        members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
-        if "x" not in members:
-            raise DatasetError(
-                f"{source}: the .npz file must contain an array named 'x', found {sorted(members)}"
-            )
-        keys = [key for key in ("x", "y", "class_names") if key in members]
-        headers = {key: _npy_header(archive, members[key], key, source) for key in keys}
+
+
+def _npz_headers(
+    archive: zipfile.ZipFile, source: str
+) -> tuple[dict[str, zipfile.ZipInfo], dict[str, tuple[tuple[int, ...], np.dtype, int]]]:
+    """The members an ``.npz`` is read from (``x``, ``y``, ``class_names``) and their headers."""
+    members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+    if "x" not in members:
+        raise DatasetError(
+            f"{source}: the .npz file must contain an array named 'x', found {sorted(members)}"
+        )
+    keys = [key for key in ("x", "y", "class_names") if key in members]
+    return members, {key: _npy_header(archive, members[key], key, source) for key in keys}
+
+
+def npz_declared_bytes(path: str | Path) -> int:
+    """The bytes an ``.npz``'s arrays declare, as loading would hold them, from the headers only.
+
+    Images count as float32 (or their own size if larger), labels and class names as 8-byte
+    values, as the ``max_dataset_bytes`` limit counts them; no array data is read.
+
+    Args:
+        path: The ``.npz`` file.
+
+    Returns:
+        The declared size in bytes.
+
+    Raises:
+        DatasetError: The file is not a readable ``.npz``, has no ``x``, or a member's header
+            is damaged or declares a pickled (object) array.
+    """
+    source = str(path)
+    with _open_npz(Path(path)) as archive:
+        _, headers = _npz_headers(archive, source)
+    return sum(_held_bytes(key, shape, dtype) for key, (shape, dtype, _) in headers.items())
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...] | None]:
+    """Reads a checked ``.npz``: every member's header first, the data only if they pass."""
+    source = str(path)
+    with _open_npz(path) as archive:
+        members, headers = _npz_headers(archive, source)
         _check_npz_headers(headers, source)
         arrays = {}
-        for key in keys:
+        for key in headers:
             try:
                 with archive.open(members[key]) as stream:
                     arrays[key] = np.lib.format.read_array(stream, allow_pickle=False)

@@ -171,6 +171,33 @@ _limit(
 _limit("max_login_failures", 5, "attempts", "wrong passwords in a row before a user is locked out")
 _limit("login_lockout_seconds", 300, "seconds", "how long a locked-out user name must wait")
 _limit(
+    "max_client_login_failures",
+    3,
+    "attempts",
+    "wrong passwords in a row from one client (browser address or session) before that client "
+    "waits login_lockout_seconds; below max_login_failures, so one client cannot lock a user out",
+)
+_limit(
+    "max_email_length",
+    254,
+    "characters",
+    "longest OpenID Connect e-mail address accepted as a user name (RFC 5321 allows 254)",
+)
+_limit(
+    "max_upload_declared_bytes",
+    1024 * MIB,
+    "bytes",
+    "largest size an uploaded .npz's arrays may declare, counted as float32 after conversion "
+    "(read from the headers before decoding); below max_dataset_bytes",
+)
+_limit(
+    "max_upload_expansion",
+    100,
+    "times",
+    "most times its file's size an uploaded .npz's arrays may declare (counted as float32), "
+    "so a small file of zeros cannot ask for gigabytes",
+)
+_limit(
     "warm_start_seconds",
     30,
     "seconds",

@@ -48,6 +48,8 @@ STORAGE_FAILURES: tuple[type[BaseException], ...] = (
     sqlite3.Error,
 )
 _PASSWORD_IN_URL = re.compile(r"(//[^/@:\s]*:)[^\s/]*@")
+# the start of what looks like a URL: its scheme and the slashes after it (one, two or none)
+_URL_SCHEME = re.compile(r"\s*[A-Za-z][A-Za-z0-9+.-]*:/*")
 _PASSWORD_IN_QUERY = re.compile(r"([?&]password=)[^&\s]*", re.IGNORECASE)
 
 _OPEN_LOCK = threading.Lock()
@@ -104,27 +106,68 @@ def safe_url(url: str) -> str:
         url: A SQLAlchemy URL, or any text given as one.
 
     Returns:
-        The URL as SQLAlchemy renders it without its password; text SQLAlchemy cannot parse
-        has whatever lies between ``//user:`` and ``@`` (and a ``password=`` query value)
-        masked instead.
+        The URL as SQLAlchemy renders it without its password. Text SQLAlchemy cannot parse,
+        or whose user and password hold more than one ``@`` (which SQLAlchemy would split at
+        the first, showing the rest of the password as the host), has whatever lies between
+        ``scheme:[//]user:`` and the last ``@`` before the query masked instead (and a
+        ``password=`` query value).
     """
     text = str(url)
-    try:
-        text = make_url(text).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy parses: mask by pattern below
-        pass
+    userinfo = _userinfo(text)
+    if userinfo is not None and (userinfo[2].count("@") > 1 or not _parses(text)):
+        # SQLAlchemy cannot parse it, or would take part of a password with an unescaped
+        # "@" for the host: mask all between the scheme and the authority's last "@"
+        start, end, _ = userinfo
+        user, colon, _ = text[start:end].partition(":")
+        text = text[:start] + (f"{user}:***" if colon else "***") + text[end:]
+    else:
+        try:
+            text = make_url(text).render_as_string(hide_password=True)
+        except Exception:  # noqa: BLE001 - not a URL SQLAlchemy parses: mask by pattern below
+            pass
     return _PASSWORD_IN_QUERY.sub(r"\1***", _PASSWORD_IN_URL.sub(r"\1***@", text))
+
+
+def _parses(url: str) -> bool:
+    """Whether SQLAlchemy parses a URL."""
+    try:
+        make_url(url)
+    except Exception:  # noqa: BLE001 - ArgumentError, ValueError...: any failure to parse
+        return False
+    return True
+
+
+def _userinfo(text: str) -> tuple[int, int, str] | None:
+    """Where the user and password of a URL-like text lie: ``(start, end, authority)``, from
+    after the scheme to the last ``@`` before the query (a password may hold ``/``, ``?`` is
+    rare); None when it has no scheme, no ``@``, or a user without a password."""
+    scheme = _URL_SCHEME.match(text)
+    if scheme is None:
+        return None
+    start = scheme.end()
+    authority = text[start:].split("?", 1)[0]
+    end = authority.rfind("@")
+    if end < 0 or (":" not in authority[:end] and "@" not in authority[:end]):
+        return None
+    return start, start + end, authority
 
 
 def _hide_secrets(text: str, url: str) -> str:
     """``text`` with ``url`` shown as :func:`safe_url` and its password masked wherever it is."""
     text = text.replace(url, safe_url(url))
+    secrets = []
     try:
-        password = make_url(url).password
+        secrets.append(str(make_url(url).password or ""))
     except Exception:  # noqa: BLE001 - unparsable URL: the patterns below still apply
-        password = None
-    if password and len(str(password)) >= 3:  # shorter ones would mask ordinary letters
-        text = text.replace(str(password), "***")
+        pass
+    userinfo = _userinfo(url)
+    if userinfo is not None:  # what lies before the last "@", and each piece between "@"s
+        start, end, _ = userinfo
+        password = url[start:end].partition(":")[2] or url[start:end]
+        secrets += [password, *password.split("@")]
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        if len(secret) >= 3:  # shorter ones would mask ordinary letters
+            text = text.replace(secret, "***")
     return _PASSWORD_IN_QUERY.sub(r"\1***", _PASSWORD_IN_URL.sub(r"\1***@", text))
 
 

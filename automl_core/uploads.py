@@ -2,9 +2,12 @@
 
 An upload is written to a hidden partial file and loaded once, in a child process whose
 memory is capped (the ``max_check_memory_bytes`` limit) and whose time is bounded
-(``max_check_seconds``), to prove it is a usable dataset. A file that slips past the
-loaders' own checks and needs too much memory kills that child, not the dashboard. Only then
-is the file moved to its final name, so a bad file never replaces a good one.
+(``max_check_seconds``), to prove it is a usable dataset. An ``.npz`` whose arrays' headers
+declare far more than the file holds (compressed zeros) is refused there before anything is
+decoded (the ``max_upload_declared_bytes`` and ``max_upload_expansion`` limits). A file that
+slips past the loaders' own checks and needs too much memory kills that child, not the
+dashboard. Only then is the file moved to its final name, so a bad file never replaces a
+good one.
 
 Each user's uploads live in their own folder (``<runs>/uploads/<user>/``) under a name made
 from the file's content hash, so two users, or two tabs, uploading ``data.npz`` never touch
@@ -25,7 +28,13 @@ from pathlib import Path
 
 import automl_core
 from automl_core import access, limits, store
-from automl_core.datasets import LoadNotes, load_arrays, load_notes, record_load_notes
+from automl_core.datasets import (
+    LoadNotes,
+    load_arrays,
+    load_notes,
+    npz_declared_bytes,
+    record_load_notes,
+)
 from automl_core.errors import DatasetError
 
 UPLOAD_SUFFIXES = (".npz", ".zip")
@@ -104,6 +113,56 @@ def save_upload(
     if result.get("notes"):
         record_load_notes(LoadNotes.from_dict({**result["notes"], "source": str(target)}))
     return target
+
+
+def _sizes(*counts: int) -> list[str]:
+    """Byte counts for a message (``64 MiB``), exact where two would read the same."""
+    shown = []
+    for count in counts:
+        for unit, power in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+            if count >= 2**power:
+                shown.append(f"{count / 2**power:.1f}".removesuffix(".0") + f" {unit}")
+                break
+        else:
+            shown.append(f"{count:,} bytes")
+    if len(set(shown)) < len(shown):
+        return [f"{count:,} bytes" for count in counts]
+    return shown
+
+
+def check_declared_size(path: Path, filename: str) -> None:
+    """Refuses an uploaded ``.npz`` from its arrays' headers, before any data is decoded.
+
+    The arrays may declare, counted as loading holds them (images as float32), at most the
+    ``max_upload_declared_bytes`` limit and at most ``max_upload_expansion`` times the
+    file's size: a small file of compressed zeros cannot ask for gigabytes of memory.
+
+    Args:
+        path: The uploaded ``.npz`` file.
+        filename: The name the user's file had, for the message.
+
+    Raises:
+        DatasetError: The arrays declare more than either limit allows (the message names
+            the file, the declared size and the limit), or the headers cannot be read.
+    """
+    declared = npz_declared_bytes(path)
+    cap = limits.get("max_upload_declared_bytes")
+    if declared > cap:
+        shown, allowed = _sizes(declared, cap)
+        raise DatasetError(
+            f"upload '{filename}': its arrays declare {shown} once loaded, more than the "
+            f"{allowed} allowed for an upload ({limits.LIMITS['max_upload_declared_bytes'].env})"
+        )
+    size = path.stat().st_size
+    ratio = limits.get("max_upload_expansion")
+    if declared > ratio * size:
+        file_size, shown = _sizes(size, declared)
+        raise DatasetError(
+            f"upload '{filename}' is {file_size} but its arrays declare {shown} once loaded, "
+            f"more than {ratio} times the file's size "
+            f"({limits.LIMITS['max_upload_expansion'].env}); expected a file whose arrays are "
+            "not mostly a repeated value"
+        )
 
 
 def _check_in_child(path: Path, filename: str) -> dict:
@@ -195,6 +254,9 @@ def _check_main(argv: list[str]) -> int:
     Image.init()  # load Pillow's format plugins before the cap is measured
     _limit_memory(extra)
     try:
+        if path.lower().endswith(".npz"):
+            # in the child: even the zip directory of a hostile file is read under the cap
+            check_declared_size(Path(path), path)
         x, _, _ = load_arrays(path)
         notes = load_notes(path)
         result = {

@@ -7,6 +7,7 @@ changes nothing. In ``local`` mode the user is the local admin and no login is s
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 import streamlit as st
@@ -46,9 +47,34 @@ def current_user() -> access.User:
     user = st.session_state.get(USER_KEY)
     if isinstance(user, access.User):
         return user
-    if oidc_configured() and getattr(st.user, "is_logged_in", False):
+    logged_in = oidc_configured() and getattr(st.user, "is_logged_in", False)
+    if logged_in and _oidc_refusal() is None:
         return access.oidc_user(st.user.get("email"), secrets())
     return access.VISITOR
+
+
+def _oidc_refusal() -> str | None:
+    """Why this session's OpenID Connect login is refused (an address too long or not an
+    e-mail address), or None: the page then shows it with a Log out button."""
+    if not oidc_configured() or not getattr(st.user, "is_logged_in", False):
+        return None
+    try:
+        access.oidc_user(st.user.get("email"), secrets())
+    except AutoMLError as exc:
+        return str(exc)
+    return None
+
+
+def _client() -> str:
+    """Who is asking, for the per-client login limit: the address the nearest proxy saw
+    (the last ``X-Forwarded-For`` entry), else the connection's address, else this session."""
+    forwarded = (st.context.headers.get("X-Forwarded-For") or "").split(",")[-1].strip()
+    if forwarded:
+        return f"forwarded:{forwarded}"
+    address = st.context.ip_address
+    if isinstance(address, str) and address:  # None on localhost (and not a str in AppTest)
+        return f"address:{address}"
+    return f"session:{st.session_state.setdefault('_client_session', os.urandom(16).hex())}"
 
 
 def _password_login() -> None:
@@ -57,7 +83,9 @@ def _password_login() -> None:
     name = st.session_state.get("login_name", "")
     password = st.session_state.get("login_password", "")
     try:
-        st.session_state[USER_KEY] = access.authenticate(name, password, secrets())
+        st.session_state[USER_KEY] = access.authenticate(
+            name, password, secrets(), client=_client()
+        )
     except AutoMLError as exc:
         st.session_state["_login_error"] = str(exc)
     st.session_state["login_password"] = ""
@@ -74,6 +102,12 @@ def login_ui() -> access.User:
     if mode() == "local":
         return user
     box = st.sidebar.container(border=True)
+    refusal = _oidc_refusal()
+    if refusal is not None:
+        box.error(refusal)
+        if box.button("Log out", key="logout"):
+            st.logout()
+        return user
     if user.source == access.VISITOR.source:
         box.caption("Viewing as a visitor: explore and download. Log in to run searches.")
         box.text_input("User name", key="login_name")

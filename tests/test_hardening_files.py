@@ -211,6 +211,8 @@ def test_upload_needing_too_much_memory_kills_only_the_child(runs_dir, monkeypat
     good = _npz_bytes(x=np.random.default_rng(0).random((6, 8, 8)))
     saved = uploads.save_upload("data.npz", good)
     monkeypatch.setenv("AUTOML_MAX_CHECK_MEMORY_BYTES", str(32 * 2**20))
+    # past the declared-size check (tests/test_hardening_hosting.py), to reach the memory cap
+    monkeypatch.setenv("AUTOML_MAX_UPLOAD_EXPANSION", "100000")
     bomb = _npz_bytes(x=np.zeros((64, 1024, 1024), np.uint8))  # 64 KiB that need 320 MiB
     assert len(bomb) < 100_000
     with pytest.raises(
