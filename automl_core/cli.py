@@ -4,13 +4,10 @@ precision|hash-password``."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
-import signal
 import sys
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from automl_core.errors import AutoMLError, ConfigError
 
@@ -244,6 +241,7 @@ def _print_best_and_filters(study, number: int | None = None, all_channels: bool
 
 
 def _cmd_search(args) -> int:
+    from automl_core.processes import stop_on_interrupt
     from automl_core.search import run_search
     from automl_core.settings import SearchSettings
 
@@ -286,7 +284,8 @@ def _cmd_search(args) -> int:
         print(study_precision(study).summary(), flush=True)
 
     try:
-        with _interrupt_once():  # SIGTERM too: the workers are stopped, their trials re-queued
+        # SIGTERM too: the workers are stopped, their trials re-queued
+        with stop_on_interrupt():
             study = run_search(
                 settings, args.storage, on_trial=on_trial, workers=args.workers, on_start=on_start
             )
@@ -310,13 +309,14 @@ def _cmd_search(args) -> int:
 
 
 def _cmd_worker(args) -> int:
+    from automl_core.processes import stop_on_interrupt
     from automl_core.search import run_worker
 
     _check_count("seed_offset", args.seed_offset, low=0, high=MAX_SEED)
     _check_count("max_trials", args.max_trials)
     offset = args.seed_offset if args.seed_offset is not None else os.getpid()
     try:
-        with _interrupt_once():
+        with stop_on_interrupt():
             run_worker(
                 args.study,
                 args.storage,
@@ -327,36 +327,6 @@ def _cmd_worker(args) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
-
-
-@contextlib.contextmanager
-def _interrupt_once() -> Iterator[None]:
-    """Within the block, the first SIGINT or SIGTERM raises KeyboardInterrupt; later ones
-    are ignored. The previous handlers come back after it.
-
-    ``kill -TERM`` then stops a search like Ctrl-C does: its workers are stopped and their
-    trials re-queued instead of left training. Ctrl-C reaches a worker both from the
-    terminal and from its supervisor; a second interrupt during cleanup would leave the
-    trial marked RUNNING instead of re-queued.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
-        return
-    signals = (signal.SIGINT, signal.SIGTERM)
-    previous = {number: signal.getsignal(number) for number in signals}
-
-    def handler(signum, frame):
-        for number in signals:
-            signal.signal(number, signal.SIG_IGN)
-        raise KeyboardInterrupt
-
-    for number in signals:
-        signal.signal(number, handler)
-    try:
-        yield
-    finally:
-        for number, action in previous.items():
-            signal.signal(number, action if action is not None else signal.SIG_DFL)
 
 
 def _cmd_leaderboard(args) -> int:

@@ -161,6 +161,12 @@ _limit(
 _limit(
     "max_workers_per_search", 2, "workers", "worker processes of one launch on a shared dashboard"
 )
+_limit(
+    "max_workers",
+    64,
+    "workers",
+    "worker processes of one search on one machine (also capped by its cores and memory)",
+)
 _limit("max_trials_per_launch", 200, "trials", "trial budget of one launch on a shared dashboard")
 _limit(
     "max_launch_seconds",

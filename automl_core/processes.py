@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -75,15 +76,102 @@ def log_lines(path: Path | str) -> list[str]:
 # --- workers of one search ---------------------------------------------------------------
 
 
+# a worker process (TensorFlow, a model, the data) holds about this much memory
+WORKER_MEMORY_GIB = 1.0
+# environment variable: the pid of the supervisor that started a worker
+SUPERVISOR_PID_ENV = "AUTOML_SUPERVISOR_PID"
+
+
+def machine_worker_cap() -> tuple[int, str]:
+    """The most workers this machine can run at once, and why: two per CPU core, and one per
+    :data:`WORKER_MEMORY_GIB` of memory."""
+    cores = os.cpu_count() or 1
+    try:
+        memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (OSError, ValueError):
+        memory_gib = float("inf")
+    by_memory = max(1, int(memory_gib / WORKER_MEMORY_GIB))
+    if by_memory < 2 * cores:
+        return by_memory, f"{memory_gib:.0f} GiB of memory at ~{WORKER_MEMORY_GIB:g} GiB a worker"
+    return 2 * cores, f"{cores} CPU cores, two workers each"
+
+
 def check_workers(workers: object) -> int:
-    """Checks a number of worker processes.
+    """Checks a number of worker processes against ``max_workers`` and this machine.
 
     Raises:
-        ConfigError: It is not a positive integer.
+        ConfigError: It is not a positive integer, or more than the machine can run.
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be a positive integer, got workers={workers!r}")
+    limit = limits.get("max_workers")
+    if workers > limit:
+        raise ConfigError(
+            f"workers={workers} is more than the {limit} allowed (AUTOML_MAX_WORKERS); "
+            "start workers on other machines with `worker --study` instead"
+        )
+    cap, why = machine_worker_cap()
+    if workers > cap:
+        raise ConfigError(
+            f"workers={workers} is more than this machine can run at once: at most {cap} "
+            f"({why}); start workers on other machines with `worker --study` instead"
+        )
     return workers
+
+
+@contextlib.contextmanager
+def stop_on_interrupt() -> Iterator[None]:
+    """Within the block, the first SIGINT or SIGTERM raises KeyboardInterrupt; later ones
+    are ignored. The previous handlers come back after it.
+
+    Set by every supervisor and worker itself, so that Stop and Ctrl-C work however the
+    process was started (a background job of a shell starts with SIGINT ignored). A second
+    interrupt during cleanup would otherwise leave a trial RUNNING instead of re-queued.
+    Outside the main thread (where handlers cannot be set) it changes nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {number: signal.getsignal(number) for number in signals}
+
+    def handler(signum, frame):
+        for number in signals:
+            signal.signal(number, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    for number in signals:
+        signal.signal(number, handler)
+    try:
+        yield
+    finally:
+        for number, action in previous.items():
+            signal.signal(number, action if action is not None else signal.SIG_DFL)
+
+
+def die_with_parent() -> None:
+    """Makes the kernel interrupt this worker (SIGINT) when its supervisor dies, even by
+    SIGKILL, so no worker trains on alone; exits at once if the supervisor is already gone.
+
+    Linux only (``prctl(PR_SET_PDEATHSIG)``); elsewhere :func:`supervisor_gone` is checked
+    between trials instead.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if supervisor_gone():
+        raise KeyboardInterrupt
+
+
+def supervisor_gone() -> bool:
+    """Whether this worker's supervisor (:data:`SUPERVISOR_PID_ENV`) is no longer its parent."""
+    supervisor = os.environ.get(SUPERVISOR_PID_ENV, "")
+    return supervisor.isdigit() and os.getppid() != int(supervisor)
 
 
 def worker_id(pid: int | None = None) -> str:
@@ -184,6 +272,7 @@ def spawn_worker(
     log = worker_log_path(study_name, index)
     log.parent.mkdir(parents=True, exist_ok=True)
     env = _child_environment(storage_url)
+    env[SUPERVISOR_PID_ENV] = str(os.getpid())
     if run:
         env[WORKER_RUN_ENV] = run
     with open(log, "wb") as stderr:

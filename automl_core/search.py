@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import math
 import os
+import socket
 import time
 import uuid
 import warnings
@@ -391,9 +392,18 @@ def run_worker(
 
     Raises:
         StorageError: The study does not exist or was not created by this tool.
+        KeyboardInterrupt: SIGINT or SIGTERM arrived (or the supervisor died): the running
+            trial was failed and queued again.
     """
+    with processes.stop_on_interrupt():
+        return _run_worker(study_name, storage_url, on_trial, seed_offset, max_trials)
+
+
+def _run_worker(study_name, storage_url, on_trial, seed_offset, max_trials) -> optuna.Study:
+    """:func:`run_worker` with its interrupt handling set."""
     run = os.environ.get(processes.WORKER_RUN_ENV)
     if run:
+        processes.die_with_parent()
         import keras  # noqa: F401  (TensorFlow's import overlaps the study's preparation)
 
         study = _wait_for_run(study_name, storage_url, run)
@@ -418,6 +428,7 @@ def run_worker(
         settings.max_epochs,
         train_images=len(dataset.x_train),
         precision=precision,
+        study_seed=settings.seed,
     )
     study = optuna.load_study(
         study_name=study_name,
@@ -438,6 +449,8 @@ def run_worker(
     while budget_left(study, settings) and (max_trials is None or ran < max_trials):
         if ran and processes.resident_mib() - memory_at_start > processes.WORKER_GROWTH_MIB:
             break  # a fresh process takes over (see processes.WORKER_GROWTH_MIB)
+        if processes.supervisor_gone():
+            break  # its search was killed: no worker trains on alone
         if hasattr(study.pruner, "promote"):
             study.pruner.promote(study)  # stopped trials now among the best are queued again
         before = {t.number for t in study.get_trials(deepcopy=False)}
@@ -501,15 +514,24 @@ def run_search(
         DatasetError: The dataset cannot be loaded.
         StorageError: The storage cannot be reached.
         TrialFailure: Worker processes keep dying without finishing a trial.
+        KeyboardInterrupt: SIGINT or SIGTERM arrived: the workers were stopped and their
+            running trials queued again.
     """
+    with processes.stop_on_interrupt():
+        return _run_search(settings, storage_url, on_trial, workers, poll_seconds, on_start)
+
+
+def _run_search(settings, storage_url, on_trial, workers, poll_seconds, on_start) -> optuna.Study:
+    """:func:`run_search` with its interrupt handling set."""
     processes.check_workers(workers)
     store.validate_study_name(settings.study)
     # before the workers start: a probe of this machine (once, then cached) must not share
     # the cores with their start-up
     precision = resolve_precision(settings.precision, store.runs_home())
+    _sweep_stale_caches()
     # workers start first: their TensorFlow import overlaps loading and checking the data
     # and preparing the study; they wait for this run's token on the study
-    run = uuid.uuid4().hex
+    run = _run_token()
     children: dict[int, Any] = {
         index: processes.spawn_worker(settings.study, storage_url, index, run)
         for index in range(workers)
@@ -581,6 +603,58 @@ def run_search(
 def _shared_dataset_path(study_name: str, run: str) -> Path:
     """Where a search run leaves its split arrays for its workers."""
     return store.runs_home() / "cache" / f"{study_name}-{run}.npz"
+
+
+def _run_token() -> str:
+    """A new search run's token: ``<host>.<pid>.<random>``, so that a cache file names the
+    process that owns it (see :func:`_sweep_stale_caches`)."""
+    host = "".join(c for c in socket.gethostname() if c.isalnum())[:40] or "host"
+    return f"{host}.{os.getpid()}.{uuid.uuid4().hex[:12]}"
+
+
+def _sweep_stale_caches() -> list[Path]:
+    """Removes split arrays left by search runs of this host whose process is gone (a killed
+    search cannot remove its own), and half-written ones older than a day.
+
+    Returns:
+        The files removed.
+    """
+    folder = store.runs_home() / "cache"
+    host = _run_token().split(".", 1)[0]
+    removed = []
+    try:
+        files = list(folder.glob("*.npz"))
+    except OSError:
+        return removed
+    for path in files:
+        parts = path.name.removesuffix(".partial.npz").removesuffix(".npz").rsplit("-", 1)
+        token = parts[-1].split(".") if len(parts) == 2 else []
+        try:
+            if len(token) == 3 and token[0] == host and token[1].isdigit():
+                if _process_alive(int(token[1])):
+                    continue
+            elif not (path.name.endswith(".partial.npz") and _older_than(path, 86_400)):
+                continue  # another host's, or from before run tokens named their process
+            path.unlink()
+            removed.append(path)
+        except OSError:
+            continue
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process of this id exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _older_than(path: Path, seconds: float) -> bool:
+    return time.time() - path.stat().st_mtime > seconds
 
 
 def _share_dataset(dataset: Dataset, settings: SearchSettings, run: str) -> None:

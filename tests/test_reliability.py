@@ -1,0 +1,196 @@
+"""Stop, kill and resume, a grid shared by several workers, and bounded worker counts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from automl_core import processes, search, store
+from automl_core.errors import ConfigError
+from automl_core.settings import SearchSettings
+from automl_core.space import SearchSpace
+from automl_core.strategies import StrategyContext, get_strategy
+
+ROOT = Path(__file__).resolve().parent.parent
+GRID = {"num_conv_layers": [1, 2], "filters": [4], "activation": ["relu"], "latent_dim": [4, 8]}
+
+
+def _grid_sampler(worker: int, study_seed: int = 0):
+    context = StrategyContext(
+        SearchSpace.from_dict(GRID), study_seed + worker, (8, 8, 1), 1, study_seed=study_seed
+    )
+    return get_strategy("grid").make_sampler(context)
+
+
+def _recorder(space, seen):
+    def objective(trial):
+        seen.append(space.suggest(trial).to_dict())
+        return 0.1
+
+    return objective
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_a_grid_shared_by_workers_covers_every_configuration_once(workers):
+    """Each worker's sampler has its own seed (search seed + offset); the grid's order must
+    not depend on it, or workers map grid ids to different configurations."""
+    storage = optuna.storages.InMemoryStorage()
+    optuna.create_study(study_name="grid", storage=storage)
+    studies = [
+        optuna.load_study(study_name="grid", storage=storage, sampler=_grid_sampler(w))
+        for w in range(workers)
+    ]
+    space = SearchSpace.from_dict(GRID)
+    seen = []
+    for turn in range(4):
+        studies[turn % workers].optimize(_recorder(space, seen), n_trials=1)
+    keys = {tuple(sorted((k, str(v)) for k, v in c.items())) for c in seen}
+    assert len(keys) == 4
+
+
+def test_a_replaced_worker_continues_the_same_grid():
+    storage = optuna.storages.InMemoryStorage()
+    optuna.create_study(study_name="grid", storage=storage)
+    space = SearchSpace.from_dict(GRID)
+    seen = []
+    for worker in (0, 1, 5, 9):  # each replacement gets a new offset
+        study = optuna.load_study(
+            study_name="grid", storage=storage, sampler=_grid_sampler(worker)
+        )
+        study.optimize(_recorder(space, seen), n_trials=1)
+    assert len({repr(sorted(c.items())) for c in seen}) == 4
+
+
+class TestWorkerCount:
+    def test_a_thousand_workers_are_refused_before_anything_starts(self, runs_dir):
+        with pytest.raises(ConfigError, match="workers=1000 is more than the 64 allowed"):
+            search.run_search(SearchSettings(study="many"), workers=1000)
+        assert not (runs_dir / "logs").exists()  # no worker was spawned
+
+    def test_the_named_limit_at_its_value(self, monkeypatch):
+        monkeypatch.setenv("AUTOML_MAX_WORKERS", "2")
+        monkeypatch.setattr(processes, "machine_worker_cap", lambda: (8, "test"))
+        assert processes.check_workers(2) == 2
+        with pytest.raises(ConfigError, match="AUTOML_MAX_WORKERS"):
+            processes.check_workers(3)
+
+    def test_the_machine_caps_workers_by_cores_and_memory(self, monkeypatch):
+        monkeypatch.setattr(os, "cpu_count", lambda: 2)
+        cap, why = processes.machine_worker_cap()
+        assert 1 <= cap <= 4 and why
+        monkeypatch.setattr(processes, "machine_worker_cap", lambda: (4, "2 CPU cores"))
+        assert processes.check_workers(4) == 4
+        with pytest.raises(ConfigError, match="at most 4 \\(2 CPU cores\\)"):
+            processes.check_workers(5)
+
+    def test_the_cli_names_the_value(self, runs_dir, capsys):
+        from automl_core.cli import main
+
+        assert main(["search", "--dataset", "digits", "--workers", "1000"]) == 2
+        assert "workers=1000" in capsys.readouterr().err
+
+
+def test_an_interrupt_reaches_a_worker_started_with_sigint_ignored(runs_dir, monkeypatch):
+    """A background job of a shell starts with SIGINT ignored: the worker sets its own."""
+    from tests.test_hardening_search import _settings
+
+    settings = _settings(study="ignored", trials=2)
+    search.prepare_study(settings)
+    interrupted = []
+
+    def before_trial(sampler, study, trial):
+        if not interrupted:
+            interrupted.append(trial.number)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(optuna.samplers.RandomSampler, "before_trial", before_trial)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            search.run_worker("ignored")
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # given back as it was
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    study = store.load_study("ignored")
+    assert {t.number: t.state.name for t in study.get_trials(deepcopy=False)} == {0: "FAIL"}
+
+
+def test_supervisor_gone_reads_the_parent(monkeypatch):
+    monkeypatch.setenv(processes.SUPERVISOR_PID_ENV, str(os.getppid()))
+    assert not processes.supervisor_gone()
+    monkeypatch.setenv(processes.SUPERVISOR_PID_ENV, str(os.getppid() + 100_000))
+    assert processes.supervisor_gone()
+    monkeypatch.delenv(processes.SUPERVISOR_PID_ENV)
+    assert not processes.supervisor_gone()  # not started by a supervisor
+
+
+SUPERVISOR = """
+import sys, time
+sys.path.insert(0, {root!r})
+from automl_core import processes
+child = processes.spawn_worker("orphan", None, 0, run="never-prepared")
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+def test_a_worker_ends_when_its_supervisor_is_killed(runs_dir):
+    """SIGKILL of a search cannot stop its workers itself: the kernel interrupts them."""
+    supervisor = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISOR.format(root=str(ROOT))],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "AUTOML_HOME": str(runs_dir)},
+    )
+    worker = int(supervisor.stdout.readline())
+    time.sleep(1.0)
+    supervisor.kill()
+    supervisor.wait()
+    deadline = time.time() + 60
+    while time.time() < deadline and search._process_alive(worker):
+        try:
+            os.waitpid(worker, os.WNOHANG)  # not our child: only reaped by init
+        except ChildProcessError:
+            pass
+        time.sleep(0.2)
+    assert not search._process_alive(worker) or _is_zombie(worker)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return False
+
+
+def test_stale_caches_of_dead_runs_are_swept(runs_dir):
+    host = search._run_token().split(".")[0]
+    cache = runs_dir / "cache"
+    cache.mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    files = {
+        "dead": cache / f"my-study-{host}.{dead.pid}.abc123.npz",
+        "dead_partial": cache / f"s-{host}.{dead.pid}.abc123.partial.npz",
+        "live": cache / f"my-study-{host}.{os.getpid()}.abc123.npz",
+        "other_host": cache / f"s-otherhost.{dead.pid}.abc123.npz",
+        "legacy": cache / "s-0123456789abcdef0123456789abcdef.npz",
+    }
+    for path in files.values():
+        path.write_bytes(b"x")
+    removed = search._sweep_stale_caches()
+    assert set(removed) == {files["dead"], files["dead_partial"]}
+    assert all(files[k].exists() for k in ("live", "other_host", "legacy"))
+
+
+def test_a_run_token_names_its_process():
+    host, pid, random = search._run_token().split(".")
+    assert host.isalnum() and int(pid) == os.getpid() and len(random) == 12
