@@ -194,3 +194,81 @@ def test_stale_caches_of_dead_runs_are_swept(runs_dir):
 def test_a_run_token_names_its_process():
     host, pid, random = search._run_token().split(".")
     assert host.isalnum() and int(pid) == os.getpid() and len(random) == 12
+
+
+class TestResumeByName:
+    """``search --study S`` alone resumes S with its stored settings."""
+
+    @pytest.fixture
+    def stored(self, runs_dir, monkeypatch):
+        settings = SearchSettings(
+            study="kept",
+            dataset="digits",
+            space={"num_conv_layers": [1], "filters": [4, 8], "latent_dim": [4]},
+            strategy="random",
+            trials=3,
+            max_epochs=2,
+            seed=7,
+            max_images=120,
+        )
+        search.prepare_study(settings)
+        seen = []
+
+        def fake_run_search(settings, storage_url=None, **kwargs):
+            seen.append(settings)
+            return store.load_study(settings.study, storage_url)
+
+        monkeypatch.setattr(search, "run_search", fake_run_search)
+        monkeypatch.setattr("automl_core.cli._print_best_and_filters", lambda study: None)
+        return settings, seen
+
+    def test_the_name_alone_resumes_with_the_stored_settings(self, stored, capsys):
+        from automl_core.cli import main
+
+        settings, seen = stored
+        assert main(["search", "--study", "kept"]) == 0
+        assert seen[0].to_dict() == {**settings.to_dict(), "space": seen[0].space}
+        assert seen[0].search_space() == settings.search_space()
+        first = capsys.readouterr().out.splitlines()[0]
+        assert first == "study kept: dataset digits, strategy random, budget 3 trials"
+
+    def test_a_budget_flag_extends_it(self, stored):
+        from automl_core.cli import main
+
+        _, seen = stored
+        assert main(["search", "--study", "kept", "--trials", "5", "--max-epochs", "4"]) == 0
+        assert (seen[0].trials, seen[0].max_epochs, seen[0].strategy) == (5, 4, "random")
+
+    @pytest.mark.parametrize(
+        "flags, named",
+        [
+            (["--strategy", "tpe"], "strategy='random', not 'tpe'"),
+            (["--dataset", "mnist-5k"], "dataset='digits', not 'mnist-5k'"),
+            (["--seed", "1"], "seed=7, not 1"),
+            (["--filters", "16"], "space="),
+        ],
+    )
+    def test_a_contradicting_flag_is_refused_naming_both_values(
+        self, stored, capsys, flags, named
+    ):
+        from automl_core.cli import main
+
+        assert main(["search", "--study", "kept", *flags]) == 2
+        err = capsys.readouterr().err
+        assert "already exists with" in err and named in err
+
+    def test_a_new_study_still_takes_the_defaults(self, runs_dir, monkeypatch):
+        from automl_core.cli import main
+
+        seen = []
+        monkeypatch.setattr(
+            search, "run_search", lambda settings, *a, **k: seen.append(settings) or 1 / 0
+        )
+        with pytest.raises(ZeroDivisionError):
+            main(["search", "--study", "fresh"])
+        assert (seen[0].dataset, seen[0].strategy, seen[0].max_epochs, seen[0].seed) == (
+            "mnist-5k",
+            "tpe-cost-asha",
+            20,
+            0,
+        )
