@@ -91,6 +91,13 @@ _limit(
     "time the child process that checks an upload may take",
 )
 _limit(
+    "max_range_values",
+    1_000_000,
+    "values",
+    "values of one stepped range in a search space (a tiny step cannot stall the search)",
+)
+_limit("max_space_file_bytes", 1 * MIB, "bytes", "largest search-space file (JSON or YAML)")
+_limit(
     "max_grid_size",
     100_000,
     "configurations",

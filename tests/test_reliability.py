@@ -272,3 +272,71 @@ class TestResumeByName:
             20,
             0,
         )
+
+
+class TestHostileSpaces:
+    BOMB = "\n".join(
+        ["a: &a [x, x, x, x, x, x, x, x, x]"]
+        + [
+            f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]"
+            for i in range(8)
+        ]
+        + ["filters: *i"]
+    )
+
+    def test_a_yaml_alias_bomb_is_refused_before_it_expands(self, tmp_path):
+        from automl_core.space import load_space
+
+        path = tmp_path / "bomb.yaml"
+        path.write_text(self.BOMB)
+        assert path.stat().st_size < 400
+        started = time.perf_counter()
+        with pytest.raises(ConfigError, match="aliases .* are not allowed, found one at line 2"):
+            load_space(path)
+        assert time.perf_counter() - started < 5  # refused, not expanded (generous bound)
+
+    def test_plain_yaml_still_loads(self, tmp_path):
+        from automl_core.space import load_space
+
+        path = tmp_path / "space.yaml"
+        path.write_text("filters: [8, 16]\nlearning_rate: {low: 0.0001, high: 0.01, log: true}\n")
+        assert load_space(path).parameters["filters"].values == (8, 16)
+
+    def test_a_space_file_at_the_size_limit_is_read_and_above_it_refused(
+        self, tmp_path, monkeypatch
+    ):
+        from automl_core.space import load_space
+
+        monkeypatch.setenv("AUTOML_MAX_SPACE_FILE_BYTES", "64")
+        path = tmp_path / "space.json"
+        body = '{"filters": [8, 16]}'
+        path.write_text(body + " " * (64 - len(body)))
+        assert load_space(path).parameters["filters"].values == (8, 16)
+        path.write_text(body + " " * (65 - len(body)))
+        with pytest.raises(ConfigError, match="65 bytes, more than the 64 allowed"):
+            load_space(path)
+
+    def test_a_tiny_float_step_is_refused_with_a_message(self):
+        with pytest.raises(ConfigError, match="learning_rate: the range .* holds about 9.9e\\+28"):
+            SearchSpace.from_dict({"learning_rate": {"low": 0.0001, "high": 0.01, "step": 1e-31}})
+        with pytest.raises(ConfigError, match="AUTOML_MAX_RANGE_VALUES"):
+            SearchSpace.from_dict({"dropout": {"low": 0.0, "high": 0.5, "step": 1e-300}})
+
+    def test_a_stepped_range_at_the_limit(self, monkeypatch):
+        monkeypatch.setenv("AUTOML_MAX_RANGE_VALUES", "11")
+        space = SearchSpace.from_dict({"dropout": {"low": 0.0, "high": 0.5, "step": 0.05}})
+        assert space.parameters["dropout"].step == 0.05
+        with pytest.raises(ConfigError, match="more than the 11 allowed"):
+            SearchSpace.from_dict({"dropout": {"low": 0.0, "high": 0.5, "step": 0.04}})
+
+    def test_an_integer_range_needs_a_whole_step(self):
+        with pytest.raises(ConfigError, match="needs a whole step, got step=0.5"):
+            SearchSpace.from_dict({"filters": {"low": 8, "high": 64, "step": 0.5}})
+
+    def test_long_values_are_shortened_in_messages(self):
+        with pytest.raises(ConfigError) as caught:
+            SearchSpace.from_dict({"activation": ["x" * 100_000]})
+        assert len(str(caught.value)) < 400
+        with pytest.raises(ConfigError) as caught:
+            SearchSpace.from_dict({"y" * 100_000: [1]})
+        assert len(str(caught.value)) < 1000
