@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -242,6 +243,64 @@ class InterruptHold:
 
     def __exit__(self, *exc_info) -> None:
         self.release()
+
+
+def run_cache_path(study_name: str, run: str) -> Path:
+    """Where a search run leaves its split arrays for its workers:
+    ``<runs>/cache/<study>-<run token>.npz``."""
+    return store.runs_home() / "cache" / f"{study_name}-{run}.npz"
+
+
+def run_token() -> str:
+    """A new search run's token: ``<host>.<pid>.<random>``, so that a cache file names the
+    process that owns it (see :func:`sweep_stale_caches`)."""
+    host = "".join(c for c in socket.gethostname() if c.isalnum())[:40] or "host"
+    return f"{host}.{os.getpid()}.{uuid.uuid4().hex[:12]}"
+
+
+def sweep_stale_caches() -> list[Path]:
+    """Removes split arrays left by search runs of this host whose process is gone (a killed
+    search cannot remove its own), and half-written ones older than a day.
+
+    Returns:
+        The files removed.
+    """
+    folder = run_cache_path("x", "x").parent
+    host = run_token().split(".", 1)[0]
+    removed = []
+    try:
+        files = list(folder.glob("*.npz"))
+    except OSError:
+        return removed
+    for path in files:
+        parts = path.name.removesuffix(".partial.npz").removesuffix(".npz").rsplit("-", 1)
+        token = parts[-1].split(".") if len(parts) == 2 else []
+        try:
+            if len(token) == 3 and token[0] == host and token[1].isdigit():
+                if process_alive(int(token[1])):
+                    continue
+            elif not (path.name.endswith(".partial.npz") and _older_than(path, 86_400)):
+                continue  # another host's, or from before run tokens named their process
+            path.unlink()
+            removed.append(path)
+        except OSError:
+            continue
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process of this id exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _older_than(path: Path, seconds: float) -> bool:
+    return time.time() - path.stat().st_mtime > seconds
 
 
 def worker_log_path(study_name: str, index: int) -> Path:
@@ -613,17 +672,26 @@ def launch_search(
     return record
 
 
-def stop_search(study: str, grace_seconds: float = 10.0, actor: access.User | None = None) -> bool:
+def stop_search(
+    study: str,
+    grace_seconds: float = 10.0,
+    actor: access.User | None = None,
+    storage_url: str | None = None,
+) -> bool:
     """Stops a launched search and every worker it spawned (the whole process group).
 
     SIGINT first, so interrupted trials are queued for retry; SIGKILL for whatever is still
-    running after ``grace_seconds``.
+    running after ``grace_seconds``. Then, whatever moment the signals landed (a worker
+    may swallow SIGINT inside a garbage-collection callback and be killed mid-trial), every
+    trial still RUNNING under one of the group's processes is failed and queued again, the
+    run's cached data is removed, and the launch log says what was done.
 
     Args:
         study: The study whose search to stop.
         grace_seconds: Seconds to wait before SIGKILL. Defaults to 10.
         actor: Who stops it: its owner or an admin. Defaults to the local admin in local
             mode; required in shared mode.
+        storage_url: The study's storage. Defaults to :func:`store.default_storage_url`.
 
     Returns:
         True if a running search was stopped, False if none was running.
@@ -636,6 +704,7 @@ def stop_search(study: str, grace_seconds: float = 10.0, actor: access.User | No
     access.check_allowed(actor, "stop", record.owner if record else actor.name)
     if record is None or not _alive(record.pid):
         return False
+    members = group_members(record.pid) | {record.pid}
     try:
         os.killpg(record.pid, signal.SIGINT)
     except ProcessLookupError:
@@ -651,7 +720,43 @@ def stop_search(study: str, grace_seconds: float = 10.0, actor: access.User | No
             pass
         time.sleep(0.2)
         _alive(record.pid)
+    _clean_up_after_stop(record, members, storage_url)
     return True
+
+
+def group_members(pgid: int) -> set[int]:
+    """The ids of the processes of a process group (Linux ``/proc``; empty elsewhere)."""
+    members = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text(encoding="ascii", errors="replace").rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:  # pgrp, after the name in parentheses and the state
+                members.add(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return members
+
+
+def _clean_up_after_stop(record: LaunchRecord, members: set[int], storage_url: str | None) -> None:
+    """Fails and queues again the trials the stopped group left RUNNING, removes its cached
+    data and writes one line to its launch log (best effort: storage errors are logged)."""
+    workers = {worker_id(pid) for pid in members}
+    try:
+        study = store.load_study(record.study, storage_url, create=False)
+        queued = requeue_orphans(study, workers)
+        outcome = f"{queued} interrupted trial(s) failed and queued again"
+    except Exception as exc:  # noqa: BLE001  (a dead storage must not hide the stop itself)
+        outcome = f"its running trials could not be queued again ({type(exc).__name__})"
+    removed = sweep_stale_caches()
+    line = (
+        f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] search stopped; {outcome}; "
+        f"{len(removed)} cached data file(s) removed\n"
+    )
+    try:
+        with open(record.log, "a", encoding="utf-8") as log:
+            log.write(line)
+    except OSError:
+        pass
 
 
 def _group_alive(pgid: int) -> bool:

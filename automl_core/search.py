@@ -13,7 +13,6 @@ from __future__ import annotations
 import gc
 import math
 import os
-import socket
 import time
 import uuid
 import warnings
@@ -528,10 +527,10 @@ def _run_search(settings, storage_url, on_trial, workers, poll_seconds, on_start
     # before the workers start: a probe of this machine (once, then cached) must not share
     # the cores with their start-up
     precision = resolve_precision(settings.precision, store.runs_home())
-    _sweep_stale_caches()
+    processes.sweep_stale_caches()
     # workers start first: their TensorFlow import overlaps loading and checking the data
     # and preparing the study; they wait for this run's token on the study
-    run = _run_token()
+    run = processes.run_token()
     children: dict[int, Any] = {
         index: processes.spawn_worker(settings.study, storage_url, index, run)
         for index in range(workers)
@@ -602,59 +601,7 @@ def _run_search(settings, storage_url, on_trial, workers, poll_seconds, on_start
 
 def _shared_dataset_path(study_name: str, run: str) -> Path:
     """Where a search run leaves its split arrays for its workers."""
-    return store.runs_home() / "cache" / f"{study_name}-{run}.npz"
-
-
-def _run_token() -> str:
-    """A new search run's token: ``<host>.<pid>.<random>``, so that a cache file names the
-    process that owns it (see :func:`_sweep_stale_caches`)."""
-    host = "".join(c for c in socket.gethostname() if c.isalnum())[:40] or "host"
-    return f"{host}.{os.getpid()}.{uuid.uuid4().hex[:12]}"
-
-
-def _sweep_stale_caches() -> list[Path]:
-    """Removes split arrays left by search runs of this host whose process is gone (a killed
-    search cannot remove its own), and half-written ones older than a day.
-
-    Returns:
-        The files removed.
-    """
-    folder = store.runs_home() / "cache"
-    host = _run_token().split(".", 1)[0]
-    removed = []
-    try:
-        files = list(folder.glob("*.npz"))
-    except OSError:
-        return removed
-    for path in files:
-        parts = path.name.removesuffix(".partial.npz").removesuffix(".npz").rsplit("-", 1)
-        token = parts[-1].split(".") if len(parts) == 2 else []
-        try:
-            if len(token) == 3 and token[0] == host and token[1].isdigit():
-                if _process_alive(int(token[1])):
-                    continue
-            elif not (path.name.endswith(".partial.npz") and _older_than(path, 86_400)):
-                continue  # another host's, or from before run tokens named their process
-            path.unlink()
-            removed.append(path)
-        except OSError:
-            continue
-    return removed
-
-
-def _process_alive(pid: int) -> bool:
-    """Whether a process of this id exists on this machine."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _older_than(path: Path, seconds: float) -> bool:
-    return time.time() - path.stat().st_mtime > seconds
+    return processes.run_cache_path(study_name, run)
 
 
 def _share_dataset(dataset: Dataset, settings: SearchSettings, run: str) -> None:

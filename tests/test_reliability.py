@@ -155,13 +155,13 @@ def test_a_worker_ends_when_its_supervisor_is_killed(runs_dir):
     supervisor.kill()
     supervisor.wait()
     deadline = time.time() + 60
-    while time.time() < deadline and search._process_alive(worker):
+    while time.time() < deadline and processes.process_alive(worker):
         try:
             os.waitpid(worker, os.WNOHANG)  # not our child: only reaped by init
         except ChildProcessError:
             pass
         time.sleep(0.2)
-    assert not search._process_alive(worker) or _is_zombie(worker)
+    assert not processes.process_alive(worker) or _is_zombie(worker)
 
 
 def _is_zombie(pid: int) -> bool:
@@ -172,7 +172,7 @@ def _is_zombie(pid: int) -> bool:
 
 
 def test_stale_caches_of_dead_runs_are_swept(runs_dir):
-    host = search._run_token().split(".")[0]
+    host = processes.run_token().split(".")[0]
     cache = runs_dir / "cache"
     cache.mkdir(parents=True)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -186,13 +186,13 @@ def test_stale_caches_of_dead_runs_are_swept(runs_dir):
     }
     for path in files.values():
         path.write_bytes(b"x")
-    removed = search._sweep_stale_caches()
+    removed = processes.sweep_stale_caches()
     assert set(removed) == {files["dead"], files["dead_partial"]}
     assert all(files[k].exists() for k in ("live", "other_host", "legacy"))
 
 
 def test_a_run_token_names_its_process():
-    host, pid, random = search._run_token().split(".")
+    host, pid, random = processes.run_token().split(".")
     assert host.isalnum() and int(pid) == os.getpid() and len(random) == 12
 
 
@@ -340,3 +340,46 @@ class TestHostileSpaces:
         with pytest.raises(ConfigError) as caught:
             SearchSpace.from_dict({"y" * 100_000: [1]})
         assert len(str(caught.value)) < 1000
+
+
+@pytest.mark.slow
+def test_stop_fails_and_queues_a_trial_whose_worker_ignored_the_interrupt(runs_dir):
+    """A worker that swallows SIGINT (it landed in a garbage-collection callback) is killed
+    after the grace period; its trial must not stay RUNNING."""
+    import json
+
+    from automl_core.trials import RETRY_ATTR, WORKER_ATTR
+
+    stubborn = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+            "print('ready', flush=True); time.sleep(600)",
+        ],
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert stubborn.stdout.readline().strip() == "ready"
+    settings = SearchSettings(study="stubborn", dataset="digits", strategy="random")
+    study = search.prepare_study(settings)
+    trial = study.ask({"filters": optuna.distributions.CategoricalDistribution([4, 8])})
+    trial.set_user_attr(WORKER_ATTR, processes.worker_id(stubborn.pid))
+    host = processes.run_token().split(".")[0]
+    cache = processes.run_cache_path("stubborn", f"{host}.{stubborn.pid}.abcdef")
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes(b"x")
+    log = processes.launches_dir() / "stubborn.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    record = processes.LaunchRecord("stubborn", stubborn.pid, time.time(), str(log))
+    processes._record_path("stubborn").write_text(json.dumps(record.__dict__))
+
+    assert processes.stop_search("stubborn", grace_seconds=1.0)
+    stubborn.wait(timeout=10)
+    trials_now = store.load_study("stubborn").get_trials(deepcopy=False)
+    assert trials_now[0].state.name == "FAIL"
+    assert [t.user_attrs.get(RETRY_ATTR) for t in trials_now[1:]] == [0]  # queued again
+    assert trials_now[1].state.name == "WAITING"
+    assert not cache.exists()
+    assert "1 interrupted trial(s) failed and queued again" in log.read_text()
