@@ -500,6 +500,21 @@ def _child_environment(storage_url: str | None) -> dict[str, str]:
 
 
 @contextlib.contextmanager
+def study_run_lock(study: str):
+    """Holds an exclusive lock on starting a search of ``study`` on this machine, so that of
+    two searches started together the second sees the first's run (see
+    :func:`automl_core.search.live_run`)."""
+    folder = launches_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{store.validate_study_name(study)}.run.lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def _launch_lock(study: str):
     """Holds an exclusive lock on the study's launch, across threads and processes.
 

@@ -383,3 +383,46 @@ def test_stop_fails_and_queues_a_trial_whose_worker_ignored_the_interrupt(runs_d
     assert trials_now[1].state.name == "WAITING"
     assert not cache.exists()
     assert "1 interrupted trial(s) failed and queued again" in log.read_text()
+
+
+class TestOneLiveRun:
+    @pytest.fixture
+    def prepared(self, runs_dir):
+        settings = SearchSettings(study="busy", dataset="digits", strategy="random", trials=1)
+        return settings, search.prepare_study(settings)
+
+    def _mark(self, study, token, age=0.0):
+        from automl_core.trials import RUN_ATTR, RUN_HEARTBEAT_ATTR
+
+        study.set_user_attr(RUN_ATTR, token)
+        study.set_user_attr(RUN_HEARTBEAT_ATTR, time.time() - age)
+
+    def test_a_second_search_of_a_running_study_is_refused(self, prepared):
+        settings, study = prepared
+        host = processes.run_token().split(".")[0]
+        self._mark(study, f"{host}.{os.getpid()}.abc")
+        with pytest.raises(ConfigError, match="a search of study 'busy' is already running"):
+            search.run_search(settings)
+        assert not (processes.launches_dir().parent / "logs").exists()  # nothing spawned
+
+    def test_a_run_on_another_machine_counts_while_its_heartbeat_is_fresh(self, prepared):
+        _, study = prepared
+        self._mark(study, "elsewhere.123.abc")
+        assert search.live_run("busy") == "elsewhere.123.abc"
+        self._mark(study, "elsewhere.123.abc", age=search.LIVE_RUN_SECONDS + 1)
+        assert search.live_run("busy") is None
+
+    def test_a_killed_run_of_this_machine_does_not_block(self, prepared):
+        _, study = prepared
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        host = processes.run_token().split(".")[0]
+        self._mark(study, f"{host}.{dead.pid}.abc")
+        assert search.live_run("busy") is None
+
+    def test_a_finished_search_says_it_is_over(self, tiny_study):
+        from automl_core.trials import RUN_ATTR, RUN_HEARTBEAT_ATTR
+
+        study = store.load_study(*tiny_study)
+        assert study.user_attrs[RUN_ATTR] and study.user_attrs[RUN_HEARTBEAT_ATTR] is None
+        assert search.live_run(*tiny_study) is None
