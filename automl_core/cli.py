@@ -4,13 +4,10 @@ precision|hash-password``."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
-import signal
 import sys
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from automl_core.errors import AutoMLError, ConfigError
 
@@ -40,7 +37,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     search = commands.add_parser("search", help="run or resume a search")
     search.add_argument(
-        "--dataset", default="mnist-5k", help="registry name or path (default mnist-5k)"
+        "--dataset",
+        default=None,
+        help="registry name or path (default mnist-5k; a resumed study: its own)",
     )
     search.add_argument("--space", default=None, help="JSON or YAML search-space file")
     for name, spec in PARAMETERS.items():
@@ -55,28 +54,37 @@ def _build_parser() -> argparse.ArgumentParser:
         )
     search.add_argument(
         "--strategy",
-        default=DEFAULT_STRATEGY,
-        help=f"one of {', '.join(STRATEGIES)} (default {DEFAULT_STRATEGY})",
+        default=None,
+        help=f"one of {', '.join(STRATEGIES)} (default {DEFAULT_STRATEGY}; a resumed study: "
+        "its own)",
     )
     search.add_argument("--trials", type=int, default=None, help="trials to finish in the study")
     search.add_argument(
         "--timeout", type=float, default=None, help="wall-clock seconds for the search"
     )
     search.add_argument(
-        "--max-epochs", type=int, default=20, help="most epochs per trial (default 20)"
+        "--max-epochs",
+        type=int,
+        default=None,
+        help="most epochs per trial (default 20; a resumed study: its own)",
     )
-    search.add_argument("--study", default=None, help="study name (default: <dataset>-<strategy>)")
+    search.add_argument(
+        "--study",
+        default=None,
+        help="study name (default: <dataset>-<strategy>); an existing study resumes with its "
+        "stored settings, and a flag that contradicts them is refused",
+    )
     search.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
     search.add_argument(
         "--seed",
         type=int,
-        default=0,
+        default=None,
         help=f"seed of the data split, the sampler and the weights, 0 to {MAX_SEED} (default 0)",
     )
     search.add_argument("--max-images", type=int, default=None, help="use only this many images")
     search.add_argument(
         "--second-objective",
-        default="compression_ratio",
+        default=None,
         choices=list(SECOND_OBJECTIVES),
         help="second objective of nsga2",
     )
@@ -161,8 +169,9 @@ def _check_count(name: str, value: int | None, low: int = 1, high: int | None = 
     raise ConfigError(f"{name} must be {kind}, got {name}={value}")
 
 
-def _space_from_args(args) -> dict:
-    """The search space from ``--space`` and the per-parameter flags."""
+def _space_from_args(args, base: dict | None = None) -> dict:
+    """The search space from ``--space`` and the per-parameter flags, over ``base`` (the
+    default space when None)."""
     from automl_core.space import (
         DEFAULT_SPACE,
         PARAMETERS,
@@ -171,7 +180,7 @@ def _space_from_args(args) -> dict:
         parse_parameter_text,
     )
 
-    spec = load_space(args.space).to_dict() if args.space else dict(DEFAULT_SPACE)
+    spec = load_space(args.space).to_dict() if args.space else dict(base or DEFAULT_SPACE)
     for name in PARAMETERS:
         text = getattr(args, f"param_{name}")
         if text is not None:
@@ -244,27 +253,44 @@ def _print_best_and_filters(study, number: int | None = None, all_channels: bool
 
 
 def _cmd_search(args) -> int:
+    from automl_core.processes import stop_on_interrupt
     from automl_core.search import run_search
-    from automl_core.settings import SearchSettings
+    from automl_core.settings import SearchSettings, settings_conflict, stored_settings
+    from automl_core.space import PARAMETERS
+    from automl_core.strategies import DEFAULT_STRATEGY
 
     _check_count("seed", args.seed, low=0, high=MAX_SEED)
-    space = _space_from_args(args)
-    study_name = (
-        args.study or f"{os.path.basename(str(args.dataset)).split('.')[0]}-{args.strategy}"
-    )
-    settings = SearchSettings(
-        study=study_name,
-        dataset=args.dataset,
-        space=space,
-        strategy=args.strategy,
-        trials=args.trials,
-        timeout=args.timeout,
-        max_epochs=args.max_epochs,
-        seed=args.seed,
-        max_images=args.max_images,
-        second_objective=args.second_objective,
-        **({"precision": args.precision} if args.precision else {}),
-    )
+    given = {
+        key: getattr(args, key)
+        for key in (
+            "dataset",
+            "strategy",
+            "trials",
+            "timeout",
+            "max_epochs",
+            "seed",
+            "max_images",
+            "second_objective",
+            "precision",
+        )
+        if getattr(args, key) is not None
+    }
+    stored = stored_settings(args.study, args.storage) if args.study else None
+    if stored is not None:
+        # a resume: the stored settings are the defaults; check_search refuses a flag that
+        # contradicts one, naming both values
+        values = {**stored.to_dict(), **given}
+        if args.space or any(getattr(args, f"param_{n}") is not None for n in PARAMETERS):
+            values["space"] = _space_from_args(args, stored.space)
+        settings = SearchSettings.from_dict(values)
+        conflict = settings_conflict(settings, stored.to_dict())
+        if conflict:
+            raise ConfigError(conflict)
+    else:
+        dataset = given.setdefault("dataset", "mnist-5k")
+        strategy = given.setdefault("strategy", DEFAULT_STRATEGY)
+        study_name = args.study or f"{os.path.basename(str(dataset)).split('.')[0]}-{strategy}"
+        settings = SearchSettings(study=study_name, space=_space_from_args(args), **given)
     from automl_core.strategies import get_strategy
 
     get_strategy(settings.strategy)
@@ -286,7 +312,8 @@ def _cmd_search(args) -> int:
         print(study_precision(study).summary(), flush=True)
 
     try:
-        with _interrupt_once():  # SIGTERM too: the workers are stopped, their trials re-queued
+        # SIGTERM too: the workers are stopped, their trials re-queued
+        with stop_on_interrupt():
             study = run_search(
                 settings, args.storage, on_trial=on_trial, workers=args.workers, on_start=on_start
             )
@@ -310,13 +337,14 @@ def _cmd_search(args) -> int:
 
 
 def _cmd_worker(args) -> int:
+    from automl_core.processes import stop_on_interrupt
     from automl_core.search import run_worker
 
     _check_count("seed_offset", args.seed_offset, low=0, high=MAX_SEED)
     _check_count("max_trials", args.max_trials)
     offset = args.seed_offset if args.seed_offset is not None else os.getpid()
     try:
-        with _interrupt_once():
+        with stop_on_interrupt():
             run_worker(
                 args.study,
                 args.storage,
@@ -327,36 +355,6 @@ def _cmd_worker(args) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
-
-
-@contextlib.contextmanager
-def _interrupt_once() -> Iterator[None]:
-    """Within the block, the first SIGINT or SIGTERM raises KeyboardInterrupt; later ones
-    are ignored. The previous handlers come back after it.
-
-    ``kill -TERM`` then stops a search like Ctrl-C does: its workers are stopped and their
-    trials re-queued instead of left training. Ctrl-C reaches a worker both from the
-    terminal and from its supervisor; a second interrupt during cleanup would leave the
-    trial marked RUNNING instead of re-queued.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
-        return
-    signals = (signal.SIGINT, signal.SIGTERM)
-    previous = {number: signal.getsignal(number) for number in signals}
-
-    def handler(signum, frame):
-        for number in signals:
-            signal.signal(number, signal.SIG_IGN)
-        raise KeyboardInterrupt
-
-    for number in signals:
-        signal.signal(number, handler)
-    try:
-        yield
-    finally:
-        for number, action in previous.items():
-            signal.signal(number, action if action is not None else signal.SIG_DFL)
 
 
 def _cmd_leaderboard(args) -> int:

@@ -91,6 +91,13 @@ _limit(
     "time the child process that checks an upload may take",
 )
 _limit(
+    "max_range_values",
+    1_000_000,
+    "values",
+    "values of one stepped range in a search space (a tiny step cannot stall the search)",
+)
+_limit("max_space_file_bytes", 1 * MIB, "bytes", "largest search-space file (JSON or YAML)")
+_limit(
     "max_grid_size",
     100_000,
     "configurations",
@@ -160,6 +167,12 @@ _limit(
 )
 _limit(
     "max_workers_per_search", 2, "workers", "worker processes of one launch on a shared dashboard"
+)
+_limit(
+    "max_workers",
+    64,
+    "workers",
+    "worker processes of one search on one machine (also capped by its cores and memory)",
 )
 _limit("max_trials_per_launch", 200, "trials", "trial budget of one launch on a shared dashboard")
 _limit(

@@ -26,6 +26,8 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -75,15 +77,102 @@ def log_lines(path: Path | str) -> list[str]:
 # --- workers of one search ---------------------------------------------------------------
 
 
+# a worker process (TensorFlow, a model, the data) holds about this much memory
+WORKER_MEMORY_GIB = 1.0
+# environment variable: the pid of the supervisor that started a worker
+SUPERVISOR_PID_ENV = "AUTOML_SUPERVISOR_PID"
+
+
+def machine_worker_cap() -> tuple[int, str]:
+    """The most workers this machine can run at once, and why: two per CPU core, and one per
+    :data:`WORKER_MEMORY_GIB` of memory."""
+    cores = os.cpu_count() or 1
+    try:
+        memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (OSError, ValueError):
+        memory_gib = float("inf")
+    by_memory = max(1, int(memory_gib / WORKER_MEMORY_GIB))
+    if by_memory < 2 * cores:
+        return by_memory, f"{memory_gib:.0f} GiB of memory at ~{WORKER_MEMORY_GIB:g} GiB a worker"
+    return 2 * cores, f"{cores} CPU cores, two workers each"
+
+
 def check_workers(workers: object) -> int:
-    """Checks a number of worker processes.
+    """Checks a number of worker processes against ``max_workers`` and this machine.
 
     Raises:
-        ConfigError: It is not a positive integer.
+        ConfigError: It is not a positive integer, or more than the machine can run.
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be a positive integer, got workers={workers!r}")
+    limit = limits.get("max_workers")
+    if workers > limit:
+        raise ConfigError(
+            f"workers={workers} is more than the {limit} allowed (AUTOML_MAX_WORKERS); "
+            "start workers on other machines with `worker --study` instead"
+        )
+    cap, why = machine_worker_cap()
+    if workers > cap:
+        raise ConfigError(
+            f"workers={workers} is more than this machine can run at once: at most {cap} "
+            f"({why}); start workers on other machines with `worker --study` instead"
+        )
     return workers
+
+
+@contextlib.contextmanager
+def stop_on_interrupt() -> Iterator[None]:
+    """Within the block, the first SIGINT or SIGTERM raises KeyboardInterrupt; later ones
+    are ignored. The previous handlers come back after it.
+
+    Set by every supervisor and worker itself, so that Stop and Ctrl-C work however the
+    process was started (a background job of a shell starts with SIGINT ignored). A second
+    interrupt during cleanup would otherwise leave a trial RUNNING instead of re-queued.
+    Outside the main thread (where handlers cannot be set) it changes nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {number: signal.getsignal(number) for number in signals}
+
+    def handler(signum, frame):
+        for number in signals:
+            signal.signal(number, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    for number in signals:
+        signal.signal(number, handler)
+    try:
+        yield
+    finally:
+        for number, action in previous.items():
+            signal.signal(number, action if action is not None else signal.SIG_DFL)
+
+
+def die_with_parent() -> None:
+    """Makes the kernel interrupt this worker (SIGINT) when its supervisor dies, even by
+    SIGKILL, so no worker trains on alone; exits at once if the supervisor is already gone.
+
+    Linux only (``prctl(PR_SET_PDEATHSIG)``); elsewhere :func:`supervisor_gone` is checked
+    between trials instead.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if supervisor_gone():
+        raise KeyboardInterrupt
+
+
+def supervisor_gone() -> bool:
+    """Whether this worker's supervisor (:data:`SUPERVISOR_PID_ENV`) is no longer its parent."""
+    supervisor = os.environ.get(SUPERVISOR_PID_ENV, "")
+    return supervisor.isdigit() and os.getppid() != int(supervisor)
 
 
 def worker_id(pid: int | None = None) -> str:
@@ -156,6 +245,64 @@ class InterruptHold:
         self.release()
 
 
+def run_cache_path(study_name: str, run: str) -> Path:
+    """Where a search run leaves its split arrays for its workers:
+    ``<runs>/cache/<study>-<run token>.npz``."""
+    return store.runs_home() / "cache" / f"{study_name}-{run}.npz"
+
+
+def run_token() -> str:
+    """A new search run's token: ``<host>.<pid>.<random>``, so that a cache file names the
+    process that owns it (see :func:`sweep_stale_caches`)."""
+    host = "".join(c for c in socket.gethostname() if c.isalnum())[:40] or "host"
+    return f"{host}.{os.getpid()}.{uuid.uuid4().hex[:12]}"
+
+
+def sweep_stale_caches() -> list[Path]:
+    """Removes split arrays left by search runs of this host whose process is gone (a killed
+    search cannot remove its own), and half-written ones older than a day.
+
+    Returns:
+        The files removed.
+    """
+    folder = run_cache_path("x", "x").parent
+    host = run_token().split(".", 1)[0]
+    removed = []
+    try:
+        files = list(folder.glob("*.npz"))
+    except OSError:
+        return removed
+    for path in files:
+        parts = path.name.removesuffix(".partial.npz").removesuffix(".npz").rsplit("-", 1)
+        token = parts[-1].split(".") if len(parts) == 2 else []
+        try:
+            if len(token) == 3 and token[0] == host and token[1].isdigit():
+                if process_alive(int(token[1])):
+                    continue
+            elif not (path.name.endswith(".partial.npz") and _older_than(path, 86_400)):
+                continue  # another host's, or from before run tokens named their process
+            path.unlink()
+            removed.append(path)
+        except OSError:
+            continue
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process of this id exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _older_than(path: Path, seconds: float) -> bool:
+    return time.time() - path.stat().st_mtime > seconds
+
+
 def worker_log_path(study_name: str, index: int) -> Path:
     """Where a supervised worker's stderr goes: ``<runs>/logs/<study>-worker-<index>.log``."""
     name = store.validate_study_name(study_name)
@@ -184,6 +331,7 @@ def spawn_worker(
     log = worker_log_path(study_name, index)
     log.parent.mkdir(parents=True, exist_ok=True)
     env = _child_environment(storage_url)
+    env[SUPERVISOR_PID_ENV] = str(os.getpid())
     if run:
         env[WORKER_RUN_ENV] = run
     with open(log, "wb") as stderr:
@@ -349,6 +497,21 @@ def _child_environment(storage_url: str | None) -> dict[str, str]:
         env["AUTOML_STORAGE"] = storage_url
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
     return env
+
+
+@contextlib.contextmanager
+def study_run_lock(study: str):
+    """Holds an exclusive lock on starting a search of ``study`` on this machine, so that of
+    two searches started together the second sees the first's run (see
+    :func:`automl_core.search.live_run`)."""
+    folder = launches_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{store.validate_study_name(study)}.run.lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
@@ -524,17 +687,26 @@ def launch_search(
     return record
 
 
-def stop_search(study: str, grace_seconds: float = 10.0, actor: access.User | None = None) -> bool:
+def stop_search(
+    study: str,
+    grace_seconds: float = 10.0,
+    actor: access.User | None = None,
+    storage_url: str | None = None,
+) -> bool:
     """Stops a launched search and every worker it spawned (the whole process group).
 
     SIGINT first, so interrupted trials are queued for retry; SIGKILL for whatever is still
-    running after ``grace_seconds``.
+    running after ``grace_seconds``. Then, whatever moment the signals landed (a worker
+    may swallow SIGINT inside a garbage-collection callback and be killed mid-trial), every
+    trial still RUNNING under one of the group's processes is failed and queued again, the
+    run's cached data is removed, and the launch log says what was done.
 
     Args:
         study: The study whose search to stop.
         grace_seconds: Seconds to wait before SIGKILL. Defaults to 10.
         actor: Who stops it: its owner or an admin. Defaults to the local admin in local
             mode; required in shared mode.
+        storage_url: The study's storage. Defaults to :func:`store.default_storage_url`.
 
     Returns:
         True if a running search was stopped, False if none was running.
@@ -547,6 +719,7 @@ def stop_search(study: str, grace_seconds: float = 10.0, actor: access.User | No
     access.check_allowed(actor, "stop", record.owner if record else actor.name)
     if record is None or not _alive(record.pid):
         return False
+    members = group_members(record.pid) | {record.pid}
     try:
         os.killpg(record.pid, signal.SIGINT)
     except ProcessLookupError:
@@ -562,7 +735,43 @@ def stop_search(study: str, grace_seconds: float = 10.0, actor: access.User | No
             pass
         time.sleep(0.2)
         _alive(record.pid)
+    _clean_up_after_stop(record, members, storage_url)
     return True
+
+
+def group_members(pgid: int) -> set[int]:
+    """The ids of the processes of a process group (Linux ``/proc``; empty elsewhere)."""
+    members = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text(encoding="ascii", errors="replace").rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:  # pgrp, after the name in parentheses and the state
+                members.add(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return members
+
+
+def _clean_up_after_stop(record: LaunchRecord, members: set[int], storage_url: str | None) -> None:
+    """Fails and queues again the trials the stopped group left RUNNING, removes its cached
+    data and writes one line to its launch log (best effort: storage errors are logged)."""
+    workers = {worker_id(pid) for pid in members}
+    try:
+        study = store.load_study(record.study, storage_url, create=False)
+        queued = requeue_orphans(study, workers)
+        outcome = f"{queued} interrupted trial(s) failed and queued again"
+    except Exception as exc:  # noqa: BLE001  (a dead storage must not hide the stop itself)
+        outcome = f"its running trials could not be queued again ({type(exc).__name__})"
+    removed = sweep_stale_caches()
+    line = (
+        f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] search stopped; {outcome}; "
+        f"{len(removed)} cached data file(s) removed\n"
+    )
+    try:
+        with open(record.log, "a", encoding="utf-8") as log:
+            log.write(line)
+    except OSError:
+        pass
 
 
 def _group_alive(pgid: int) -> bool:

@@ -10,6 +10,7 @@ and stopped by :mod:`automl_core.processes`. Progress flows out through callback
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import os
@@ -51,6 +52,7 @@ from automl_core.trials import (
     PRECISION_ATTR,
     PRECISION_FALLBACK_ATTR,
     RUN_ATTR,
+    RUN_HEARTBEAT_ATTR,
     WORKER_ATTR,
     BudgetCount,
     TrialRecord,
@@ -391,9 +393,18 @@ def run_worker(
 
     Raises:
         StorageError: The study does not exist or was not created by this tool.
+        KeyboardInterrupt: SIGINT or SIGTERM arrived (or the supervisor died): the running
+            trial was failed and queued again.
     """
+    with processes.stop_on_interrupt():
+        return _run_worker(study_name, storage_url, on_trial, seed_offset, max_trials)
+
+
+def _run_worker(study_name, storage_url, on_trial, seed_offset, max_trials) -> optuna.Study:
+    """:func:`run_worker` with its interrupt handling set."""
     run = os.environ.get(processes.WORKER_RUN_ENV)
     if run:
+        processes.die_with_parent()
         import keras  # noqa: F401  (TensorFlow's import overlaps the study's preparation)
 
         study = _wait_for_run(study_name, storage_url, run)
@@ -418,6 +429,7 @@ def run_worker(
         settings.max_epochs,
         train_images=len(dataset.x_train),
         precision=precision,
+        study_seed=settings.seed,
     )
     study = optuna.load_study(
         study_name=study_name,
@@ -438,6 +450,8 @@ def run_worker(
     while budget_left(study, settings) and (max_trials is None or ran < max_trials):
         if ran and processes.resident_mib() - memory_at_start > processes.WORKER_GROWTH_MIB:
             break  # a fresh process takes over (see processes.WORKER_GROWTH_MIB)
+        if processes.supervisor_gone():
+            break  # its search was killed: no worker trains on alone
         if hasattr(study.pruner, "promote"):
             study.pruner.promote(study)  # stopped trials now among the best are queued again
         before = {t.number for t in study.get_trials(deepcopy=False)}
@@ -501,15 +515,33 @@ def run_search(
         DatasetError: The dataset cannot be loaded.
         StorageError: The storage cannot be reached.
         TrialFailure: Worker processes keep dying without finishing a trial.
+        KeyboardInterrupt: SIGINT or SIGTERM arrived: the workers were stopped and their
+            running trials queued again.
     """
+    with processes.stop_on_interrupt():
+        return _run_search(settings, storage_url, on_trial, workers, poll_seconds, on_start)
+
+
+def _run_search(settings, storage_url, on_trial, workers, poll_seconds, on_start) -> optuna.Study:
+    """:func:`run_search` with its interrupt handling set."""
     processes.check_workers(workers)
     store.validate_study_name(settings.study)
     # before the workers start: a probe of this machine (once, then cached) must not share
     # the cores with their start-up
     precision = resolve_precision(settings.precision, store.runs_home())
+    processes.sweep_stale_caches()
+    # held until this run's token is on the study: a second search started at the same
+    # moment then sees it and is refused
+    starting = contextlib.ExitStack()
+    starting.enter_context(processes.study_run_lock(settings.study))
+    try:
+        _refuse_a_second_run(settings.study, storage_url)
+    except BaseException:
+        starting.close()
+        raise
     # workers start first: their TensorFlow import overlaps loading and checking the data
     # and preparing the study; they wait for this run's token on the study
-    run = uuid.uuid4().hex
+    run = processes.run_token()
     children: dict[int, Any] = {
         index: processes.spawn_worker(settings.study, storage_url, index, run)
         for index in range(workers)
@@ -527,10 +559,13 @@ def run_search(
         settings = study_settings(study)
         _share_dataset(dataset, settings, run)
         study.set_user_attr(STUDY_PRECISION_ATTR, precision.to_dict())
+        study.set_user_attr(RUN_HEARTBEAT_ATTR, time.time())
         study.set_user_attr(RUN_ATTR, run)
+        starting.close()
         if on_start is not None:
             on_start(study)
     except BaseException:
+        starting.close()
         processes.stop_workers(list(children.values()), wait_seconds=5.0)
         raise
     reported = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
@@ -539,8 +574,12 @@ def run_search(
     spawned = workers
     crashes = 0
     last_error = ""
+    beat = time.time()
     try:
         while True:
+            if time.time() - beat >= HEARTBEAT_SECONDS:
+                beat = time.time()
+                study.set_user_attr(RUN_HEARTBEAT_ATTR, beat)
             for index, child in [(i, c) for i, c in children.items() if c.poll() is not None]:
                 del children[index]
                 if child.returncode != 0:
@@ -574,13 +613,53 @@ def run_search(
         raise
     finally:
         _shared_dataset_path(settings.study, run).unlink(missing_ok=True)
+        with contextlib.suppress(Exception):  # the run is over: a new search may start at once
+            study.set_user_attr(RUN_HEARTBEAT_ATTR, None)
     _report_finished(study, reported, on_trial)
     return study
 
 
+# a search run writes its heartbeat this often, and one silent for LIVE_RUN_SECONDS is over
+HEARTBEAT_SECONDS = 5.0
+LIVE_RUN_SECONDS = 30.0
+
+
+def live_run(study_name: str, storage_url: str | None = None) -> str | None:
+    """The token of a search run of this study that is still alive, or None.
+
+    A run is alive while its heartbeat (:data:`RUN_HEARTBEAT_ATTR`) is under
+    :data:`LIVE_RUN_SECONDS` old and, for a run of this machine, its process exists.
+    """
+    if study_name not in store.study_names(storage_url):
+        return None
+    attrs = store.load_study(study_name, storage_url, create=False).user_attrs
+    token, beat = attrs.get(RUN_ATTR), attrs.get(RUN_HEARTBEAT_ATTR)
+    if not token or not isinstance(beat, (int, float)) or time.time() - beat > LIVE_RUN_SECONDS:
+        return None
+    parts = str(token).split(".")
+    here = processes.run_token().split(".")[0]
+    if len(parts) == 3 and parts[0] == here and parts[1].isdigit():
+        if not processes.process_alive(int(parts[1])):
+            return None
+    return str(token)
+
+
+def _refuse_a_second_run(study_name: str, storage_url: str | None) -> None:
+    """Raises ConfigError when a search of the study is already running (any machine)."""
+    token = live_run(study_name, storage_url)
+    if token is None:
+        return
+    host, _, rest = token.partition(".")
+    where = f"process {rest.split('.')[0]} on {host}" if rest else "another run"
+    raise ConfigError(
+        f"a search of study {study_name!r} is already running ({where}); wait for it or stop "
+        f"it, or add workers to it with `python -m automl_core worker --study {study_name}`"
+    )
+
+
 def _shared_dataset_path(study_name: str, run: str) -> Path:
     """Where a search run leaves its split arrays for its workers."""
-    return store.runs_home() / "cache" / f"{study_name}-{run}.npz"
+    return processes.run_cache_path(study_name, run)
 
 
 def _share_dataset(dataset: Dataset, settings: SearchSettings, run: str) -> None:

@@ -147,6 +147,17 @@ def study_settings(study: optuna.Study) -> SearchSettings:
     return SearchSettings.from_dict(stored)
 
 
+def stored_settings(study_name: str, storage_url: str | None = None) -> SearchSettings | None:
+    """The settings of an existing study, or None when the storage has no study of that name.
+
+    Raises:
+        StorageError: The storage cannot be read, or the study was not created by this tool.
+    """
+    if study_name not in store.study_names(storage_url):
+        return None
+    return study_settings(store.load_study(study_name, storage_url, create=False))
+
+
 def study_precision(study: optuna.Study) -> PrecisionChoice:
     """The precision a study's workers train with (float32 for studies stored before it)."""
     stored = study.user_attrs.get(STUDY_PRECISION_ATTR)

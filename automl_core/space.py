@@ -276,27 +276,27 @@ def _check_value(name: str, value: Any) -> None:
     """Raises ConfigError unless ``value`` is valid for parameter ``name``."""
     spec = PARAMETERS.get(name)
     if spec is None:
-        raise ConfigError(f"unknown parameter {name!r}; expected one of {list(PARAMETERS)}")
+        raise ConfigError(f"unknown parameter {shorten(name)}; expected one of {list(PARAMETERS)}")
     if spec.kind == "int":
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ConfigError(f"{name} must be a positive integer, got {name}={value!r}")
+            raise ConfigError(f"{name} must be a positive integer, got {name}={shorten(value)}")
         if value == 0 and not spec.allow_zero:
-            raise ConfigError(f"{name} must be a positive integer, got {name}={value!r}")
+            raise ConfigError(f"{name} must be a positive integer, got {name}={shorten(value)}")
     elif spec.kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{name} must be a positive number, got {name}={value!r}")
+            raise ConfigError(f"{name} must be a positive number, got {name}={shorten(value)}")
         if not math.isfinite(value) or value < 0 or (value == 0 and not spec.allow_zero):
             expected = "a number from 0" if spec.allow_zero else "a positive number"
-            raise ConfigError(f"{name} must be {expected}, got {name}={value!r}")
+            raise ConfigError(f"{name} must be {expected}, got {name}={shorten(value)}")
     elif spec.kind == "bool":
         if not isinstance(value, bool):
-            raise ConfigError(f"{name} must be true or false, got {name}={value!r}")
+            raise ConfigError(f"{name} must be true or false, got {name}={shorten(value)}")
     elif value not in spec.allowed:  # type: ignore[operator]
         raise ConfigError(
-            f"unknown {name} {value!r}; expected one of {', '.join(map(str, spec.allowed))}"
+            f"unknown {name} {shorten(value)}; expected one of {', '.join(map(str, spec.allowed))}"
         )
     if spec.maximum is not None and value > spec.maximum:
-        raise ConfigError(f"{name} must be at most {spec.maximum:g}, got {name}={value!r}")
+        raise ConfigError(f"{name} must be at most {spec.maximum:g}, got {name}={shorten(value)}")
 
 
 @dataclass(frozen=True)
@@ -333,15 +333,16 @@ Parameter = Choice | Range
 def _parse_parameter(name: str, spec: Any) -> Parameter:
     """Turns one JSON value (list, scalar or range object) into a checked parameter."""
     if name not in PARAMETERS:
-        raise ConfigError(f"unknown parameter {name!r}; expected one of {list(PARAMETERS)}")
+        raise ConfigError(f"unknown parameter {shorten(name)}; expected one of {list(PARAMETERS)}")
     kind = PARAMETERS[name].kind
     if isinstance(spec, dict):
         if kind not in ("int", "float"):
-            raise ConfigError(f"{name} takes a list of choices, not a range, got {spec!r}")
+            raise ConfigError(f"{name} takes a list of choices, not a range, got {shorten(spec)}")
         extra = set(spec) - {"low", "high", "log", "step"}
         if extra or not {"low", "high"} <= set(spec):
             raise ConfigError(
-                f"{name}: a range needs 'low' and 'high' (optional 'log', 'step'), got {spec!r}"
+                f"{name}: a range needs 'low' and 'high' (optional 'log', 'step'), got "
+                f"{shorten(spec)}"
             )
         low, high, log, step = (
             spec["low"],
@@ -368,6 +369,15 @@ def _parse_parameter(name: str, spec: Any) -> Parameter:
             raise ConfigError(f"{name}: step must be a positive number, got step={step!r}")
         if log and step is not None:
             raise ConfigError(f"{name}: a range cannot be both log-scaled and stepped")
+        if step is not None and kind == "int" and not float(step).is_integer():
+            raise ConfigError(f"{name}: an integer range needs a whole step, got step={step!r}")
+        count = (high - low) / step + 1 if step is not None else 1
+        if count > limits.get("max_range_values"):
+            raise ConfigError(
+                f"{name}: the range {low}..{high} in steps of {step!r} holds about "
+                f"{count:.3g} values, more than the {limits.get('max_range_values'):,} allowed "
+                "(AUTOML_MAX_RANGE_VALUES); use a larger step or no step"
+            )
         return Range(low, high, log, step)
     values = spec if isinstance(spec, (list, tuple)) else [spec]
     if len(values) == 0:
@@ -539,17 +549,49 @@ def load_space(path: str | Path) -> SearchSpace:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"search space file '{path}' does not exist")
-    text = path.read_text(encoding="utf-8")
+    limit = limits.get("max_space_file_bytes")
+    if path.stat().st_size > limit:
+        raise ConfigError(
+            f"search space file '{path}' is {path.stat().st_size:,} bytes, more than the "
+            f"{limit:,} allowed (AUTOML_MAX_SPACE_FILE_BYTES)"
+        )
     try:
+        text = path.read_text(encoding="utf-8")
         if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            spec = yaml.safe_load(text)
+            spec = _load_yaml_without_aliases(text)
         else:
             spec = json.loads(text)
+    except ConfigError as exc:
+        raise ConfigError(f"search space file '{path}': {exc}") from None
     except Exception as exc:
-        raise ConfigError(f"search space file '{path}' is not valid JSON/YAML ({exc})") from exc
+        reason = (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)[:200]
+        raise ConfigError(
+            f"search space file '{path}' is not valid JSON/YAML ({reason})"
+        ) from None
     return SearchSpace.from_dict(spec)
+
+
+def _load_yaml_without_aliases(text: str) -> Any:
+    """Parses YAML with anchors and aliases refused: a few hundred bytes of nested aliases
+    expand to gigabytes (a "billion laughs"), and a search space never needs them."""
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise ConfigError(
+                    f"YAML aliases (*name) are not allowed, found one at line {mark.line + 1}"
+                )
+            return super().compose_node(parent, index)
+
+    return yaml.load(text, Loader=NoAliasLoader)  # noqa: S506  (a SafeLoader subclass)
+
+
+def shorten(value: Any, length: int = 80) -> str:
+    """A value's repr cut to ``length`` characters, for messages."""
+    text = repr(value)
+    return text if len(text) <= length else f"{text[: length - 1]}…"
 
 
 def parse_parameter_text(name: str, text: str) -> Any:

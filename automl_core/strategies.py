@@ -27,12 +27,17 @@ class StrategyContext:
 
     Attributes:
         space: The search space.
-        seed: Seed of the sampler (None: unseeded).
+        seed: Seed of this worker's sampler (None: unseeded): the search's seed plus the
+            worker's offset, so that workers propose different points.
         input_shape: One image's (H, W, C), for samplers that weigh a model's cost.
         max_epochs: The epoch budget of one trial, for pruners.
         train_images: Training images per epoch, for time priors. Defaults to 4,000.
         precision: The Keras policy trials train with, so cost models learn from timings
             of that policy. Defaults to ``float32``.
+        study_seed: The search's own seed, the same in every worker (None: ``seed``). A
+            sampler whose workers must agree on something seeded uses it: the grid's
+            shuffled order maps grid ids to configurations, so workers with different
+            seeds would train some configurations twice and skip others.
     """
 
     space: SearchSpace
@@ -41,6 +46,12 @@ class StrategyContext:
     max_epochs: int
     train_images: int = 4000
     precision: str = "float32"
+    study_seed: int | None = None
+
+    @property
+    def shared_seed(self) -> int | None:
+        """The seed every worker of the search shares (:attr:`study_seed`, else ``seed``)."""
+        return self.seed if self.study_seed is None else self.study_seed
 
 
 SamplerFactory = Callable[[StrategyContext], optuna.samplers.BaseSampler]
@@ -173,7 +184,7 @@ def _random(context: StrategyContext) -> optuna.samplers.BaseSampler:
 
 @register_strategy("grid", "every configuration of the grid, each once", needs_grid=True)
 def _grid(context: StrategyContext) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.GridSampler(context.space.grid(), seed=context.seed)
+    return optuna.samplers.GridSampler(context.space.grid(), seed=context.shared_seed)
 
 
 register_strategy("random", "configurations drawn uniformly at random")(_random)

@@ -41,6 +41,9 @@ CHANGED_ATTR = "changed"
 # study attribute: the token of the search run that last prepared it; workers started
 # before the study was ready wait for it
 RUN_ATTR = "run"
+# study attribute: Unix time at which the search run named by RUN_ATTR last said it is alive
+# (None once it ended); a second search of the study is refused while it is recent
+RUN_HEARTBEAT_ATTR = "run_heartbeat"
 # study attribute: numbers of the trials whose configuration was queued again (promoted)
 PROMOTED_ATTR = "promoted"
 # study attribute: the DARTS search's progress and result (automl_core.darts.DartsResult)

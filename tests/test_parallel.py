@@ -242,6 +242,8 @@ def _postgres_answers() -> str | None:
 @pytest.mark.postgres
 def test_two_workers_share_a_study_over_postgresql(runs_dir):
     reason = _postgres_answers()
+    if reason and os.environ.get("CI"):
+        pytest.fail(f"{reason}: CI starts PostgreSQL (.ci/run), so this test must run there")
     if reason:
         pytest.skip(reason)
     name = f"pg-{uuid.uuid4().hex[:8]}"
