@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
+from automl_core.checkpoints import EpochCheckpoint, FitState
+
 VALIDATION_BATCH = 512
 
 
@@ -103,6 +105,7 @@ def fit_autoencoder(
     first_epoch_reports: int = 1,
     callbacks: list[keras.callbacks.Callback] | None = None,
     augment: Callable | None = None,
+    checkpoint: EpochCheckpoint | None = None,
 ) -> FitResult:
     """Trains a compiled autoencoder on ``(x, x)`` with early stopping and best weights kept.
 
@@ -119,6 +122,9 @@ def fit_autoencoder(
         callbacks: Keras callbacks, called at each report point; ``logs`` hold ``loss``,
             ``val_loss``, ``val_mse`` and ``epochs`` (epochs done, a float).
         augment: Optional batch transform, applied to input and target alike.
+        checkpoint: Saves the state after every whole epoch, and offers the state of an
+            interrupted training of the same configuration to continue from (its next
+            epoch first). Defaults to None.
 
     Returns:
         The history and timings; the model holds the best weights.
@@ -134,6 +140,9 @@ def fit_autoencoder(
     order = BatchOrder(len(x_train), batch_size, seed)
     optimizer = model.optimizer
     optimizer.build(model.trainable_variables)
+    resumed = _resume(model, optimizer, checkpoint)
+    if resumed is not None:  # a fresh order: the interrupted run's batches are not replayed
+        order = BatchOrder(len(x_train), batch_size, seed + resumed.epochs)
 
     @tf.function(input_signature=[tf.TensorSpec((None, batch_size), tf.int32)])
     def train_segment(batches):
@@ -174,6 +183,8 @@ def fit_autoencoder(
     points += [steps_per_epoch * e for e in range(2, max_epochs + 1)]
 
     history: dict[str, list[float]] = {"loss": [], "val_loss": [], "val_mse": [], "epochs": []}
+    if resumed is not None:
+        history = {key: list(resumed.history.get(key, [])) for key in history}
     result = FitResult(history)
     callback_list = keras.callbacks.CallbackList(
         callbacks or [], add_history=False, add_progbar=False, model=model
@@ -182,16 +193,26 @@ def fit_autoencoder(
     best = math.inf
     best_weights = None
     done = 0
+    if resumed is not None:
+        done = resumed.epochs * steps_per_epoch
+        result.best_index = resumed.best_index
+        best = history["val_mse"][resumed.best_index]
+        best_weights = resumed.best_weights
+        result.epochs_run = float(resumed.epochs)
     timed_steps = 0
     timed_seconds = 0.0
     callback_list.on_train_begin()
+    first = True
     for index, point in enumerate(points):
+        if point <= done:
+            continue  # trained before the interruption this run resumes
         callback_list.on_epoch_begin(index)
         steps = point - done
         segment_start = time.perf_counter()
         loss = float(train_segment(order.next(steps)))
         now = time.perf_counter()
-        if index == 0:
+        if first:
+            first = False
             result.setup_seconds = now - started
         else:
             timed_steps += steps
@@ -213,6 +234,17 @@ def fit_autoencoder(
             best = val_mse
             result.best_index = index
             best_weights = model.get_weights()
+        if checkpoint is not None and point % steps_per_epoch == 0:
+            checkpoint.save(
+                FitState(
+                    epochs=point // steps_per_epoch,
+                    weights=model.get_weights(),
+                    optimizer=[keras.ops.convert_to_numpy(v) for v in optimizer.variables],
+                    best_weights=best_weights if best_weights is not None else [],
+                    best_index=result.best_index,
+                    history=history,
+                )
+            )
         logs = {"loss": loss, "val_loss": val_loss, "val_mse": val_mse, "epochs": epochs}
         callback_list.on_epoch_end(index, logs)
         if model.stop_training:
@@ -227,6 +259,35 @@ def fit_autoencoder(
         model.set_weights(best_weights)
     callback_list.on_train_end()
     return result
+
+
+def _resume(model, optimizer, checkpoint: EpochCheckpoint | None) -> FitState | None:
+    """Loads a checkpoint's weights and optimizer state into the model, or returns None when
+    there is none that fits (its arrays must match the model's and optimizer's shapes)."""
+    state = checkpoint.load() if checkpoint is not None else None
+    if state is None or not state.history.get("val_mse"):
+        return None
+    weights = model.get_weights()
+    variables = list(optimizer.variables)
+    fits = (
+        len(state.weights) == len(weights)
+        and len(state.optimizer) == len(variables)
+        and len(state.best_weights) in (0, len(weights))
+        and all(a.shape == b.shape for a, b in zip(state.weights, weights, strict=True))
+        and all(
+            tuple(a.shape) == tuple(v.shape)
+            for a, v in zip(state.optimizer, variables, strict=True)
+        )
+    )
+    if not fits:
+        checkpoint.resumed_at_epoch = None
+        return None
+    model.set_weights(state.weights)
+    for variable, value in zip(variables, state.optimizer, strict=True):
+        variable.assign(value)
+    if not state.best_weights:
+        state.best_weights = state.weights
+    return state
 
 
 def _pair(batch, augment: Callable | None):

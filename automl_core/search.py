@@ -26,6 +26,7 @@ import numpy as np
 import optuna
 
 from automl_core import limits, processes, store
+from automl_core.checkpoints import EpochCheckpoint
 from automl_core.datasets import DATASETS, Dataset, load_arrays, load_dataset
 from automl_core.errors import ConfigError, StorageError, TrialFailure
 from automl_core.precision import check_precision_available, gpu_names
@@ -51,6 +52,8 @@ from automl_core.trials import (
     METRICS_ATTR,
     PRECISION_ATTR,
     PRECISION_FALLBACK_ATTR,
+    RESUMED_AT_ATTR,
+    RETRY_ATTR,
     RUN_ATTR,
     RUN_HEARTBEAT_ATTR,
     WORKER_ATTR,
@@ -292,6 +295,7 @@ def _objective(
             reports_per_epoch=strategy.reports_per_epoch,
         )
         trial.set_user_attr(PRECISION_ATTR, precision)
+        checkpoint = _trial_checkpoint(study, trial, config, precision, settings)
         try:
             trained = train_autoencoder(
                 config,
@@ -301,18 +305,28 @@ def _objective(
                 [reporter],
                 first_epoch_reports=strategy.reports_per_epoch,
                 precision=precision,
+                checkpoint=checkpoint,
             )
         except optuna.TrialPruned:
+            checkpoint.discard()
             raise
         except TrialFailure as exc:
+            checkpoint.discard()
             trial.set_user_attr(FAIL_REASON_ATTR, str(exc))
             raise
         except (ConfigError, ValueError) as exc:
+            checkpoint.discard()
             trial.set_user_attr(FAIL_REASON_ATTR, f"impossible configuration: {exc}")
             raise TrialFailure(str(exc)) from exc
         except MemoryError as exc:
+            checkpoint.discard()
             trial.set_user_attr(FAIL_REASON_ATTR, "out of memory while building or training")
             raise TrialFailure("out of memory") from exc
+        finally:
+            # an interrupted trial keeps its checkpoint: its retry continues from it
+            if checkpoint.resumed_at_epoch is not None:
+                trial.set_user_attr(RESUMED_AT_ATTR, checkpoint.resumed_at_epoch)
+        checkpoint.discard()
         metrics = trained.metrics.to_dict()
         if trained.precision != precision:
             trial.set_user_attr(PRECISION_ATTR, trained.precision)
@@ -349,6 +363,30 @@ def _retry_interrupted(study: optuna.Study, trial: optuna.trial.FrozenTrial | No
         return
     if not TrialRecord.from_frozen(trial).fail_reason:
         processes.requeue(study, trial.number, trial.params)
+
+
+def _trial_checkpoint(
+    study: optuna.Study, trial: optuna.Trial, config, precision: str, settings: SearchSettings
+) -> EpochCheckpoint:
+    """The trial's epoch checkpoint, resuming the one of the interrupted trial it retries.
+
+    Checkpoints live beside the study's models (``<artifacts>/<study>/checkpoints/``), so a
+    retry on another machine sharing the artifact folder finds them too.
+    """
+    folder = store.artifact_root() / store.study_artifact_folder(study) / "checkpoints"
+    retry_of = trial.user_attrs.get(RETRY_ATTR)
+    identity = {
+        "config": config.to_dict(),
+        "precision": precision,
+        "dataset": settings.dataset,
+        "data_seed": settings.seed,
+        "max_epochs": settings.max_epochs,
+    }
+    return EpochCheckpoint(
+        folder / f"trial_{trial.number:05d}.npz",
+        identity,
+        folder / f"trial_{int(retry_of):05d}.npz" if isinstance(retry_of, int) else None,
+    )
 
 
 def budget_left(study: optuna.Study, settings: SearchSettings) -> bool:

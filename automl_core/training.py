@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 import keras
 import numpy as np
 
+from automl_core.checkpoints import EpochCheckpoint
 from automl_core.datasets import Dataset
 from automl_core.errors import TrialFailure
 from automl_core.metrics import reconstruction_scores
@@ -122,6 +123,7 @@ def train_autoencoder(
     callbacks: list[keras.callbacks.Callback] | None = None,
     first_epoch_reports: int = 1,
     precision: str = "float32",
+    checkpoint: EpochCheckpoint | None = None,
 ) -> TrainedModel:
     """Builds and trains one autoencoder, keeps its best epoch, and scores it on test data.
 
@@ -143,6 +145,8 @@ def train_autoencoder(
             to 1 (once per epoch).
         precision: The Keras dtype policy to train in: ``float32``, ``mixed_bfloat16`` or
             ``mixed_float16``. Defaults to ``float32``.
+        checkpoint: Saves the training state after every whole epoch, and resumes an
+            interrupted training of the same configuration from it. Defaults to None.
 
     Returns:
         The trained model with its per-epoch history and metrics.
@@ -159,7 +163,7 @@ def train_autoencoder(
     try:
         with policy_scope(precision):
             models, fitted = _fit(
-                config, dataset, max_epochs, seed, callbacks, first_epoch_reports
+                config, dataset, max_epochs, seed, callbacks, first_epoch_reports, checkpoint
             )
     except Diverged as exc:
         if precision == "float32":
@@ -199,7 +203,7 @@ def train_autoencoder(
     )
 
 
-def _fit(config, dataset, max_epochs, seed, callbacks, first_epoch_reports):
+def _fit(config, dataset, max_epochs, seed, callbacks, first_epoch_reports, checkpoint=None):
     """Builds, compiles and trains the model under the current Keras policy."""
     import tensorflow as tf
 
@@ -223,6 +227,7 @@ def _fit(config, dataset, max_epochs, seed, callbacks, first_epoch_reports):
             # an image and its target are the same augmented image: flips and shifts
             # change what is seen each epoch, never the task
             augment=augmenter(seed) if config.augment else None,
+            checkpoint=checkpoint,
         )
     except tf.errors.ResourceExhaustedError as exc:
         raise TrialFailure(f"out of memory: {exc.message.splitlines()[0]}") from exc

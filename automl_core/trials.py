@@ -24,6 +24,8 @@ LIVE_ATTR = "live"
 FAIL_REASON_ATTR = "fail_reason"
 DUPLICATE_ATTR = "duplicate_of"
 RETRY_ATTR = "retry_of"
+# the epoch a retried trial continued from (its interrupted predecessor's checkpoint)
+RESUMED_AT_ATTR = "resumed_at_epoch"
 # a re-run of a trial stopped at the first rung of a multi-fidelity search, now promoted
 PROMOTED_FROM_ATTR = "promoted_from"
 WORKER_ATTR = "worker"

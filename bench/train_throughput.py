@@ -199,6 +199,7 @@ def main() -> None:
         ("plain model.fit", plain_fit),
         ("plain model.fit, bfloat16", plain_fit_bfloat16),
         ("ours, float32", ours),
+        ("ours, bfloat16", lambda c, d, e, seed: ours(c, d, e, seed, "mixed_bfloat16")),
         (
             "ours, default precision",
             lambda c, d, e, seed: ours(c, d, e, seed, choice.policy),
