@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from automl_core.errors import AutoMLError, ConfigError
+from automl_core.errors import AutoMLError, ConfigError, file_problem
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -468,6 +468,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except AutoMLError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a read-only or full runs folder, a missing path
+        print(f"error: {file_problem(exc)}", file=sys.stderr)
         return 2
     except store.STORAGE_FAILURES as exc:  # a damaged database met while reading it
         print(

@@ -27,5 +27,21 @@ class ArtifactMissing(AutoMLError, FileNotFoundError):
     """A trial's stored model or history cannot be found."""
 
 
+def file_problem(exc: OSError, with_path: bool = True) -> str:
+    """One line for a file operation that failed (a read-only or full disk, a missing folder).
+
+    Args:
+        exc: The error.
+        with_path: Name the file (the command line's user owns the machine); a hosted
+            page says only what went wrong, not where the server keeps its files.
+    """
+    reason = exc.strerror or type(exc).__name__
+    where = f" '{exc.filename}'" if with_path and exc.filename else ""
+    return (
+        f"a file{where} could not be read or written ({reason}); nothing already saved was "
+        "changed. Check that the runs folder (AUTOML_HOME) is writable and has free space"
+    )
+
+
 class PermissionDenied(AutoMLError, PermissionError):
     """The acting user's role or ownership does not allow an action (or a quota is spent)."""

@@ -379,13 +379,43 @@ def export_study(
 
     Returns:
         (the ``.zip`` path, the ``.html`` path).
+
+    Raises:
+        ExportError: The folder cannot be made or written (not a folder, read-only, a full
+            disk); nothing partial is left in it.
     """
     study = store.load_study(study_name, storage_url, create=False)
     folder = Path(out_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(
+            f"cannot make the export folder '{folder}': {exc.strerror or exc}; give a folder "
+            "you may write"
+        ) from None
     name, data = trial_bundle(study, trial)
     bundle = folder / name
-    bundle.write_bytes(data)
     report = folder / f"{study.study_name}-report.html"
-    report.write_text(study_report(study), encoding="utf-8")
+    _write_whole(bundle, data)
+    try:
+        _write_whole(report, study_report(study).encode("utf-8"))
+    except ExportError:
+        bundle.unlink(missing_ok=True)
+        raise
     return bundle, report
+
+
+def _write_whole(path: Path, data: bytes) -> None:
+    """Writes ``data`` to ``path`` through a temporary name: all of it, or nothing there.
+
+    Raises:
+        ExportError: It cannot be written.
+    """
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_bytes(data)
+        partial.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        raise ExportError(f"cannot write '{path}': {exc.strerror or exc}") from None

@@ -14,7 +14,7 @@ import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 from automl_core import store
-from automl_core.errors import AutoMLError
+from automl_core.errors import AutoMLError, file_problem
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEMO_DIR = ASSETS / "demo"
@@ -45,6 +45,8 @@ def shown_errors(stop: bool = True) -> Iterator[None]:
         st.error(str(exc), icon=":material/error:")
     except store.STORAGE_FAILURES as exc:  # raised by a read deep in Optuna or SQLAlchemy
         st.error(str(store.storage_error(exc, storage_url())), icon=":material/error:")
+    except OSError as exc:  # a read-only or full runs folder: no path, no traceback
+        st.error(file_problem(exc, with_path=False), icon=":material/error:")
     else:
         return
     if stop:

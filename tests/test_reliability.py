@@ -426,3 +426,67 @@ class TestOneLiveRun:
         study = store.load_study(*tiny_study)
         assert study.user_attrs[RUN_ATTR] and study.user_attrs[RUN_HEARTBEAT_ATTR] is None
         assert search.live_run(*tiny_study) is None
+
+
+class TestExportFailsClosed:
+    def test_an_export_folder_under_a_file_is_refused(self, tiny_study, tmp_path):
+        from automl_core.export import ExportError, export_study
+
+        (tmp_path / "passwd").write_text("root:x:0:0")
+        with pytest.raises(ExportError, match="cannot make the export folder .*passwd/x"):
+            export_study(tiny_study[0], tmp_path / "passwd" / "x", storage_url=tiny_study[1])
+
+    def test_a_full_disk_leaves_no_partial_file(self, tiny_study, tmp_path, monkeypatch):
+        from automl_core import export
+
+        out = tmp_path / "out"
+        real = Path.write_bytes
+
+        def full_after_the_bundle(self, data):
+            if self.name.endswith("-report.html.partial"):
+                raise OSError(28, "No space left on device")
+            return real(self, data)
+
+        monkeypatch.setattr(Path, "write_bytes", full_after_the_bundle)
+        with pytest.raises(export.ExportError, match="No space left on device"):
+            export.export_study(tiny_study[0], out, storage_url=tiny_study[1])
+        assert list(out.iterdir()) == []
+
+    def test_the_cli_says_it_in_one_line(self, tiny_study, tmp_path, capsys):
+        from automl_core.cli import main
+
+        (tmp_path / "f").write_text("")
+        code = main(["export", "--study", "tiny", "--out", str(tmp_path / "f" / "x")])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and "cannot make the export folder" in err
+
+
+class TestUnwritableRunsFolder:
+    def test_the_cli_says_it_in_one_line(self, tmp_path, monkeypatch, capsys):
+        from automl_core.cli import main
+
+        blocker = tmp_path / "file"
+        blocker.write_text("")
+        monkeypatch.setenv("AUTOML_HOME", str(blocker / "runs"))  # under a file: unwritable
+        storage = f"sqlite:///{tmp_path / 'studies.db'}"  # the database itself is writable
+        code = main(
+            ["search", "--dataset", "digits", "--study", "ro", "--trials", "1"]
+            + ["--storage", storage]
+        )
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1
+        assert "could not be read or written" in err and "Traceback" not in err
+
+    def test_a_page_says_it_without_the_servers_paths(self, tmp_path):
+        from streamlit.testing.v1 import AppTest
+
+        def page():
+            from dashboard import state
+
+            with state.shown_errors():
+                raise PermissionError(13, "Permission denied", "/srv/secret/runs/x")
+
+        at = AppTest.from_function(page).run()
+        assert not at.exception
+        (error,) = at.error
+        assert "Permission denied" in error.value and "/srv/secret" not in error.value
