@@ -158,6 +158,9 @@ def probe_in_child(home: Path) -> ProbeResult | None:
         :data:`PROBE_TIMEOUT_SECONDS`.
     """
     env = {**os.environ, "AUTOML_HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    # the package is importable in the child wherever this process was started from
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     command = [sys.executable, "-m", "automl_core", "precision", "--measure", "--quiet"]
     try:
         subprocess.run(

@@ -438,3 +438,13 @@ class TestPages:
         assert not at.exception
         assert "Precision auto: training in mixed_bfloat16" in captions
         assert "float32 250 img/s, mixed_bfloat16 1,000 img/s" in captions
+
+
+@pytest.mark.slow
+def test_the_probe_child_runs_from_any_folder(tmp_path, monkeypatch):
+    """The launcher may run anywhere (a bench folder, a notebook's): the child finds the
+    package all the same."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(precision_probe, "PROBE_TIMEOUT_SECONDS", 300)
+    result = precision_probe.probe_in_child(tmp_path / "runs")
+    assert result is not None and result.images_per_second.get("float32", 0) > 0
