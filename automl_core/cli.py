@@ -320,7 +320,12 @@ def _cmd_search(args) -> int:
     except KeyboardInterrupt:
         print("\nstopped; run the same command again to resume", file=sys.stderr)
         return 130
-    if not printed:
+    from automl_core.search import exhausted_message
+
+    ended = exhausted_message(study)
+    if ended:
+        print(f"\n{ended}")
+    elif not printed:
         print(
             f"nothing to train: study {settings.study} has already spent its budget "
             "(raise --trials or --timeout to continue it)"

@@ -14,6 +14,7 @@ import contextlib
 import gc
 import math
 import os
+import random
 import time
 import uuid
 import warnings
@@ -52,6 +53,7 @@ from automl_core.trials import (
     METRICS_ATTR,
     PRECISION_ATTR,
     PRECISION_FALLBACK_ATTR,
+    PROMOTED_FROM_ATTR,
     RESUMED_AT_ATTR,
     RETRY_ATTR,
     RUN_ATTR,
@@ -59,10 +61,13 @@ from automl_core.trials import (
     WORKER_ATTR,
     BudgetCount,
     TrialRecord,
+    configuration_key,
     fail_trial,
     failures_in_a_row,
     finished_twin,
     read_trials,
+    settled_configurations,
+    stopped_twin,
     touch_study,
 )
 
@@ -279,8 +284,15 @@ def _objective(
             trial.set_user_attr(ARTIFACT_ATTR, earlier.artifact_dir)
             trial.set_user_attr(DUPLICATE_ATTR, earlier.number)
             trial.set_user_attr(PRECISION_ATTR, earlier.precision or "float32")
+            queue_an_untried_configuration(study, space, records, settings.seed + trial.number)
             values = earlier.values or ()
             return values[0] if len(values) == 1 else tuple(values)
+        stopped = stopped_twin(records, config.to_dict())
+        if stopped is not None and PROMOTED_FROM_ATTR not in trial.user_attrs:
+            # stopped at a rung and not promoted since: training it again would end the same
+            trial.set_user_attr(DUPLICATE_ATTR, stopped.number)
+            queue_an_untried_configuration(study, space, records, settings.seed + trial.number)
+            raise optuna.TrialPruned(f"same configuration as trial {stopped.number}")
         # the last trial of a trial budget with no model yet is not pruned: a search always
         # ends with at least one trained model
         last_chance = not any(r.state == "COMPLETE" and r.has_model for r in records) and (
@@ -401,8 +413,70 @@ def budget_left(study: optuna.Study, settings: SearchSettings) -> bool:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-    count = BudgetCount.of(read_trials(study))
+    records = read_trials(study)
+    space = settings.search_space()
+    finite = space.grid_size() is not None
+    if finite and exhausted(records, space):
+        return False
+    # in a finite space a configuration proposed again is not a trial of the budget: the
+    # search ends when every configuration is settled (see queue_an_untried_configuration)
+    count = BudgetCount.of(records, count_duplicates=not finite)
     return count.done + count.running < settings.trial_budget()
+
+
+def exhausted(records: list[TrialRecord], space) -> bool:
+    """Whether every configuration of a finite space is settled (trained, stopped at its
+    rung or failed for its own reason) and nothing is queued or running."""
+    size = space.grid_size()
+    if size is None or any(r.state in ("WAITING", "RUNNING") for r in records):
+        return False
+    return len(settled_configurations(records, space.parameters)) >= size
+
+
+def exhausted_message(study: optuna.Study) -> str | None:
+    """Why a search ended before its budget because its space is exhausted, or None."""
+    settings = study_settings(study)
+    space = settings.search_space()
+    if not exhausted(read_trials(study), space):
+        return None
+    return (
+        f"the search space is exhausted: each of its {space.grid_size():,} configurations was "
+        "trained, stopped at its rung or failed; widen it (more choices, or a range) to "
+        "search further"
+    )
+
+
+def queue_an_untried_configuration(
+    study: optuna.Study, space, records: list[TrialRecord], seed: int
+) -> dict | None:
+    """After a configuration was proposed again, queues one not tried yet (a finite space).
+
+    A sampler that has converged may keep proposing what it already knows; without this a
+    small space is re-proposed over and over while configurations wait untried. Nothing is
+    queued while a queued trial waits, or when every configuration is taken.
+
+    Returns:
+        The queued parameters, or None.
+    """
+    size = space.grid_size()
+    if size is None or size > limits.get("max_grid_size"):
+        return None
+    if any(r.state == "WAITING" for r in records):
+        return None
+    names = list(space.parameters)
+    taken = settled_configurations(records, names) | {
+        configuration_key(r.config, names) for r in records if r.running
+    }
+    configurations = space.configurations()
+    order = list(range(len(configurations)))
+    random.Random(seed).shuffle(order)
+    for index in order:
+        values = configurations[index].to_dict()
+        if configuration_key(values, names) not in taken:
+            params = {name: values[name] for name in names}
+            study.enqueue_trial(params, skip_if_exists=True)
+            return params
+    return None
 
 
 def run_worker(
@@ -485,13 +559,17 @@ def _run_worker(study_name, storage_url, on_trial, seed_offset, max_trials) -> o
 
     ran = 0
     memory_at_start = processes.resident_mib()
-    while budget_left(study, settings) and (max_trials is None or ran < max_trials):
+    while max_trials is None or ran < max_trials:
+        if hasattr(study.pruner, "promote"):
+            # stopped trials now among the best are queued again (before the budget is
+            # read: a promotion keeps an otherwise exhausted space going)
+            study.pruner.promote(study)
+        if not budget_left(study, settings):
+            break
         if ran and processes.resident_mib() - memory_at_start > processes.WORKER_GROWTH_MIB:
             break  # a fresh process takes over (see processes.WORKER_GROWTH_MIB)
         if processes.supervisor_gone():
             break  # its search was killed: no worker trains on alone
-        if hasattr(study.pruner, "promote"):
-            study.pruner.promote(study)  # stopped trials now among the best are queued again
         before = {t.number for t in study.get_trials(deepcopy=False)}
         ran += 1
         try:

@@ -171,6 +171,8 @@ class TrialRecord:
     @property
     def note(self) -> str:
         """A short reader's note: why it failed, when it was pruned, whose result it reuses."""
+        if self.duplicate_of is not None and self.state == TrialState.PRUNED.name:
+            return f"same configuration as trial {self.duplicate_of}, stopped at its rung"
         if self.state == TrialState.PRUNED.name:
             epochs = self.live.get("epochs")
             if epochs is not None and epochs < 1:
@@ -202,10 +204,21 @@ class BudgetCount:
     running: int
 
     @classmethod
-    def of(cls, records: list[TrialRecord]) -> BudgetCount:
-        """Counts a study's records."""
+    def of(cls, records: list[TrialRecord], count_duplicates: bool = True) -> BudgetCount:
+        """Counts a study's records.
+
+        Args:
+            records: The study's trials.
+            count_duplicates: Whether a trial that reused an earlier one's result (a
+                configuration proposed again) uses up the budget. A search over a finite
+                space passes False: it ends when the space is exhausted instead (see
+                :func:`settled_configurations`). Defaults to True.
+        """
         return cls(
-            done=sum(r.counts_toward_budget for r in records),
+            done=sum(
+                r.counts_toward_budget and (count_duplicates or r.duplicate_of is None)
+                for r in records
+            ),
             running=sum(r.running for r in records),
         )
 
@@ -229,6 +242,38 @@ def finished_twin(records: list[TrialRecord], config: dict[str, Any]) -> TrialRe
         ):
             return record
     return None
+
+
+def stopped_twin(records: list[TrialRecord], config: dict[str, Any]) -> TrialRecord | None:
+    """An earlier trial of the same configuration stopped by the pruner at a rung."""
+    for record in records:
+        if (
+            record.state == TrialState.PRUNED.name
+            and record.duplicate_of is None
+            and record.config == config
+        ):
+            return record
+    return None
+
+
+def configuration_key(config: dict[str, Any], names) -> tuple:
+    """A hashable identity of a configuration over the given parameter names."""
+    return tuple((name, repr(config.get(name))) for name in sorted(names))
+
+
+def settled_configurations(records: list[TrialRecord], names) -> set[tuple]:
+    """Configurations (keys over ``names``) a search need not train again: trained to the
+    end, stopped at a rung, or failed for a reason of their own."""
+    return {
+        configuration_key(r.config, names)
+        for r in records
+        if r.duplicate_of is None
+        and (
+            (r.state == TrialState.COMPLETE.name and r.has_model)
+            or r.state == TrialState.PRUNED.name
+            or (r.state == TrialState.FAIL.name and r.fail_reason)
+        )
+    }
 
 
 def best_record(records: list[TrialRecord]) -> TrialRecord | None:

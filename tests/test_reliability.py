@@ -490,3 +490,68 @@ class TestUnwritableRunsFolder:
         assert not at.exception
         (error,) = at.error
         assert "Permission denied" in error.value and "/srv/secret" not in error.value
+
+
+class TestExhaustedSpace:
+    SPACE = {"num_conv_layers": [1], "filters": [4, 8], "activation": ["relu"], "latent_dim": [4]}
+
+    @pytest.mark.slow
+    def test_a_small_space_is_trained_once_and_the_search_says_it_is_exhausted(self, runs_dir):
+        from automl_core.trials import read_trials
+
+        settings = SearchSettings(
+            study="small",
+            dataset="digits",
+            space=self.SPACE,
+            strategy="random",
+            trials=12,  # more than the space holds
+            max_epochs=1,
+            max_images=120,
+        )
+        search.prepare_study(settings)
+        study = search.run_worker("small")
+        records = read_trials(study)
+        trained = [r for r in records if r.duplicate_of is None and r.state == "COMPLETE"]
+        assert sorted(r.config["filters"] for r in trained) == [4, 8]
+        assert len(records) < 12  # it stopped when the space was exhausted
+        assert "each of its 2 configurations" in search.exhausted_message(study)
+
+    def test_an_untried_configuration_is_queued_after_a_repeat(self, runs_dir):
+        from automl_core.trials import read_trials
+
+        settings = SearchSettings(study="q", dataset="digits", space=self.SPACE, trials=5)
+        study = search.prepare_study(settings)
+        space = settings.search_space()
+        done = optuna.trial.create_trial(
+            params={"filters": 4},
+            distributions={"filters": optuna.distributions.CategoricalDistribution([4, 8])},
+            value=0.1,
+            user_attrs={"config": {**space.configurations()[0].to_dict()}, "artifact_dir": "x"},
+        )
+        study.add_trial(done)
+        queued = search.queue_an_untried_configuration(study, space, read_trials(study), 0)
+        assert queued["filters"] == 8
+        # one waits in the queue: no second one is queued on top of it
+        assert search.queue_an_untried_configuration(study, space, read_trials(study), 1) is None
+
+    def test_a_configuration_stopped_at_its_rung_is_not_trained_again(self):
+        from automl_core.trials import TrialRecord, stopped_twin
+
+        config = {"filters": 4}
+        records = [
+            TrialRecord(0, "PRUNED", config=config),
+            TrialRecord(1, "PRUNED", config=config, duplicate_of=0),
+        ]
+        assert stopped_twin(records, config).number == 0
+        assert stopped_twin(records, {"filters": 8}) is None
+        assert records[1].note == "same configuration as trial 0, stopped at its rung"
+
+    def test_repeats_do_not_use_up_a_finite_budget_but_do_an_infinite_one(self):
+        from automl_core.trials import BudgetCount, TrialRecord
+
+        records = [
+            TrialRecord(0, "COMPLETE", artifact_dir="a"),
+            TrialRecord(1, "COMPLETE", artifact_dir="a", duplicate_of=0),
+        ]
+        assert BudgetCount.of(records, count_duplicates=False).done == 1
+        assert BudgetCount.of(records).done == 2
