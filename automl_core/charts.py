@@ -9,6 +9,7 @@ and one layout serve every chart.
 
 from __future__ import annotations
 
+import html
 import math
 import warnings
 
@@ -311,6 +312,12 @@ def image_strip_figure(
     return fig
 
 
+def plain_text(text: str) -> str:
+    """Text for a Plotly label or hover that shows as written: its HTML tags (links, line
+    breaks) and entities are escaped, so Plotly draws them as characters."""
+    return html.escape(str(text), quote=False)
+
+
 def projection_figure(
     projection: Projection,
     labels: np.ndarray | None = None,
@@ -323,7 +330,9 @@ def projection_figure(
     Args:
         projection: From ``latent.latent_projection``.
         labels: One integer label per point, or None (one uncoloured trace).
-        class_names: Names of the label values. Defaults to the numbers.
+        class_names: Names of the label values. Defaults to the numbers. They come from
+            the dataset (an uploaded file's ``class_names``): they are shown as text, never
+            as Plotly's HTML (a name like ``<a href=...>`` is no link).
         selected: Indices to ring (the selected points).
         title: Figure title. Defaults to the method and its parameters.
     """
@@ -346,7 +355,7 @@ def projection_figure(
     else:
         for value in np.unique(labels):
             mask = labels == value
-            name = (
+            name = plain_text(
                 class_names[value] if class_names and 0 <= value < len(class_names) else str(value)
             )
             fig.add_trace(

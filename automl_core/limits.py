@@ -211,6 +211,19 @@ _limit(
     "so a small file of zeros cannot ask for gigabytes",
 )
 _limit(
+    "max_uploads_per_user",
+    20,
+    "uploads",
+    "most uploaded datasets one user of a shared dashboard may keep (the same file again "
+    "does not count)",
+)
+_limit(
+    "max_upload_total_bytes",
+    500 * MIB,
+    "bytes",
+    "most bytes one user's uploaded datasets may take on a shared dashboard, all together",
+)
+_limit(
     "warm_start_seconds",
     30,
     "seconds",

@@ -6,8 +6,10 @@ Two layers, one module:
   worker`` children with :func:`spawn_worker`, stops them with :func:`stop_workers` (SIGINT,
   then SIGKILL), and re-queues the trials they left running with :func:`requeue_orphans`.
 - Launches: the dashboard starts a whole ``search`` command in its own process group with
-  :func:`launch_search`, recorded under ``<runs>/launches/<study>.json`` so a reload, another
-  browser session or another dashboard process finds it; :func:`stop_search` stops the group.
+  :func:`launch_search`, recorded under ``<runs>/launches/<study>.<storage key>.json`` so a
+  reload, another browser session or another dashboard process finds it; :func:`stop_search`
+  stops the group. Records are kept per storage (:func:`storage_key`): two storages sharing
+  one runs folder never see, or stop, each other's searches of a study of the same name.
   Both take the acting user (:class:`automl_core.access.User`): a launch records its owner,
   and the role, ownership and quotas of a shared dashboard are checked here, in the core.
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import signal
@@ -390,6 +393,8 @@ class LaunchRecord:
         log: Path of its output log.
         command: The command line.
         owner: The user name of who launched it (``local`` for the local-mode user).
+        storage: The :func:`storage_key` of the study's storage ('' in records written before
+            records were kept per storage: those belong to the default storage).
     """
 
     study: str
@@ -398,19 +403,87 @@ class LaunchRecord:
     log: str
     command: list[str] = field(default_factory=list)
     owner: str = access.LOCAL_ADMIN.name
+    storage: str = ""
 
 
-def _record_path(study: str) -> Path:
-    return launches_dir() / f"{store.validate_study_name(study)}.json"
+def storage_key(storage_url: str | None = None) -> str:
+    """A short name of a storage for file names: 12 hex digits of a hash of where it is.
+
+    A SQLite file is known by its absolute path, another storage by its URL without the
+    password, so the key is the same however the URL is spelled or the password changes.
+
+    Args:
+        storage_url: The storage. Defaults to :func:`store.default_storage_url`.
+
+    Returns:
+        The key.
+    """
+    url = storage_url or store.default_storage_url()
+    path = store.sqlite_path(url)
+    where = f"sqlite:{path.expanduser().resolve()}" if path is not None else store.safe_url(url)
+    return hashlib.sha256(where.encode("utf-8")).hexdigest()[:12]
 
 
-def read_record(study: str) -> LaunchRecord | None:
-    """The last launch of a study from this runs directory, or None."""
-    path = _record_path(study)
+def _launch_file(study: str, storage_url: str | None, suffix: str) -> Path:
+    """``<launches>/<study>.<storage key><suffix>``: one storage's launch files of a study."""
+    name = store.validate_study_name(study)
+    return launches_dir() / f"{name}.{storage_key(storage_url)}{suffix}"
+
+
+def _record_path(study: str, storage_url: str | None = None) -> Path:
+    return _launch_file(study, storage_url, ".json")
+
+
+def _load_record(path: Path) -> LaunchRecord | None:
+    """The launch record in a file, or None when it is missing or unreadable."""
     try:
         return LaunchRecord(**json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):
         return None
+
+
+def _belongs_to(record: LaunchRecord, key: str) -> bool:
+    """Whether a record is of the storage with this key (an old record: the default one)."""
+    return record.storage == key or (not record.storage and key == storage_key())
+
+
+def read_record(study: str, storage_url: str | None = None) -> LaunchRecord | None:
+    """The last launch of a study of one storage from this runs directory, or None.
+
+    Args:
+        study: The study.
+        storage_url: Its storage. Defaults to :func:`store.default_storage_url`; a record
+            written before records were kept per storage (``<study>.json``) is the default
+            storage's.
+
+    Returns:
+        The record, or None when this storage has no launch of the study.
+    """
+    key = storage_key(storage_url)
+    paths = [_record_path(study, storage_url)]
+    if key == storage_key():
+        paths.append(launches_dir() / f"{store.validate_study_name(study)}.json")
+    for path in paths:
+        record = _load_record(path)
+        if record is not None and record.study == study and _belongs_to(record, key):
+            return record
+    return None
+
+
+def forget_launch(study: str, storage_url: str | None = None) -> None:
+    """Removes one storage's launch record, log and search-space file of a study.
+
+    Args:
+        study: The study.
+        storage_url: Its storage. Defaults to :func:`store.default_storage_url` (whose
+            files from before records were kept per storage go too).
+    """
+    names = [_launch_file(study, storage_url, "")]
+    if storage_key(storage_url) == storage_key():
+        names.append(launches_dir() / store.validate_study_name(study))
+    for name in names:
+        for suffix in (".json", ".log", ".space.json"):
+            name.with_name(name.name + suffix).unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
@@ -440,9 +513,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def is_running(study: str) -> bool:
-    """Whether a search launched for this study is still running."""
-    record = read_record(study)
+def is_running(study: str, storage_url: str | None = None) -> bool:
+    """Whether a search launched for this study of this storage is still running.
+
+    Args:
+        study: The study.
+        storage_url: Its storage. Defaults to :func:`store.default_storage_url`.
+    """
+    record = read_record(study, storage_url)
     return record is not None and _alive(record.pid)
 
 
@@ -576,7 +654,7 @@ def check_quotas(settings: SearchSettings, workers: int, actor: access.User) -> 
     most_seconds = limits.get("max_launch_seconds")
     if settings.timeout is not None and settings.timeout > most_seconds:
         raise refuse(f"a timeout of {settings.timeout:g} s", "max_launch_seconds")
-    running = [r for r in (read_record(s) for s in running_studies()) if r is not None]
+    running = _running_records()  # every storage's: the machine is shared
     if len(running) >= limits.get("max_concurrent_searches"):
         raise refuse(f"{len(running) + 1} searches at once", "max_concurrent_searches")
     own = sum(r.owner == actor.name for r in running)
@@ -615,7 +693,7 @@ def _check_study_owner(settings: SearchSettings, storage_url: str | None, actor)
     """An operator of a shared dashboard resumes only studies they launched first."""
     if actor.source == access.LOCAL_ADMIN.source or actor.at_least("admin"):
         return
-    record = read_record(settings.study)
+    record = read_record(settings.study, storage_url)
     if record is not None:
         access.check_allowed(actor, "resume", record.owner)
     elif settings.study in store.study_names(storage_url, create=False):
@@ -653,7 +731,7 @@ def launch_search(
     check_workers(workers)
     store.validate_study_name(settings.study)
     with _all_launches_lock(), _launch_lock(settings.study):
-        if is_running(settings.study):
+        if is_running(settings.study, storage_url):
             raise ConfigError(
                 f"a search of study {settings.study!r} is already running; stop it first or "
                 "pick another study name"
@@ -664,10 +742,9 @@ def launch_search(
         from automl_core.search import check_search  # the search imports this module
 
         check_search(settings, storage_url)
-        folder = launches_dir()
-        space_file = folder / f"{settings.study}.space.json"
+        space_file = _launch_file(settings.study, storage_url, ".space.json")
         space_file.write_text(json.dumps(settings.search_space().to_dict(), indent=2), "utf-8")
-        log = folder / f"{settings.study}.log"
+        log = _launch_file(settings.study, storage_url, ".log")
         command = build_command(settings, space_file, workers)
         env = {**_child_environment(storage_url), "TF_CPP_MIN_LOG_LEVEL": "3"}
         with open(log, "wb") as out:
@@ -681,9 +758,15 @@ def launch_search(
                 start_new_session=True,
             )
         record = LaunchRecord(
-            settings.study, process.pid, time.time(), str(log), command, actor.name
+            settings.study,
+            process.pid,
+            time.time(),
+            str(log),
+            command,
+            actor.name,
+            storage_key(storage_url),
         )
-        _record_path(settings.study).write_text(json.dumps(record.__dict__), "utf-8")
+        _record_path(settings.study, storage_url).write_text(json.dumps(record.__dict__), "utf-8")
     return record
 
 
@@ -715,7 +798,7 @@ def stop_search(
         PermissionDenied: The actor is a viewer, or an operator stopping another's search.
     """
     actor = access.resolve_actor(actor)
-    record = read_record(study)
+    record = read_record(study, storage_url)
     access.check_allowed(actor, "stop", record.owner if record else actor.name)
     if record is None or not _alive(record.pid):
         return False
@@ -821,11 +904,27 @@ def launch_owner(study: str) -> str | None:
     return record.owner if record else None
 
 
-def running_studies() -> list[str]:
-    """Studies of this runs directory whose launched search is running now, newest first."""
+def _running_records() -> list[LaunchRecord]:
+    """The launch records of this runs directory whose search runs now, of every storage."""
     folder = launches_dir()
     if not folder.is_dir():
         return []
-    records = [read_record(p.stem) for p in folder.glob("*.json") if ".space" not in p.name]
-    alive = [r for r in records if r is not None and _alive(r.pid)]
-    return [r.study for r in sorted(alive, key=lambda r: r.started, reverse=True)]
+    records = [
+        _load_record(p) for p in folder.glob("*.json") if not p.name.endswith(".space.json")
+    ]
+    return [r for r in records if r is not None and _alive(r.pid)]
+
+
+def running_studies(storage_url: str | None = None) -> list[str]:
+    """Studies of one storage whose search launched from this runs directory runs now.
+
+    Args:
+        storage_url: The storage. Defaults to :func:`store.default_storage_url`.
+
+    Returns:
+        The study names, newest launch first.
+    """
+    key = storage_key(storage_url)
+    alive = [r for r in _running_records() if _belongs_to(r, key)]
+    names = [r.study for r in sorted(alive, key=lambda r: r.started, reverse=True)]
+    return list(dict.fromkeys(names))

@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from automl_core import processes, store
+from automl_core import access, processes, store
 from automl_core.errors import StorageError
 from automl_core.settings import study_settings
 from automl_core.trials import BudgetCount, read_trials
@@ -25,7 +25,9 @@ class SearchProgress:
         done: Trials finished (complete, pruned, failed for a reason of their own).
         states: Count of trials per state name.
         live: ``{"trial", "epoch", "loss", "val_loss", "max_epochs"}`` of each running trial.
-        error: The error line of a launch that ended with one, or ''.
+        error: The error line of a launch that ended with one, or ''. An actor who may not
+            read the launch's log (a viewer, another operator) is told only that it ended
+            with an error.
     """
 
     study: str
@@ -45,22 +47,27 @@ class SearchProgress:
         return min(1.0, self.done / self.budget)
 
 
-def search_progress(study: str, storage_url: str | None = None) -> SearchProgress:
+def search_progress(
+    study: str, storage_url: str | None = None, actor: access.User | None = None
+) -> SearchProgress:
     """Reads the progress of a study's search (cheap enough to poll every second or two).
+
+    Every visitor may follow a search and see its outcome; the error line of a launch that
+    ended with one comes from its log, which only its owner and admins may read.
 
     Args:
         study: The study's name.
         storage_url: Where studies live. Defaults to :func:`store.default_storage_url`.
+        actor: Who reads it. Defaults to the local admin in local mode and to a visitor (a
+            viewer) in shared mode: reading progress is never refused.
 
     Returns:
         The progress.
     """
-    running = processes.is_running(study)
-    error = ""
-    if not running:
-        lines = processes.log_tail(study, 40).splitlines()
-        errors = [line for line in lines if line.startswith("error:")]
-        error = errors[-1] if errors else ""
+    if actor is None:
+        actor = access.LOCAL_ADMIN if access.current_mode() == "local" else access.VISITOR
+    running = processes.is_running(study, storage_url)
+    error = "" if running else _launch_error(study, storage_url, actor)
     if study not in store.study_names(storage_url, create=False):
         return SearchProgress(study, running, False, error=error)
     loaded = store.load_study(study, storage_url, create=False)
@@ -85,6 +92,19 @@ def search_progress(study: str, storage_url: str | None = None) -> SearchProgres
     ]
     done = BudgetCount.of(records).done
     return SearchProgress(study, running, True, budget, done, states, live, error)
+
+
+def _launch_error(study: str, storage_url: str | None, actor: access.User) -> str:
+    """The last error line of an ended launch's log, as much of it as the actor may read."""
+    record = processes.read_record(study, storage_url)
+    if record is None:
+        return ""
+    errors = [line for line in processes.log_lines(record.log)[-40:] if line.startswith("error:")]
+    if not errors:
+        return ""
+    if access.allowed(actor, "view_log", record.owner):
+        return errors[-1]
+    return "error: the search ended with an error; its owner or an admin can read why in its log"
 
 
 def elapsed_text(seconds: float) -> str:

@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -642,8 +643,10 @@ def install_study(
         source_storage_url: The storage holding the study (e.g. ``sqlite:///assets/demo/studies.db``).
         source_artifact_root: The artifact root of that storage.
         study_name: The study to copy.
-        storage_url: The target storage. Defaults to :func:`default_storage_url`; artifacts
-            go to :func:`artifact_root`.
+        storage_url: The target storage. Defaults to :func:`default_storage_url`. The
+            artifacts are copied to a folder of this storage's copy alone,
+            ``<artifact root>/<study>-<key>``, with the key recorded on the study: two
+            storages sharing one runs folder never share (or delete) each other's models.
 
     Returns:
         True if the study was copied, False if the target already had it.
@@ -676,19 +679,30 @@ def _install_study(
             raise StorageError(
                 f"no study named {study_name!r} in {safe_url(source_storage_url)!r}"
             )
-        source_folder = Path(source_artifact_root) / study_name
-        target_folder = artifact_root() / study_name
-        if source_folder.is_dir() and not target_folder.exists():
-            shutil.copytree(source_folder, target_folder)
-        if not (source_names == [study_name] and _copy_whole_file(source, storage_url)):
-            optuna.copy_study(
-                from_study_name=study_name,
-                from_storage=source,
-                to_storage=open_storage(storage_url),
-            )
-        source.engine.dispose()
+        source_study = optuna.load_study(study_name=study_name, storage=source)
+        # the trial rows name their folders relative to the source's root
+        source_folder = Path(source_artifact_root) / study_artifact_folder(source_study)
+        key = uuid.uuid4().hex[:8]
+        # this storage's own copy, <root>/<name>-<key>/<source folder>/trial_*: deleting the
+        # study here removes <name>-<key>, never another storage's copy of the same study
+        own_root = artifact_root() / f"{study_name}-{key}"
+        try:
+            if source_folder.is_dir():
+                shutil.copytree(source_folder, own_root / source_folder.name)
+            if not (source_names == [study_name] and _copy_whole_file(source, storage_url)):
+                optuna.copy_study(
+                    from_study_name=study_name,
+                    from_storage=source,
+                    to_storage=open_storage(storage_url),
+                )
+        except BaseException:
+            shutil.rmtree(own_root, ignore_errors=True)
+            raise
+        finally:
+            source.engine.dispose()
     copied = optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
-    copied.set_user_attr(ARTIFACT_ROOT_ATTR, str(artifact_root()))
+    copied.set_user_attr(ARTIFACT_ROOT_ATTR, str(own_root))
+    copied.set_user_attr(ARTIFACT_KEY_ATTR, key)
     return True
 
 
@@ -752,7 +766,7 @@ def delete_study(name: str, storage_url: str | None = None, actor=None) -> None:
     validate_study_name(name)
     url = storage_url or default_storage_url()
     study = load_study(name, url, create=False)
-    if processes.is_running(name):
+    if processes.is_running(name, url):
         raise ConfigError(f"a search of study {name!r} is running; stop it before deleting")
     folder = study_artifact_folder(study)
     roots = {Path(r) for r in (study.user_attrs.get(ARTIFACT_ROOT_ATTR), artifact_root()) if r}
@@ -762,5 +776,4 @@ def delete_study(name: str, storage_url: str | None = None, actor=None) -> None:
         target = (root / folder).resolve()
         if target.parent == root.resolve() and target.is_dir():
             shutil.rmtree(target, ignore_errors=True)
-    for suffix in (".json", ".log", ".space.json", ".lock"):
-        (processes.launches_dir() / f"{name}{suffix}").unlink(missing_ok=True)
+    processes.forget_launch(name, url)  # this storage's launch files only

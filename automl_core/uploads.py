@@ -11,11 +11,14 @@ good one.
 
 Each user's uploads live in their own folder (``<runs>/uploads/<user>/``) under a name made
 from the file's content hash, so two users, or two tabs, uploading ``data.npz`` never touch
-each other's file; only an operator or an admin may upload.
+each other's file; only an operator or an admin may upload. On a shared dashboard each user
+keeps at most ``max_uploads_per_user`` uploads and ``max_upload_total_bytes`` in all.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -24,20 +27,24 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import automl_core
 from automl_core import access, limits, store
 from automl_core.datasets import (
+    DATASETS,
     LoadNotes,
     load_arrays,
     load_notes,
     npz_declared_bytes,
     record_load_notes,
 )
-from automl_core.errors import DatasetError
+from automl_core.errors import DatasetError, PermissionDenied
 
 UPLOAD_SUFFIXES = (".npz", ".zip")
+# a saved upload's name: the user's file name's stem, "-", 16 hex digits of its content hash
+_SAVED_NAME = re.compile(r"(?P<stem>.+)-[0-9a-f]{16}(?P<suffix>\.npz|\.zip)")
 
 _CHILD_COMMAND = (
     "import sys; from automl_core.uploads import _check_main; sys.exit(_check_main(sys.argv[1:]))"
@@ -52,6 +59,102 @@ def uploads_dir() -> Path:
 def user_uploads_dir(user: access.User) -> Path:
     """One user's upload folder: ``<runs>/uploads/<user name>``."""
     return uploads_dir() / access.user_folder_name(user)
+
+
+def content_digest(data: bytes) -> str:
+    """The SHA-256 of a whole upload in hex: what names a saved upload and tells two apart.
+
+    Args:
+        data: The file's bytes.
+
+    Returns:
+        64 hex digits.
+    """
+    return hashlib.sha256(data).hexdigest()
+
+
+def display_name(dataset: str) -> str:
+    """How a study's dataset is named on a page: never a path of the server.
+
+    Args:
+        dataset: A registry name, or the path a study was searched on.
+
+    Returns:
+        A registry name as it is; an upload's file name as the user's file had it (its
+        ``<stem>.<suffix>``, without the content hash the saved name adds); for any other
+        path, its last part (a backtick, which would end a code span, as a quote).
+    """
+    if dataset in DATASETS:
+        return dataset
+    path = Path(dataset)
+    match = _SAVED_NAME.fullmatch(path.name)
+    if match and path.parent.parent.name == "uploads":
+        return match["stem"] + match["suffix"]
+    return (path.name or dataset).replace("`", "'")
+
+
+def _saved_uploads(folder: Path) -> list[Path]:
+    """The uploads saved in one user's folder (no partial or hidden files)."""
+    if not folder.is_dir():
+        return []
+    return [
+        path
+        for path in folder.iterdir()
+        if path.suffix.lower() in UPLOAD_SUFFIXES
+        and not path.name.startswith(".")
+        and path.is_file()
+    ]
+
+
+def check_upload_quota(actor: access.User, filename: str, size: int, target: Path) -> None:
+    """Refuses an upload beyond the user's quotas on a shared dashboard (the local user has none).
+
+    Quotas: ``max_uploads_per_user`` saved uploads and ``max_upload_total_bytes`` in all.
+    A file already saved (the same content) adds nothing and always passes.
+
+    Args:
+        actor: Who uploads.
+        filename: The name the user's file had, for the message.
+        size: The upload's size in bytes.
+        target: The path it would be saved to.
+
+    Raises:
+        PermissionDenied: A quota would be exceeded; the message names it and its value.
+    """
+    if actor.source == access.LOCAL_ADMIN.source:
+        return
+    saved = _saved_uploads(target.parent)
+    if target in saved:
+        return
+    most = limits.get("max_uploads_per_user")
+    if len(saved) >= most:
+        raise PermissionDenied(
+            f"upload '{filename}' refused: {actor.name} already has {len(saved)} uploads, the "
+            f"most allowed (max_uploads_per_user = {most}, "
+            f"{limits.LIMITS['max_uploads_per_user'].env}); ask an admin to remove old ones"
+        )
+    total = size + sum(path.stat().st_size for path in saved)
+    cap = limits.get("max_upload_total_bytes")
+    if total > cap:
+        shown, allowed = _sizes(total, cap)
+        raise PermissionDenied(
+            f"upload '{filename}' refused: with it {actor.name}'s uploads would take {shown}, "
+            f"more than the {allowed} allowed (max_upload_total_bytes, "
+            f"{limits.LIMITS['max_upload_total_bytes'].env}); ask an admin to remove old ones"
+        )
+
+
+@contextlib.contextmanager
+def _quota_lock(user: access.User) -> Iterator[None]:
+    """Holds one user's upload lock, so two uploads at once cannot both pass the quotas."""
+    folder = uploads_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f".quota-{access.user_folder_name(user)}.lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def save_upload(
@@ -75,7 +178,8 @@ def save_upload(
         The saved file's path, ``<stem>-<content hash>.<suffix>``, usable as ``--dataset``.
 
     Raises:
-        PermissionDenied: The actor may not upload (a viewer).
+        PermissionDenied: The actor may not upload (a viewer), or the upload would pass
+            one of the user's quotas (nothing saved before is touched).
         DatasetError: The file is too large, of another kind, not a usable dataset, or
             needs more memory or time to read than the check allows (nothing is kept then).
     """
@@ -95,8 +199,9 @@ def save_upload(
     stem = re.sub(r"[^A-Za-z0-9._-]", "_", Path(filename).stem).lstrip(".")[:60] or "upload"
     folder = uploads_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256(data).hexdigest()[:16]
+    digest = content_digest(data)[:16]
     target = user_uploads_dir(actor) / f"{stem}-{digest}{suffix}"
+    check_upload_quota(actor, filename, len(data), target)  # before the costly check
     partial = folder / f".{stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part{suffix}"
     partial.write_bytes(data)
     try:
@@ -105,11 +210,13 @@ def save_upload(
             raise DatasetError(
                 f"upload '{filename}' holds {result['num_images']} images; at least 3 are needed"
             )
+        with _quota_lock(actor):  # checked again: another upload may have landed meanwhile
+            check_upload_quota(actor, filename, len(data), target)
+            target.parent.mkdir(parents=True, exist_ok=True)  # only now: a refusal leaves nothing
+            partial.replace(target)  # same content, same name: a second upload changes nothing
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    target.parent.mkdir(parents=True, exist_ok=True)  # only now: a refusal leaves nothing
-    partial.replace(target)  # same content, same name: a second upload changes nothing
     if result.get("notes"):
         record_load_notes(LoadNotes.from_dict({**result["notes"], "source": str(target)}))
     return target

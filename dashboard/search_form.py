@@ -52,7 +52,8 @@ def upload_ui(name: str, data: bytes) -> str | None:
     links skipped) is told under the success message.
     """
     cache = st.session_state.setdefault("_uploads", {})
-    key = (auth.current_user().name, name, len(data), hash(data[:4096]))
+    # the whole content: a corrected file of the same name, size and start is a new upload
+    key = (auth.current_user().name, name, uploads.content_digest(data))
     if key not in cache:
         try:
             path = uploads.save_upload(name, data, actor=auth.current_user())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from automl_core import uploads
 from automl_core.errors import AutoMLError
 from automl_core.leaderboard import as_display_images, summary
 from automl_core.space import PARAMETERS
@@ -73,7 +74,7 @@ with state.shown_errors(stop=False):
         settings = state.study_settings_of(study, url)
         if settings is not None:
             st.markdown(
-                f"Study **{study}**: dataset `{settings.dataset}`, strategy "
+                f"Study **{study}**: dataset `{uploads.display_name(settings.dataset)}`, strategy "
                 f"`{settings.strategy}`, at most {settings.max_epochs} epochs per trial."
             )
             st.caption(state.study_precision_of(study, url).summary() + ".")

@@ -76,7 +76,7 @@ def launch_ui(settings: SearchSettings | None, workers: int, problems: list[str]
         st.info("Viewers explore studies; log in as an operator to launch a search.")
     for problem in problems:
         st.error(problem)
-    running = settings is not None and processes.is_running(settings.study)
+    running = settings is not None and processes.is_running(settings.study, state.storage_url())
     if running:
         st.info(f"A search of study '{settings.study}' is running; follow it below.")
     disabled = settings is None or not may_launch
@@ -95,9 +95,9 @@ def launch_ui(settings: SearchSettings | None, workers: int, problems: list[str]
 def live_ui(study: str) -> None:
     """Progress of a launched search, re-read from the storage every couple of seconds."""
     with state.shown_errors(stop=False):  # the next run tries again
-        now = progress.search_progress(study, state.storage_url())
-        record = processes.read_record(study)
         user = auth.current_user()
+        now = progress.search_progress(study, state.storage_url(), actor=user)
+        record = processes.read_record(study, state.storage_url())
         owner = record.owner if record else None
         elapsed = progress.elapsed_text(time.time() - record.started) if record else "-"
         head, stop = st.columns([4, 1])
@@ -107,7 +107,7 @@ def live_ui(study: str) -> None:
         may_stop = access.allowed(user, "stop", owner)
         if now.running and may_stop and stop.button("Stop", key="stop", type="secondary"):
             with st.spinner("Stopping the search and its workers…"):
-                processes.stop_search(study, actor=user)
+                processes.stop_search(study, actor=user, storage_url=state.storage_url())
             st.rerun()
         if now.error:
             st.error(now.error.removeprefix("error: "))
@@ -175,6 +175,8 @@ with state.shown_errors():
     if settings is not None:
         summary_ui(settings)
     launch_ui(settings, workers, problems)
-    watched = st.session_state.get("watch") or next(iter(processes.running_studies()), None)
+    watched = st.session_state.get("watch") or next(
+        iter(processes.running_studies(state.storage_url())), None
+    )
     if watched:
         live_ui(watched)

@@ -140,7 +140,11 @@ def test_a_fresh_install_gets_the_demo_as_a_file_copy(tmp_path, monkeypatch):
     )
     copy = store.load_study(DEMO_STUDY, url)
     assert [t.params for t in copy.trials] == [t.params for t in original.trials]
-    assert copy.user_attrs[store.ARTIFACT_ROOT_ATTR] == str(store.artifact_root())
+    key = copy.user_attrs[store.ARTIFACT_KEY_ATTR]  # its own models, under its own key
+    assert copy.user_attrs[store.ARTIFACT_ROOT_ATTR] == str(
+        store.artifact_root() / f"{DEMO_STUDY}-{key}"
+    )
+    assert store.trial_artifact_dir(copy, copy.best_trial).is_relative_to(store.artifact_root())
     assert not list((tmp_path / "runs").glob("*.copying"))
     # installing again changes nothing
     assert not store.install_study(
