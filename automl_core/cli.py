@@ -254,7 +254,7 @@ def _print_best_and_filters(study, number: int | None = None, all_channels: bool
 
 def _cmd_search(args) -> int:
     from automl_core.processes import stop_on_interrupt
-    from automl_core.search import run_search
+    from automl_core.search import check_search, run_search
     from automl_core.settings import SearchSettings, settings_conflict, stored_settings
     from automl_core.space import PARAMETERS
     from automl_core.strategies import DEFAULT_STRATEGY
@@ -291,9 +291,7 @@ def _cmd_search(args) -> int:
         strategy = given.setdefault("strategy", DEFAULT_STRATEGY)
         study_name = args.study or f"{os.path.basename(str(dataset)).split('.')[0]}-{strategy}"
         settings = SearchSettings(study=study_name, space=_space_from_args(args), **given)
-    from automl_core.strategies import get_strategy
-
-    get_strategy(settings.strategy)
+    check_search(settings, args.storage)  # bad input fails here, before any line is printed
     print(
         f"study {settings.study}: dataset {settings.dataset}, strategy {settings.strategy}, "
         f"budget {settings.trial_budget()} trials"

@@ -20,9 +20,20 @@ from typing import Any
 import keras
 from keras import layers
 
-from automl_core import blocks, limits
-from automl_core.errors import ConfigError
+from automl_core import blocks
+from automl_core.shapes import bottleneck_size, check_fits, estimate_parameters
 from automl_core.space import PARAMETERS, ModelConfig
+
+__all__ = [
+    "Autoencoder",
+    "architecture_work",
+    "bottleneck_size",
+    "build_autoencoder",
+    "check_fits",
+    "encoder_conv_layers",
+    "estimate_parameters",
+    "multiply_accumulates",
+]
 
 
 @dataclass(frozen=True)
@@ -32,99 +43,6 @@ class Autoencoder:
     autoencoder: keras.Model
     encoder: keras.Model
     decoder: keras.Model
-
-
-def bottleneck_size(config: ModelConfig, input_shape: tuple[int, int, int]) -> tuple[int, int]:
-    """Height and width after the encoder's blocks (each halves, rounding up)."""
-    height, width = int(input_shape[0]), int(input_shape[1])
-    for _ in range(config.num_conv_layers):
-        height, width = math.ceil(height / 2), math.ceil(width / 2)
-    return height, width
-
-
-def estimate_parameters(config: ModelConfig, input_shape: tuple[int, int, int]) -> int:
-    """The parameter count of ``config``'s autoencoder, computed without building it.
-
-    Building a model allocates its weights, so a configuration far too large for memory is
-    refused from this count first (see :func:`check_fits`).
-
-    Args:
-        config: The architecture.
-        input_shape: One image's (H, W, C).
-
-    Returns:
-        The number of weights, biases and normalisation statistics of the autoencoder.
-    """
-    channels = int(input_shape[2])
-    k, f, depth = config.kernel_size, config.filters, config.num_conv_layers
-    height, width = bottleneck_size(config, input_shape)
-    weights = blocks.CONVOLUTIONS[config.convolution].parameters
-    conv_ff = weights(k, f, f)
-    _, up = blocks.resampling(config)
-    up_conv = (k * k * f * f + f) if up.in_convolution else conv_ff  # transposed: standard
-    per_norm = 4 * f if config.batch_norm else 0  # gamma, beta, moving mean and variance
-    encoder = weights(k, channels, f) + (depth - 1) * conv_ff + depth * per_norm
-    decoder = depth * (up_conv + per_norm) + (k * k * f * channels + channels)
-    if config.residual:
-        skips = (channels * f + f) + (depth - 1) * (f * f + f)
-        encoder += depth * (conv_ff + per_norm) + skips
-        decoder += depth * (conv_ff + per_norm)
-    if config.attention:
-        heads, key_dim = blocks.ATTENTION_HEADS, max(1, f // blocks.ATTENTION_HEADS)
-        encoder += 3 * (f * heads * key_dim + heads * key_dim) + heads * key_dim * f + f
-    positions = height * width
-    if config.bottleneck == "conv":
-        code = config.latent_dim // positions
-        return encoder + decoder + (f * code + code) + (code * f + f)
-    features = positions * f
-    if config.objective == "variational":  # a second dense layer: the code's log-variance
-        encoder += features * config.latent_dim + config.latent_dim
-    return encoder + decoder + 2 * features * config.latent_dim + config.latent_dim + features
-
-
-def check_fits(config: ModelConfig, input_shape: tuple[int, int, int]) -> None:
-    """Checks, without building anything, that a configuration can be built for the images.
-
-    Raises:
-        ConfigError: The image would shrink below 1x1, a combination of options is
-            impossible (the message names both parameters), or the model would be larger
-            than the ``max_model_parameters`` limit.
-    """
-    height, width, channels = (int(d) for d in input_shape)
-    if 2**config.num_conv_layers > min(height, width):
-        raise ConfigError(
-            f"num_conv_layers={config.num_conv_layers} would shrink the {height}x{width} image "
-            "below 1x1"
-        )
-    if config.kernel_size > min(height, width):
-        raise ConfigError(
-            f"kernel_size={config.kernel_size} is larger than the {height}x{width} image"
-        )
-    bottom_h, bottom_w = bottleneck_size(config, input_shape)
-    if config.attention and bottom_h * bottom_w < 2:
-        raise ConfigError(
-            f"attention=true needs a bottleneck of at least 2 positions, but "
-            f"num_conv_layers={config.num_conv_layers} shrinks the {height}x{width} image to "
-            "1x1; use fewer layers or attention=false"
-        )
-    if config.bottleneck == "conv" and config.objective == "variational":
-        raise ConfigError(
-            "objective=variational needs bottleneck=dense (its code is a dense mean and "
-            "variance), got bottleneck=conv"
-        )
-    if config.bottleneck == "conv" and config.latent_dim % (bottom_h * bottom_w):
-        raise ConfigError(
-            f"bottleneck=conv needs latent_dim to be a multiple of the {bottom_h}x{bottom_w} "
-            f"bottleneck ({bottom_h * bottom_w} positions), got latent_dim={config.latent_dim}"
-        )
-    size = estimate_parameters(config, input_shape)
-    if size > limits.get("max_model_parameters"):
-        raise ConfigError(
-            f"filters={config.filters}, latent_dim={config.latent_dim} and "
-            f"num_conv_layers={config.num_conv_layers} make a model of {size:,} parameters "
-            f"on {height}x{width}x{channels} images, more than the "
-            f"{limits.get('max_model_parameters'):,} allowed (AUTOML_MAX_MODEL_PARAMETERS)"
-        )
 
 
 def build_autoencoder(config: ModelConfig, input_shape: tuple[int, int, int]) -> Autoencoder:

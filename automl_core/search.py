@@ -42,6 +42,7 @@ from automl_core.settings import (
     study_precision,
     study_settings,
 )
+from automl_core.shapes import check_space_fits
 from automl_core.strategies import Strategy, StrategyContext, get_strategy
 from automl_core.trials import (
     ARTIFACT_ATTR,
@@ -119,6 +120,7 @@ def check_search(
         input_shape = dataset_input_shape(settings.dataset)
     if input_shape is not None:
         space.validate_for(input_shape)
+        check_space_fits(space, input_shape)  # nothing buildable: refuse before training
         # a strategy may refuse a space (reinforce's ranges, darts' operations): say so now
         sampler = strategy.make_sampler(
             StrategyContext(space, settings.seed, input_shape, settings.max_epochs)
