@@ -5,15 +5,26 @@ labels and class names, and deterministic train / validation / test splits from 
 User files and folders are checked from their headers (sizes, pixel counts, members) before
 any data is decoded, within the named limits of :mod:`automl_core.limits`; what loading one
 changed (images resized or converted, links skipped) is kept for :func:`load_notes`.
+
+A folder or ``.zip`` of images is decoded once: the result goes to a cache entry under
+``<runs>/cache/datasets`` (:func:`decoded_cache_dir`), keyed by the full content hash of its
+images and the limits that shape decoding, and every later load of the same content (the
+upload check, the launch, the search, its workers, the dashboard) memory-maps that entry
+instead of decoding again. The cache keeps to the ``max_decoded_cache_bytes`` limit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
+import hashlib
+import json
 import math
 import os
 import stat
+import time
+import uuid
 import warnings
 import zipfile
 import zlib
@@ -708,15 +719,28 @@ def _check_image_file_size(size: int, relative: str, source: str) -> None:
         )
 
 
-def _decode_images(
-    files: list[_ImageFile], source: str, skipped_links: int = 0
-) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...] | None, LoadNotes]:
-    """Decodes images into one array, one at a time; labels from sub-folder names.
+@dataclass(frozen=True)
+class _DecodePlan:
+    """What the headers of a folder's or ``.zip``'s images decided, before any is decoded."""
 
-    A first pass reads only the headers (size and mode, pixel count checked); the second
-    decodes each image, shrinks it to the common size at once and writes it into the
-    preallocated result, so no more than one full-size image is held.
-    """
+    headers: tuple[tuple[int, int, str], ...]  # (width, height, PIL mode) per image
+    colour: bool
+    size: tuple[int, int]  # (width, height) every image becomes
+    common: tuple[int, int]  # the most common (height, width) among the files
+
+    @property
+    def channels(self) -> int:
+        """3 for RGB, 1 for grayscale."""
+        return 3 if self.colour else 1
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """The shape of the decoded array, NHWC."""
+        return (len(self.headers), self.size[1], self.size[0], self.channels)
+
+
+def _plan_decode(files: list[_ImageFile], source: str) -> _DecodePlan:
+    """Reads only the images' headers and checks every limit they let us check."""
     if not files:
         raise DatasetError(
             f"{source}: no images found (expected files ending in {', '.join(IMAGE_SUFFIXES)})"
@@ -733,8 +757,16 @@ def _decode_images(
                 f"more than the {max_pixels:,} allowed ({_env('max_image_pixels')})"
             )
         headers.append((width, height, mode))
+    total_pixels = sum(w * h for w, h, _ in headers)
+    most_pixels = limits.get("max_decoded_pixels")
+    if total_pixels > most_pixels:
+        raise DatasetError(
+            f"{source}: its {len(files):,} images hold {total_pixels:,} pixels (width x height) "
+            f"together, more than the {most_pixels:,} allowed to decode in one load "
+            f"({_env('max_decoded_pixels')}); expected fewer or smaller images"
+        )
     colour = any(mode not in _GRAY_MODES for _, _, mode in headers)
-    mode, channels = ("RGB", 3) if colour else ("L", 1)
+    channels = 3 if colour else 1
     common_h, common_w = Counter((h, w) for w, h, _ in headers).most_common(1)[0][0]
     scale = min(1.0, limits.get("max_image_side") / max(common_h, common_w))
     size = (max(2, round(common_w * scale)), max(2, round(common_h * scale)))
@@ -746,32 +778,275 @@ def _decode_images(
             f"{_size(total)} as float32, more than the {_size(budget)} allowed "
             f"({_env('max_dataset_bytes')})"
         )
-    x = np.empty((len(files), size[1], size[0], channels), dtype=np.float32)
-    for i, (item, (width, height, _)) in enumerate(zip(files, headers, strict=True)):
+    return _DecodePlan(tuple(headers), colour, size, (common_h, common_w))
+
+
+def _decoded_rows(files: list[_ImageFile], plan: _DecodePlan, source: str) -> Iterator[np.ndarray]:
+    """Decodes the images one at a time, each shrunk to the plan's size as it is decoded."""
+    for item, (width, height, _) in zip(files, plan.headers, strict=True):
         with _open_image(item, source) as image:
             if image.size != (width, height):
                 raise DatasetError(f"{source}: '{item.relative}' changed while it was read")
             if image.format == "JPEG":
-                image.draft(None, size)  # decode at 1/2, 1/4 or 1/8 scale when that suffices
-            x[i] = image_to_unit_array(image, channels, size)
-    natural = ("RGB",) if colour else ("L", "1", *_DEEP_GRAY_MODES)
-    converted = Counter(m for _, _, m in headers if m not in natural)
+                image.draft(None, plan.size)  # decode at 1/2, 1/4 or 1/8 scale when that suffices
+            yield image_to_unit_array(image, plan.channels, plan.size)
+
+
+def _labels_and_notes(
+    files: list[_ImageFile], plan: _DecodePlan, source: str, skipped_links: int
+) -> tuple[np.ndarray | None, tuple[str, ...] | None, LoadNotes]:
+    """Labels from sub-folder names, and the notes of what decoding changed."""
+    natural = ("RGB",) if plan.colour else ("L", "1", *_DEEP_GRAY_MODES)
+    converted = Counter(m for _, _, m in plan.headers if m not in natural)
     notes = LoadNotes(
         source=source,
         num_images=len(files),
-        image_size=(size[1], size[0]),
-        mode=mode,
-        common_size=(common_h, common_w),
-        resized=sum((w, h) != size for w, h, _ in headers),
+        image_size=(plan.size[1], plan.size[0]),
+        mode="RGB" if plan.colour else "L",
+        common_size=plan.common,
+        resized=sum((w, h) != plan.size for w, h, _ in plan.headers),
         converted=tuple(sorted(converted.items())),
         skipped_links=skipped_links,
     )
     folders = [Path(item.relative).parent.as_posix() for item in files]
     if all(f in ("", ".") for f in folders):
-        return x, None, None, notes
+        return None, None, notes
     names = tuple(sorted(set(folders)))
     y = np.asarray([names.index(f) for f in folders], dtype=np.int64)
-    return x, y, names, notes
+    return y, names, notes
+
+
+def _decode_in_memory(
+    files: list[_ImageFile], plan: _DecodePlan, source: str, skipped_links: int
+) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...] | None, LoadNotes]:
+    """Decodes images into one preallocated array, so no more than one full-size image is held."""
+    x = np.empty(plan.shape, dtype=np.float32)
+    for i, row in enumerate(_decoded_rows(files, plan, source)):
+        x[i] = row
+    return (x, *_labels_and_notes(files, plan, source, skipped_links))
+
+
+# --- the decoded cache: a folder or .zip is decoded once -----------------------------------------
+
+# a cache entry is ``<key>.npy`` (the images, float32 NHWC: memory-mapped when read, so a few
+# rows cost a few rows) and ``<key>.meta.npz`` (labels, class names, load notes as JSON);
+# both are plain arrays, read with allow_pickle=False
+_CACHE_FORMAT = 1
+# every limit that shapes a decoded array or decides whether it may be decoded at all: an
+# entry made under other values is another entry, so lowering a limit is never bypassed
+_DECODE_LIMITS = (
+    "max_image_side",
+    "max_image_pixels",
+    "max_decoded_pixels",
+    "max_dataset_bytes",
+    "max_image_files",
+    "max_image_file_bytes",
+    "max_archive_bytes",
+)
+_PARTIAL_SECONDS = 3600  # a half-written entry older than this belongs to a process that died
+
+
+def decoded_cache_dir() -> Path:
+    """Where decoded folders and ``.zip`` archives are kept: ``<runs>/cache/datasets``.
+
+    ``<runs>`` is ``AUTOML_HOME`` (default ``./runs``), read as ``store.runs_home`` reads it
+    (that module sits a layer above this one).
+
+    Returns:
+        The folder (it may not exist yet).
+    """
+    home = Path(os.environ.get("AUTOML_HOME", "runs")).expanduser().resolve()
+    return home / "cache" / "datasets"
+
+
+def _hash_stream(digest, stream: IO[bytes]) -> None:
+    """Feeds a whole stream to a hash, a MiB at a time."""
+    for chunk in iter(functools.partial(stream.read, 2**20), b""):
+        digest.update(chunk)
+
+
+def _file_digest(path: Path) -> str:
+    """The SHA-256 of a whole file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        _hash_stream(digest, stream)
+    return digest.hexdigest()
+
+
+def _files_digest(files: list[_ImageFile], source: str) -> str:
+    """The SHA-256 of a folder's images: each one's path inside the folder and bytes."""
+    digest = hashlib.sha256()
+    for item in files:
+        digest.update(item.relative.encode("utf-8") + b"\0")
+        try:
+            with item.open() as stream:
+                _hash_stream(digest, stream)
+        except OSError as exc:
+            raise DatasetError(f"{source}: '{item.relative}' cannot be read ({exc})") from exc
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _cache_key(kind: str, content: str) -> str:
+    """One entry per content, kind, decoding limits and Pillow version (its resampling)."""
+    import PIL
+
+    shaping = ",".join(f"{name}={limits.get(name)}" for name in _DECODE_LIMITS)
+    text = f"{_CACHE_FORMAT}|{kind}|{content}|{shaping}|pillow={PIL.__version__}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:40]
+
+
+def _entry_paths(folder: Path, key: str) -> tuple[Path, Path]:
+    """The two files of one cache entry: the images and the rest."""
+    return folder / f"{key}.npy", folder / f"{key}.meta.npz"
+
+
+def _read_cached(folder: Path, key: str, source: str):
+    """A cache entry as ``(x, y, class_names, notes)``, ``x`` memory-mapped; None if absent."""
+    x_path, meta_path = _entry_paths(folder, key)
+    try:
+        with np.load(meta_path, allow_pickle=False) as meta:
+            fields = {name: meta[name] for name in meta.files}
+        x = np.load(x_path, mmap_mode="r", allow_pickle=False)
+        notes = LoadNotes.from_dict({**json.loads(str(fields["notes"])), "source": source})
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
+        return None  # absent, half removed by an eviction, or damaged: decoded again
+    y = fields.get("y")
+    if x.dtype != np.float32 or x.ndim != 4 or (y is not None and len(y) != len(x)):
+        return None
+    with contextlib.suppress(OSError):
+        os.utime(x_path)  # the eviction removes the least recently used first
+    names = fields.get("class_names")
+    return x, y, tuple(str(n) for n in names) if names is not None else None, notes
+
+
+@contextlib.contextmanager
+def _entry_lock(folder: Path, key: str) -> Iterator[None]:
+    """Holds one entry's lock, so two processes loading the same files decode them once."""
+    try:
+        handle = open(folder / f"{key}.lock", "a+b")  # noqa: SIM115 (closed below)
+    except OSError:
+        yield  # a read-only cache folder: no lock, and nothing will be written either
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _write_entry(
+    files: list[_ImageFile], plan: _DecodePlan, source: str, skipped: int, folder: Path, key: str
+) -> None:
+    """Decodes straight into a new cache entry's file (no array in memory).
+
+    Both files are written under temporary names and renamed, the images last, so a reader
+    sees a whole entry or none.
+    """
+    x_path, meta_path = _entry_paths(folder, key)
+    tag = f"{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    x_partial = folder / f"{key}.{tag}.partial.npy"
+    meta_partial = folder / f"{key}.{tag}.partial.npz"
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": False}
+    try:
+        with open(x_partial, "wb") as out:
+            np.lib.format.write_array_header_1_0(out, {**header, "shape": plan.shape})
+            for row in _decoded_rows(files, plan, source):
+                out.write(np.ascontiguousarray(row, dtype="<f4").tobytes())
+        y, names, notes = _labels_and_notes(files, plan, source, skipped)
+        meta = {"notes": np.array(json.dumps(notes.to_dict()))}
+        if y is not None:
+            meta["y"] = y
+            meta["class_names"] = np.array(names, dtype=str)
+        np.savez(meta_partial, **meta)
+        os.replace(meta_partial, meta_path)
+        os.replace(x_partial, x_path)
+    finally:
+        x_partial.unlink(missing_ok=True)
+        meta_partial.unlink(missing_ok=True)
+
+
+def evict_decoded_cache(folder: Path | None = None, keep: str | None = None) -> list[Path]:
+    """Keeps the decoded cache within the ``max_decoded_cache_bytes`` limit.
+
+    The least recently used entries (by the time they were last read or written) are
+    removed until the rest fit; half-written files older than an hour are removed too.
+
+    Args:
+        folder: The cache folder. Defaults to :func:`decoded_cache_dir`.
+        keep: An entry's key removed only if it alone is over the limit (the one just
+            written). Defaults to None.
+
+    Returns:
+        The files removed.
+    """
+    folder = decoded_cache_dir() if folder is None else folder
+    removed: list[Path] = []
+    entries: dict[str, list] = {}  # key -> [last use, bytes, files]
+    try:
+        paths = list(folder.iterdir())
+    except OSError:
+        return removed
+    now = time.time()
+    for path in paths:
+        try:
+            info = path.stat()
+            if ".partial." in path.name:
+                if now - info.st_mtime > _PARTIAL_SECONDS:
+                    path.unlink()
+                    removed.append(path)
+                continue
+        except OSError:
+            continue
+        entry = entries.setdefault(path.name.split(".", 1)[0], [0.0, 0, []])
+        if path.suffix == ".npy":
+            entry[0] = info.st_mtime
+        entry[1] += info.st_size
+        entry[2].append(path)
+    budget = limits.get("max_decoded_cache_bytes")
+    total = sum(size for _, size, _ in entries.values())
+    # oldest first; the entry to keep goes last, so it is removed only if alone over the limit
+    for name in sorted(entries, key=lambda name: (name == keep, entries[name][0])):
+        if total <= budget:
+            break
+        _, size, files = entries[name]
+        for path in files:
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+        total -= size
+    return removed
+
+
+def _decode_cached(
+    files: list[_ImageFile], source: str, skipped: int, kind: str, content: Callable[[], str]
+):
+    """Decodes images once per content and limits: later loads read the decoded entry.
+
+    ``content`` computes the source's content hash. Where the cache folder cannot be
+    written (a read-only runs folder, a full disk), the images are decoded into memory as
+    before.
+    """
+    folder = decoded_cache_dir()
+    key = _cache_key(kind, content())
+    cached = _read_cached(folder, key, source)
+    if cached is not None:
+        return cached
+    plan = _plan_decode(files, source)  # every header check before anything is written
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with _entry_lock(folder, key):
+            cached = _read_cached(folder, key, source)  # decoded meanwhile by another process
+            if cached is None:
+                _write_entry(files, plan, source, skipped, folder, key)
+                cached = _read_cached(folder, key, source)
+    except OSError:
+        cached = None
+    if cached is None:  # the cache cannot be written: decoded into memory
+        return _decode_in_memory(files, plan, source, skipped)
+    evict_decoded_cache(folder, keep=key)
+    return cached
 
 
 def _is_image_name(name: str) -> bool:
@@ -813,21 +1088,23 @@ def _load_image_folder(path: Path):
     """Reads a folder of images: ``(x, y, class_names, notes)``."""
     source = str(path)
     files, skipped = _folder_images(path, source)
-    return _decode_images(files, source, skipped)
+    return _decode_cached(files, source, skipped, "folder", lambda: _files_digest(files, source))
 
 
 def load_image_folder(path: str | Path):
     """Reads every image under a folder; labels come from the sub-folder names.
 
     Symbolic links to folders, and links to files outside the folder, are skipped (and
-    counted in :func:`load_notes`). Each image's pixel count is checked from its header
-    before it is decoded; images are shrunk one at a time as they are decoded.
+    counted in :func:`load_notes`). Each image's pixel count, and all of them together, are
+    checked from the headers before any is decoded; images are shrunk one at a time as they
+    are decoded, into the decoded cache, which later loads of the same files read instead.
 
     Args:
         path: A folder of PNG / JPEG images, optionally one sub-folder per class.
 
     Returns:
-        ``(x, y, class_names)``; ``y`` and ``class_names`` are None without sub-folders.
+        ``(x, y, class_names)``; ``y`` and ``class_names`` are None without sub-folders;
+        ``x`` is a read-only memory map of the decoded cache where it could be written.
 
     Raises:
         DatasetError: No images, an unreadable image, or one over a limit.
@@ -879,7 +1156,7 @@ def _load_image_zip(path: Path):
         raise DatasetError(f"{source}: not a readable .zip archive ({exc})") from exc
     with archive:
         files, skipped = _zip_images(archive, source)
-        return _decode_images(files, source, skipped)
+        return _decode_cached(files, source, skipped, "zip", lambda: _file_digest(path))
 
 
 def load_image_zip(path: str | Path):
@@ -893,7 +1170,8 @@ def load_image_zip(path: str | Path):
         path: A ``.zip`` archive of PNG / JPEG images.
 
     Returns:
-        ``(x, y, class_names)``; ``y`` and ``class_names`` are None without folders.
+        ``(x, y, class_names)``; ``y`` and ``class_names`` are None without folders; ``x``
+        is a read-only memory map of the decoded cache where it could be written.
 
     Raises:
         DatasetError: Not a readable archive, no images, an unreadable image, or one over a
@@ -929,7 +1207,8 @@ def load_arrays(source: str) -> tuple[np.ndarray, np.ndarray | None, tuple[str, 
             ``.zip`` of images or a folder of images.
 
     Returns:
-        ``(x, y, class_names)`` with ``x`` float32 in [0, 1], NHWC.
+        ``(x, y, class_names)`` with ``x`` float32 in [0, 1], NHWC (for a folder or ``.zip``,
+        a read-only memory map of its decoded cache entry: nothing is read until used).
 
     Raises:
         DatasetError: The name is unknown, the path is missing, or the data is unusable.
@@ -945,6 +1224,35 @@ def load_arrays(source: str) -> tuple[np.ndarray, np.ndarray | None, tuple[str, 
         f"unknown dataset '{source}'; expected one of {', '.join(DATASETS)} or a path to an "
         ".npz file, a .zip of images or a folder of images"
     )
+
+
+def _split_indices(
+    name: str,
+    n: int,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    max_images: int | None,
+) -> list[np.ndarray]:
+    """The image indices of the train, validation and test splits of ``n`` images."""
+    for label, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 < value < 1.0:
+            raise DatasetError(f"{label} must lie strictly between 0 and 1, got {label}={value}")
+    if val_fraction + test_fraction >= 1.0:
+        raise DatasetError(
+            f"val_fraction + test_fraction must be below 1, got {val_fraction + test_fraction}"
+        )
+    if max_images is not None and max_images < 3:
+        raise DatasetError(f"max_images must be at least 3, got max_images={max_images}")
+    order = np.random.default_rng(seed).permutation(n)
+    if max_images is not None:
+        order = order[:max_images]
+    n = len(order)
+    n_val = max(1, round(n * val_fraction))
+    n_test = max(1, round(n * test_fraction))
+    if n - n_val - n_test < 1:
+        raise DatasetError(f"dataset '{name}' has {n} images; at least 3 are needed to split it")
+    return np.split(order, [n - n_val - n_test, n - n_test])
 
 
 def split_arrays(
@@ -972,24 +1280,7 @@ def split_arrays(
     Returns:
         The split dataset.
     """
-    for label, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0.0 < value < 1.0:
-            raise DatasetError(f"{label} must lie strictly between 0 and 1, got {label}={value}")
-    if val_fraction + test_fraction >= 1.0:
-        raise DatasetError(
-            f"val_fraction + test_fraction must be below 1, got {val_fraction + test_fraction}"
-        )
-    if max_images is not None and max_images < 3:
-        raise DatasetError(f"max_images must be at least 3, got max_images={max_images}")
-    order = np.random.default_rng(seed).permutation(len(x))
-    if max_images is not None:
-        order = order[:max_images]
-    n = len(order)
-    n_val = max(1, round(n * val_fraction))
-    n_test = max(1, round(n * test_fraction))
-    if n - n_val - n_test < 1:
-        raise DatasetError(f"dataset '{name}' has {n} images; at least 3 are needed to split it")
-    parts = np.split(order, [n - n_val - n_test, n - n_test])
+    parts = _split_indices(name, len(x), seed, val_fraction, test_fraction, max_images)
     xs = [np.ascontiguousarray(x[p]) for p in parts]
     ys = [y[p] for p in parts] if y is not None else [None, None, None]
     return Dataset(name, *xs, *ys, class_names=class_names)
@@ -1019,3 +1310,112 @@ def load_dataset(
     """
     x, y, class_names = load_arrays(source)
     return split_arrays(source, x, y, class_names, seed, val_fraction, test_fraction, max_images)
+
+
+def _npz_rows(path: Path, pick: Callable[[int], np.ndarray]) -> np.ndarray:
+    """Some images of an ``.npz``'s ``x`` as float32 in [0, 1], read without loading the rest.
+
+    The member's rows are read by seeking past the others; whether float pixels are in
+    [0, 1] or [0, 255] is decided, as :func:`load_npz` decides it, from the whole array's
+    range, read a block at a time. ``pick(n)`` gives the wanted row indices of ``n`` images.
+    """
+    source = str(path)
+    with _open_npz(path) as archive:
+        members, headers = _npz_headers(archive, source)
+        _check_npz_headers(headers, source)
+        shape, dtype, _ = headers["x"]
+        wanted = np.asarray(pick(shape[0]), dtype=np.int64)
+        row_bytes = math.prod(shape[1:]) * dtype.itemsize
+        try:
+            with archive.open(members["x"]) as stream:
+                version = np.lib.format.read_magic(stream)
+                read_header = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
+                _, fortran_order, _ = read_header(stream)
+                start = stream.tell()
+                if fortran_order:  # rows are not contiguous: read it as a whole, as before
+                    x, _, _ = _read_npz(path)
+                    return np.array(x[wanted])
+                rows = {}
+                for index in sorted(set(wanted.tolist())):
+                    stream.seek(start + index * row_bytes)
+                    rows[index] = np.frombuffer(stream.read(row_bytes), dtype=dtype)
+                picked = np.stack([rows[i] for i in wanted.tolist()]).reshape(
+                    (len(wanted), *shape[1:])
+                )
+                low = high = None
+                if dtype.kind == "f":
+                    stream.seek(start)
+                    block = max(1, 2**24 // max(row_bytes, 1))
+                    for first in range(0, shape[0], block):
+                        chunk = np.frombuffer(
+                            stream.read(row_bytes * min(block, shape[0] - first)), dtype=dtype
+                        )
+                        low = chunk.min() if low is None else min(low, chunk.min())
+                        high = chunk.max() if high is None else max(high, chunk.max())
+        except ValueError as exc:
+            raise DatasetError(f"{source}: 'x' is cut short or malformed ({exc})") from exc
+        except _READ_ERRORS as exc:
+            raise DatasetError(
+                f"{source}: 'x' is damaged ({exc}); expected an intact .npz"
+            ) from exc
+    if low is not None:  # the whole array's range decides the scale, not these rows'
+        low, high = float(low), float(high)
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise DatasetError(f"{source}: 'x' contains NaN or infinite values")
+        if low < 0.0 or high > 255.0:
+            raise DatasetError(
+                f"{source}: float pixels must lie in [0, 1] or [0, 255], got {low}..{high}"
+            )
+        picked = picked.astype(np.float32)
+        if high > 1.0:
+            picked /= 255.0
+        return picked if picked.ndim == 4 else picked[..., None]
+    return _to_unit_float(picked, source)
+
+
+def first_test_images(
+    source: str,
+    count: int,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    max_images: int | None = None,
+) -> np.ndarray:
+    """The first test images of a dataset, without loading the whole dataset into memory.
+
+    Equal to ``load_dataset(source, seed, ...).x_test[:count]``, at a small part of its
+    cost: an ``.npz`` is read row by row from its file; a folder or ``.zip`` of images is
+    read from its decoded cache (memory-mapped; decoded into the cache first if it is not
+    there, one image at a time); a registry dataset is loaded (its loader keeps it) but not
+    split.
+
+    Args:
+        source: A registry name or a path (see :func:`load_arrays`).
+        count: How many images; fewer come back when the test split is smaller.
+        seed: Seed of the shuffle before splitting. Defaults to 0.
+        val_fraction: Share of images for validation. Defaults to 0.1.
+        test_fraction: Share of images for the test split. Defaults to 0.1.
+        max_images: The study's ``max_images``. Defaults to all.
+
+    Returns:
+        float32 array (count, H, W, C) in [0, 1].
+
+    Raises:
+        DatasetError: ``count`` is not a positive integer, or see :func:`load_dataset`.
+    """
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise DatasetError(f"count must be a positive integer, got count={count!r}")
+
+    def pick(n: int) -> np.ndarray:
+        split = _split_indices(source, n, seed, val_fraction, test_fraction, max_images)
+        return split[2][:count]
+
+    path = Path(source).expanduser()
+    if source not in DATASETS and path.is_file() and path.suffix.lower() == ".npz":
+        return _npz_rows(path, pick)
+    x, _, _ = load_arrays(source)  # a folder or .zip: memory-mapped from the decoded cache
+    return np.array(x[pick(len(x))], dtype=np.float32)

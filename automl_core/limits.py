@@ -73,6 +73,20 @@ _limit(
     "most pixels (width x height) of one image in a folder or .zip, checked before decoding",
 )
 _limit(
+    "max_decoded_pixels",
+    400_000_000,
+    "pixels",
+    "most pixels (width x height) of all images of a folder or .zip together, the decoding "
+    "work of one load, checked from the images' headers before any is decoded",
+)
+_limit(
+    "max_decoded_cache_bytes",
+    4 * 1024 * MIB,
+    "bytes",
+    "disk the decoded folders and .zip archives kept under <runs>/cache/datasets may take; "
+    "the least recently used entries are removed beyond it",
+)
+_limit(
     "max_image_file_bytes",
     64 * MIB,
     "bytes",

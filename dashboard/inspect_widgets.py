@@ -7,14 +7,16 @@ models and activation probes with ``st.cache_resource``, arrays and tables with
 
 from __future__ import annotations
 
+import contextlib
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from automl_core import inspect, latent, metrics
-from automl_core.errors import AutoMLError
+from automl_core import baseline, inspect, latent, limits, metrics, store
+from automl_core.errors import AutoMLError, DatasetError
 from dashboard import state
 
 SHOWN_TRIAL_NUMBERS = 20  # in the "trials with a model" list of a warning
@@ -186,6 +188,159 @@ def denoising_examples(study: str, trial: int, url: str, count: int, seed: int):
 def prior_samples(study: str, trial: int, url: str, count: int, seed: int) -> np.ndarray:
     """Images decoded from codes drawn from a variational model's prior."""
     return inspect.sample_prior(state.load_model(study, trial, url), count, seed)[1]
+
+
+@st.cache_data(max_entries=32, show_spinner="Scoring PCA with as many components…")
+def pca_baseline(study: str, url: str, latent_dim: int) -> baseline.PcaScores:
+    """PCA's test scores with ``latent_dim`` components: read from the study's PCA cache
+    (written by its search), computed and cached there for studies from before it."""
+    data = state.load_study_dataset(study, url)
+    folder = store.artifact_root() / store.study_artifact_folder(state.load_study(study, url))
+    return baseline.pca_scores(data, latent_dim, folder / "pca")
+
+
+@st.cache_resource(max_entries=8, show_spinner="Fitting PCA with as many components…")
+def pca_model(study: str, url: str, latent_dim: int):
+    """PCA with ``latent_dim`` components fitted on the study's training split (shared by
+    every session: read-only)."""
+    return baseline.fit_pca(state.load_study_dataset(study, url).x_train, latent_dim)
+
+
+def trial_latent_dim(picked: Inspected) -> int | None:
+    """The inspected trial's latent size (PCA's components), or None when not recorded."""
+    frame = trials_table(picked.study, picked.url)
+    rows = frame[frame["trial"] == picked.trial] if "latent_dim" in frame else frame.iloc[0:0]
+    if rows.empty or pd.isna(rows.iloc[0]["latent_dim"]):
+        return None
+    return int(rows.iloc[0]["latent_dim"])
+
+
+def trial_pca(picked: Inspected) -> tuple[int, baseline.PcaScores] | None:
+    """(latent size, PCA's test scores) for the inspected trial; None, with a caption saying
+    why, when the baseline cannot be had."""
+    latent_dim = trial_latent_dim(picked)
+    if latent_dim is None:
+        st.caption("PCA baseline left out: the trial has no recorded latent size.")
+        return None
+    try:
+        return latent_dim, pca_baseline(picked.study, picked.url, latent_dim)
+    except (AutoMLError, ValueError, OSError, MemoryError) as exc:
+        st.caption(f"PCA baseline left out: {exc}")
+        return None
+
+
+def image_pca_scores(
+    picked: Inspected, image: np.ndarray
+) -> tuple[int, metrics.ReconstructionScores] | None:
+    """(components, scores) of PCA with the trial's latent size reconstructing one image;
+    None, with a caption saying why, when it cannot be had."""
+    latent_dim = trial_latent_dim(picked)
+    if latent_dim is None:
+        return None
+    try:
+        pca = pca_model(picked.study, picked.url, latent_dim)
+        rebuilt = baseline.pca_reconstruct(pca, image[None])
+    except (AutoMLError, ValueError, OSError, MemoryError) as exc:
+        st.caption(f"PCA baseline left out: {exc}")
+        return None
+    return int(pca.n_components_), metrics.reconstruction_scores(image[None], rebuilt)
+
+
+def upload_size_mb(limit: str) -> int:
+    """A byte limit in Streamlit's upload megabytes (MiB), rounded up so the widget never
+    refuses a file the core accepts (the core's own check then refuses the rest exactly)."""
+    return max(1, math.ceil(limits.get(limit) / limits.MIB))
+
+
+def _release_upload(file) -> None:
+    """Lets go of an uploaded file's bytes at once, rather than when the session ends.
+
+    Streamlit keeps an upload in server memory until the browser removes it or the session
+    closes, and the session's widget value holds another reference. Its own ``chat_input``
+    frees what it has read the same way (``remove_file`` on the in-memory manager); there is
+    no public call for it. Emptying the file object (public ``BytesIO`` API) drops the
+    widget value's reference. Best effort: on another Streamlit the bytes are freed later.
+    """
+    with contextlib.suppress(Exception):
+        from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+        ctx = get_script_run_ctx()
+        if ctx is not None and isinstance(ctx.uploaded_file_mgr, MemoryUploadedFileManager):
+            ctx.uploaded_file_mgr.remove_file(session_id=ctx.session_id, file_id=file.file_id)
+    with contextlib.suppress(Exception):
+        file.seek(0)
+        file.truncate(0)
+
+
+def _take_upload(key: str, input_shape: tuple[int, int, int]) -> None:
+    """The uploader's callback: decodes a new file once, keeps only the decoded image."""
+    file = st.session_state.get(key)
+    taken = st.session_state.get(f"{key}_image")
+    if file is None:
+        st.session_state.pop(f"{key}_image", None)
+        return
+    if taken is not None and taken["file_id"] == file.file_id:
+        return  # already decoded (its bytes are gone)
+    entry = {"file_id": file.file_id, "name": file.name, "shape": tuple(input_shape)}
+    try:
+        most = limits.get("max_activation_upload_bytes")
+        if file.size > most:  # a client that skipped the browser's check: never read
+            raise DatasetError(
+                f"the uploaded file has {file.size:,} bytes; at most {most:,} are accepted "
+                f"({limits.LIMITS['max_activation_upload_bytes'].env})"
+            )
+        entry["image"] = inspect.image_from_bytes(file.getvalue(), tuple(input_shape))
+    except AutoMLError as exc:
+        entry["error"] = str(exc)
+    finally:
+        _release_upload(file)
+    st.session_state[f"{key}_image"] = entry
+
+
+def uploaded_image(
+    label: str, key: str, input_shape: tuple[int, int, int]
+) -> tuple[np.ndarray | None, str]:
+    """An image file uploader whose file is decoded once and then let go of.
+
+    The widget refuses files over the ``max_activation_upload_bytes`` limit in the browser,
+    before they are sent (Streamlit's per-widget ``max_upload_size``; the server itself
+    only enforces ``server.maxUploadSize``, so a larger file from another client is
+    refused here unread). A new file is decoded to the model's input in the uploader's
+    callback, and only that small array is kept in the session, under ``<key>_image``.
+
+    Args:
+        label: The widget's label.
+        key: The widget's key.
+        input_shape: The model's (H, W, C).
+
+    Returns:
+        ``(image, file name)``, or ``(None, "")`` when no file is uploaded or it was read
+        for a model with another input shape (the page says so).
+
+    Raises:
+        DatasetError: The file is not an image, or over a limit (its message says which).
+    """
+    st.file_uploader(
+        label,
+        key=key,
+        max_upload_size=upload_size_mb("max_activation_upload_bytes"),
+        on_change=_take_upload,
+        args=(key, tuple(input_shape)),
+    )
+    taken = st.session_state.get(f"{key}_image")
+    if taken is None:
+        return None, ""
+    if "error" in taken:
+        raise DatasetError(taken["error"])
+    if tuple(taken["shape"]) != tuple(input_shape):
+        height, width, _ = taken["shape"]
+        st.info(
+            f"'{taken['name']}' was read for a model with {width}x{height} inputs: remove it and "
+            "upload it again for this model."
+        )
+        return None, ""
+    return taken["image"], taken["name"]
 
 
 def csv_download(frame: pd.DataFrame, label: str, file_name: str, key: str) -> None:

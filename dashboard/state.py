@@ -166,6 +166,27 @@ def load_study_dataset(study_name: str, url: str):
     )
 
 
+@st.cache_data(max_entries=32, show_spinner="Loading test images…")
+def first_test_images(study_name: str, url: str, count: int):
+    """The first ``count`` test images of a study's dataset, as its search split them.
+
+    Read without loading the whole dataset into this server process (see
+    ``datasets.first_test_images``): for pages that show a few images.
+    """
+    from automl_core.datasets import first_test_images as read
+    from automl_core.settings import study_settings
+
+    settings = study_settings(load_study(study_name, url))
+    return read(
+        settings.dataset,
+        count,
+        settings.seed,
+        settings.val_fraction,
+        settings.test_fraction,
+        settings.max_images,
+    )
+
+
 BOARD_COLUMNS = {
     "study": st.column_config.TextColumn("Study"),
     "trial": st.column_config.NumberColumn("Trial", format="%d"),
@@ -243,7 +264,7 @@ def reconstructions(study_name: str, trial_number: int, url: str, count: int):
     """
     from automl_core.leaderboard import reconstruct
 
-    images = load_study_dataset(study_name, url).x_test[:count]
+    images = first_test_images(study_name, url, count)
     preview = store.load_trial_preview(load_study(study_name, url), trial_number)
     if (
         preview is not None
@@ -317,8 +338,9 @@ def study_precision_of(study_name: str, url: str):
 def dataset_notes(study_name: str, url: str) -> list[str]:
     """What loading a study's dataset changed, one sentence each (empty when nothing did).
 
-    Call it after :func:`load_study_dataset`: the notes are those of this process's load of
-    the study's dataset file or folder, e.g. "12 of 40 images were resized to 28x28".
+    Call it after :func:`load_study_dataset` or :func:`first_test_images`: the notes are
+    those of this process's load of the study's dataset file or folder, e.g. "12 of 40
+    images were resized to 28x28".
     """
     from automl_core.datasets import load_notes
 

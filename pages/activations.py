@@ -8,6 +8,7 @@ import streamlit as st
 
 from automl_core import charts, inspect, metrics
 from automl_core.errors import AutoMLError
+from automl_core.results import VS_PCA_HELP
 from dashboard import inspect_widgets as iw
 from dashboard import state
 
@@ -30,16 +31,18 @@ def test_image_ui(data) -> tuple[np.ndarray, str]:
 
 
 def upload_ui(input_shape) -> tuple[np.ndarray | None, str]:
-    """An uploaded file, converted to the model's channels and size."""
-    file = st.file_uploader("Image file (PNG, JPEG, ...; at most 10 MB)", key="act_upload")
-    if file is None:
+    """An uploaded file, converted to the model's channels and size (its bytes not kept)."""
+    most = iw.upload_size_mb("max_activation_upload_bytes")
+    image, name = iw.uploaded_image(
+        f"Image file (PNG, JPEG, ...; at most {most} MB)", "act_upload", input_shape
+    )
+    if image is None:
         st.info(
             "Upload an image: it is resized to the model's input "
             f"{input_shape[0]}x{input_shape[1]} and converted to "
             f"{'grayscale' if input_shape[2] == 1 else 'RGB'}."
         )
-        return None, ""
-    return inspect.image_from_bytes(file.getvalue(), input_shape), file.name
+    return image, name
 
 
 def canvas_ui(input_shape) -> tuple[np.ndarray | None, str]:
@@ -91,6 +94,7 @@ with state.shown_errors():
 
     recon = activations[-1].values
     scores = metrics.reconstruction_scores(image[None], recon[None])
+    pca = iw.image_pca_scores(picked, image)
     cols = st.columns([2, 1, 1])
     with cols[0]:
         iw.chart(
@@ -99,8 +103,15 @@ with state.shown_errors():
             ),
             key="fig_pair",
         )
-    cols[1].metric("PSNR", f"{scores.psnr[0]:.2f} dB")
+    gap = f"{scores.psnr[0] - pca[1].psnr[0]:+.2f} dB vs PCA" if pca else None
+    cols[1].metric("PSNR", f"{scores.psnr[0]:.2f} dB", gap, help=VS_PCA_HELP if pca else None)
     cols[2].metric("SSIM", f"{scores.ssim[0]:.3f}")
+    if pca:
+        cols[1].caption(
+            f"PCA, {pca[0]} components: {pca[1].psnr[0]:.2f} dB, SSIM {pca[1].ssim[0]:.3f} "
+            "(this image through PCA fitted on the training split, as many components as "
+            "the latent size)"
+        )
     latent_act = next(a for a in activations if a.layer == "latent")
     iw.chart(charts.latent_bar_figure(latent_act.values), key="fig_latent")
     iw.csv_download(

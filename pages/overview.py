@@ -48,7 +48,7 @@ def best_ui(study: str, url: str, board) -> None:
     config = {k: best[k] for k in PARAMETERS if k in best}
     st.caption(" · ".join(f"{k.replace('_', ' ')} **{v}**" for k, v in config.items()))
     try:
-        originals = state.load_study_dataset(study, url).x_test[:SHOWN_IMAGES]
+        originals = state.first_test_images(study, url, SHOWN_IMAGES)
         rebuilt = state.reconstructions(study, number, url, SHOWN_IMAGES)
     except AutoMLError as exc:
         st.warning(str(exc))
