@@ -426,7 +426,8 @@ def score_histograms_figure(scores: pd.DataFrame, bins: int = 30) -> go.Figure:
 
 
 def compression_curve_figure(curve: pd.DataFrame, current_trial: int | None = None) -> go.Figure:
-    """Best PSNR against latent size (from ``inspect.compression_curve``)."""
+    """Best PSNR against latent size (from ``inspect.compression_curve``), with PCA's with as
+    many components as a dashed line where the curve has it: the linear baseline."""
     fig = go.Figure(
         go.Scatter(
             x=curve["latent_dim"],
@@ -439,6 +440,20 @@ def compression_curve_figure(curve: pd.DataFrame, current_trial: int | None = No
             name="best PSNR",
         )
     )
+    if "pca_psnr" in curve and curve["pca_psnr"].notna().any():
+        known = curve[curve["pca_psnr"].notna()]
+        fig.add_trace(
+            go.Scatter(
+                x=known["latent_dim"],
+                y=known["pca_psnr"],
+                mode="lines+markers",
+                line={"dash": "dash", "color": "#7f7f7f"},
+                marker={"symbol": "square", "color": "#7f7f7f"},
+                hovertemplate="latent %{x}<br>PCA with %{x} components: %{y:.2f} dB"
+                "<extra></extra>",
+                name="PCA (same components)",
+            )
+        )
     if current_trial is not None and (curve["trial"] == current_trial).any():
         row = curve[curve["trial"] == current_trial].iloc[0]
         fig.add_trace(

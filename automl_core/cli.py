@@ -210,6 +210,8 @@ def _print_trial(study, trial) -> None:
             f"val_mse={metrics['val_mse']:.5f} psnr={metrics['test_psnr']:.2f}dB "
             f"ssim={metrics['test_ssim']:.3f} {metrics['train_seconds']:.1f}s"
         )
+        if not math.isnan(record.vs_pca_db):
+            tail += f" vs_pca={record.vs_pca_db:+.2f}dB"
     else:
         tail = record.fail_reason
     print(f"trial {record.number:4d} {record.state:8s} {params}  {tail}", flush=True)
@@ -228,11 +230,17 @@ def _print_leaderboard(study, top: int | None = None) -> None:
         "display.width", 200, "display.max_columns", 30, "display.max_colwidth", 40
     ):
         print(frame[columns].to_string(index=False, float_format=_format_number))
+    # under the whole table only: --top prints exactly the header and its rows
+    if top is None and "vs_pca_db" in frame and frame["vs_pca_db"].notna().any():
+        from automl_core.results import VS_PCA_HELP
+
+        print(f"vs_pca_db: {VS_PCA_HELP}")
 
 
 def _print_best_and_filters(study, number: int | None = None, all_channels: bool = False) -> None:
     from automl_core import store
     from automl_core.inspect import encoder_filters, format_filters
+    from automl_core.leaderboard import pca_verdict
     from automl_core.results import best_trial
     from automl_core.trials import TrialRecord
 
@@ -245,6 +253,14 @@ def _print_best_and_filters(study, number: int | None = None, all_channels: bool
             f"\nBest trial: {trial.number} (val_mse={metrics['val_mse']:.5f}, "
             f"psnr={metrics['test_psnr']:.2f} dB, ssim={metrics['test_ssim']:.3f})"
         )
+        verdict = pca_verdict(
+            trial.number,
+            record.config.get("latent_dim"),
+            metrics.get("test_psnr"),
+            metrics.get("pca_psnr"),
+        )
+        if verdict is not None:
+            print(("WARNING: " if verdict.below else "") + verdict.text)
         print("Best configuration:")
         for key, value in record.config.items():
             print(f"  {key}: {value}")

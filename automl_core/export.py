@@ -325,9 +325,15 @@ def study_report(study: optuna.Study) -> str:
     Returns:
         The HTML text.
     """
-    from automl_core.charts import study_figures
-    from automl_core.leaderboard import chart_sample, study_chart_plan
-    from automl_core.results import trials_frame
+    from automl_core.charts import compression_curve_figure, study_figures
+    from automl_core.inspect import compression_curve
+    from automl_core.leaderboard import (
+        best_pca_verdict,
+        chart_sample,
+        pca_missing_note,
+        study_chart_plan,
+    )
+    from automl_core.results import VS_PCA_HELP, trials_frame
 
     _PLOTLY_INCLUDED.clear()
     name = html.escape(study.study_name)
@@ -346,8 +352,12 @@ def study_report(study: optuna.Study) -> str:
         f"<p>{len(frame)} trials; exported {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
         ".</p>",
         "<h2>Leaderboard</h2>",
+        f"<p><em>vs_pca_db: {html.escape(VS_PCA_HELP)}.</em></p>",
         table,
     ]
+    missing = pca_missing_note(frame)
+    if missing:
+        parts.append(f"<p><em>{html.escape(missing)}</em></p>")
     plan = study_chart_plan(study)
     sample = chart_sample(study)
     figures = study_figures(study, plan, sample)
@@ -357,10 +367,22 @@ def study_report(study: optuna.Study) -> str:
         if title in figures:
             parts.append(f"<h2>{html.escape(title)}</h2>")
             parts.append(_figure_html(figures[title]))
+    curve = compression_curve(frame)
+    if not curve.empty:
+        parts.append("<h2>Compression curve</h2>")
+        parts.append(
+            "<p>Best test PSNR per latent size; dashed: PCA with as many components, "
+            "fitted on the same training split.</p>"
+        )
+        parts.append(_figure_html(compression_curve_figure(curve)))
     finished = frame[frame["has_model"]] if "has_model" in frame else frame.iloc[0:0]
     if not finished.empty:
         number = _pick_trial(study, None)
         parts.append(f"<h2>Best trial: #{number}</h2>")
+        verdict = best_pca_verdict(frame)
+        if verdict is not None and verdict.trial == number:
+            style = ' style="color:#b91c1c;font-weight:bold"' if verdict.below else ""
+            parts.append(f"<p{style}>Against PCA: {html.escape(verdict.text)}</p>")
         parts += _best_trial_sections(study, number)
     parts.append("</body></html>")
     return "\n".join(parts)

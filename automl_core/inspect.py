@@ -146,7 +146,9 @@ def conv_filters(model, include_decoder: bool = False) -> list[LayerFilters]:
         convs = [
             layer
             for layer in decoder.layers
-            if layer.name.startswith("decoder_conv_") or layer.name == "reconstruction"
+            if (layer.name.startswith("decoder_conv_") or layer.name == "reconstruction")
+            # with a PCA path, "reconstruction" is the weightless sum of the two paths
+            and layer.weights
         ]
         for layer in sorted(convs, key=lambda layer: _conv_order(layer.name)):
             kernel, bias = _kernel_and_bias(layer)
@@ -566,18 +568,21 @@ def scores_frame(scores: ReconstructionScores, labels: np.ndarray | None = None)
     return frame
 
 
-def compression_curve(trials: pd.DataFrame) -> pd.DataFrame:
-    """Best test PSNR per latent size over a study's finished trials.
+def compression_curve(trials: pd.DataFrame, pca: dict[int, float] | None = None) -> pd.DataFrame:
+    """Best test PSNR per latent size over a study's finished trials, with PCA's beside it.
 
     Args:
         trials: From ``automl_core.results.trials_frame``.
+        pca: PCA's test PSNR by latent size, for sizes whose trials have none stored
+            (studies from before the baseline was recorded). Defaults to none.
 
     Returns:
         Columns ``latent_dim``, ``best_psnr``, ``trial`` (the trial reaching it),
-        ``compression_ratio``, ``trials`` (finished trials with that size); sorted by
-        latent size; empty when no trial finished with a PSNR.
+        ``compression_ratio``, ``trials`` (finished trials with that size) and ``pca_psnr``
+        (PCA with ``latent_dim`` components on the same split, NaN where unknown); sorted
+        by latent size; empty when no trial finished with a PSNR.
     """
-    columns = ["latent_dim", "best_psnr", "trial", "compression_ratio", "trials"]
+    columns = ["latent_dim", "best_psnr", "trial", "compression_ratio", "trials", "pca_psnr"]
     if trials.empty or "latent_dim" not in trials or "test_psnr" not in trials:
         return pd.DataFrame(columns=columns)
     done = trials[(trials["state"] == "COMPLETE") & trials["test_psnr"].notna()]
@@ -585,19 +590,25 @@ def compression_curve(trials: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=columns)
     best = done.loc[done.groupby("latent_dim")["test_psnr"].idxmax()]
     counts = done.groupby("latent_dim").size()
-    return (
-        pd.DataFrame(
-            {
-                "latent_dim": best["latent_dim"].astype(int).to_numpy(),
-                "best_psnr": best["test_psnr"].to_numpy(dtype=float),
-                "trial": best["trial"].astype(int).to_numpy(),
-                "compression_ratio": best["compression_ratio"].to_numpy(dtype=float),
-                "trials": counts.loc[best["latent_dim"]].to_numpy(),
-            }
-        )
-        .sort_values("latent_dim")
-        .reset_index(drop=True)
+    curve = pd.DataFrame(
+        {
+            "latent_dim": best["latent_dim"].astype(int).to_numpy(),
+            "best_psnr": best["test_psnr"].to_numpy(dtype=float),
+            "trial": best["trial"].astype(int).to_numpy(),
+            "compression_ratio": best["compression_ratio"].to_numpy(dtype=float),
+            "trials": counts.loc[best["latent_dim"]].to_numpy(),
+        }
     )
+    stored = {}
+    if "pca_psnr" in done:
+        # one PCA per latent size and split: every trial of a size stores the same value
+        stored = done.dropna(subset=["pca_psnr"]).groupby("latent_dim")["pca_psnr"].first()
+        stored = {int(k): float(v) for k, v in stored.items()}
+    given = {int(k): float(v) for k, v in (pca or {}).items()}
+    curve["pca_psnr"] = [
+        stored.get(int(k), given.get(int(k), np.nan)) for k in curve["latent_dim"]
+    ]
+    return curve.sort_values("latent_dim").reset_index(drop=True)
 
 
 # --- applications: anomaly detection, denoising, sampling a VAE ------------------------------

@@ -278,6 +278,85 @@ def summary(frame: pd.DataFrame) -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class PcaVerdict:
+    """How a trial's test PSNR compares with PCA's with as many components.
+
+    Attributes:
+        trial: The trial's number.
+        text: One sentence for a reader.
+        below: Whether the model reconstructs worse than PCA.
+        gap_db: Test PSNR minus PCA's, in dB.
+    """
+
+    trial: int
+    text: str
+    below: bool
+    gap_db: float
+
+
+def pca_verdict(trial: int, latent_dim, test_psnr, pca_psnr) -> PcaVerdict | None:
+    """Says how a trial compares with the PCA baseline (see :data:`results.VS_PCA_HELP`).
+
+    Args:
+        trial: The trial's number.
+        latent_dim: Its latent size (PCA's components).
+        test_psnr: Its mean test PSNR in dB.
+        pca_psnr: PCA's on the same test split in dB.
+
+    Returns:
+        The verdict, or None when either PSNR is missing.
+    """
+    try:
+        psnr, pca = float(test_psnr), float(pca_psnr)
+    except (TypeError, ValueError):
+        return None
+    if not (math.isfinite(psnr) and math.isfinite(pca)):
+        return None
+    gap = psnr - pca
+    components = f"PCA with {int(latent_dim)} components" if latent_dim is not None else "PCA"
+    if gap < 0:
+        text = (
+            f"Trial #{trial} is {-gap:.2f} dB BELOW {components} ({psnr:.2f} dB against "
+            f"{pca:.2f} dB): a linear projection keeping as many numbers per image "
+            "reconstructs the test images better."
+        )
+    else:
+        text = (
+            f"Trial #{trial} is {gap:.2f} dB above {components} "
+            f"({psnr:.2f} dB against {pca:.2f} dB)."
+        )
+    return PcaVerdict(int(trial), text, gap < 0, gap)
+
+
+def best_pca_verdict(frame: pd.DataFrame) -> PcaVerdict | None:
+    """:func:`pca_verdict` of a leaderboard's best trial (complete, with a model, lowest
+    validation MSE), or None when it has no PCA baseline."""
+    if frame.empty or "pca_psnr" not in frame or "has_model" not in frame:
+        return None
+    best = frame[(frame["state"] == "COMPLETE") & frame["has_model"].astype(bool)]
+    if best.empty:
+        return None
+    row = best.iloc[0]
+    latent = row.get("latent_dim")
+    latent = None if latent is None or pd.isna(latent) else int(latent)
+    return pca_verdict(int(row["trial"]), latent, row.get("test_psnr"), row.get("pca_psnr"))
+
+
+def pca_missing_note(frame: pd.DataFrame) -> str | None:
+    """A note when finished trials have no PCA baseline (stored before it was recorded)."""
+    if frame.empty or "vs_pca_db" not in frame or "test_psnr" not in frame:
+        return None
+    finished = frame[(frame["state"] == "COMPLETE") & frame["test_psnr"].notna()]
+    missing = int(finished["vs_pca_db"].isna().sum())
+    if not missing:
+        return None
+    return (
+        f"vs PCA is blank for {missing} finished trial{'s' if missing != 1 else ''}: "
+        "stored before the PCA baseline was recorded (or it could not be computed)."
+    )
+
+
 def storage_version(study_name: str, url: str | None = None) -> tuple:
     """A cheap stamp that changes when a study gains a trial or a trial finishes.
 

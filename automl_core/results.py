@@ -13,11 +13,19 @@ from automl_core.trials import TrialRecord, best_record, read_trials
 METRIC_COLUMNS = (
     "val_mse",
     "test_psnr",
+    # test PSNR minus PCA's with as many components (TrialRecord.vs_pca_db)
+    "vs_pca_db",
     "test_ssim",
     "param_count",
     "compression_ratio",
     "train_seconds",
     "epochs",
+    "pca_psnr",
+)
+# what the leaderboard's "vs PCA" column means, for every place that shows it
+VS_PCA_HELP = (
+    "test PSNR minus PCA's with as many components (latent_dim), fitted on the same "
+    "training split; negative = worse than a linear projection"
 )
 EMPTY_COLUMNS = ["study", "trial", "state", *METRIC_COLUMNS, "precision", "has_model", "note"]
 
@@ -26,7 +34,9 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """Every trial of a study, one row each, best validation MSE first.
 
     Columns: ``study``, ``trial``, ``state``, the configuration parameters, the metrics of
-    :class:`automl_core.training.TrialMetrics` (NaN where a trial has none), ``precision``
+    :class:`automl_core.training.TrialMetrics` (NaN where a trial has none), ``pca_psnr``
+    (PCA with ``latent_dim`` components on the same split) and ``vs_pca_db`` (test PSNR
+    minus it, see :data:`VS_PCA_HELP`; NaN for trials stored before it), ``precision``
     (the Keras policy it trained with), ``has_model`` and ``note`` (why a trial failed or
     was pruned, or why it was retried in float32).
 
@@ -55,6 +65,8 @@ def records_frame(study_name: str, records: list[TrialRecord]) -> pd.DataFrame:
         row.update(record.config)
         for column in METRIC_COLUMNS:
             row[column] = record.metrics.get(column, math.nan)
+        # blank for trials stored before the PCA baseline was recorded
+        row["vs_pca_db"] = record.vs_pca_db
         if record.state == "PRUNED" and record.live.get("val_loss"):
             row["val_mse"] = record.best_val_mse
             row["epochs"] = record.live.get("epoch", math.nan)

@@ -27,6 +27,7 @@ import numpy as np
 import optuna
 
 from automl_core import limits, processes, store
+from automl_core.baseline import baseline_metrics
 from automl_core.checkpoints import EpochCheckpoint
 from automl_core.datasets import DATASETS, Dataset, load_arrays, load_dataset
 from automl_core.errors import ConfigError, StorageError, TrialFailure
@@ -342,6 +343,15 @@ def _objective(
                 trial.set_user_attr(RESUMED_AT_ATTR, checkpoint.resumed_at_epoch)
         checkpoint.discard()
         metrics = trained.metrics.to_dict()
+        # PCA with as many components, on the same split: the linear baseline a reader
+        # judges the model by (left out, never failing the trial, when it cannot be made)
+        metrics.update(
+            baseline_metrics(
+                dataset,
+                config.latent_dim,
+                store.artifact_root() / store.study_artifact_folder(study) / "pca",
+            )
+        )
         if trained.precision != precision:
             trial.set_user_attr(PRECISION_ATTR, trained.precision)
         if trained.precision_fallback or precision_note:

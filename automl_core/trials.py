@@ -169,6 +169,20 @@ class TrialRecord:
         return math.nan
 
     @property
+    def vs_pca_db(self) -> float:
+        """Test PSNR minus PCA's with as many components (``latent_dim``), in dB.
+
+        Negative means the model reconstructs worse than a linear projection keeping as
+        many numbers per image. NaN when either is missing (trials stored before the PCA
+        baseline was recorded, or whose baseline could not be computed).
+        """
+        try:
+            value = float(self.metrics["test_psnr"]) - float(self.metrics["pca_psnr"])
+        except (KeyError, TypeError, ValueError):
+            return math.nan
+        return value if math.isfinite(value) else math.nan
+
+    @property
     def note(self) -> str:
         """A short reader's note: why it failed, when it was pruned, whose result it reuses."""
         if self.duplicate_of is not None and self.state == TrialState.PRUNED.name:

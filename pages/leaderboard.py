@@ -9,14 +9,25 @@ from automl_core.errors import AutoMLError
 from automl_core.leaderboard import (
     STATES,
     as_display_images,
+    best_pca_verdict,
     display_columns,
     filter_frame,
     loss_curves,
+    pca_missing_note,
     summary,
 )
+from automl_core.results import VS_PCA_HELP
 from dashboard import state
 
 COMPARE_IMAGES = 8
+PCA_COLUMNS = {
+    "vs_pca_db": st.column_config.NumberColumn("vs PCA (dB)", format="%+.2f", help=VS_PCA_HELP),
+    "pca_psnr": st.column_config.NumberColumn(
+        "PCA PSNR",
+        format="%.2f dB",
+        help="PCA with latent_dim components, fitted on the training split, on the test split",
+    ),
+}
 
 
 def studies_ui(url: str) -> list[str]:
@@ -57,7 +68,7 @@ def table_ui(frame) -> list[tuple[str, int]]:
         key="board",
         on_select=_sync_compare,
         selection_mode="multi-row",
-        column_config=state.BOARD_COLUMNS,
+        column_config={**state.BOARD_COLUMNS, **PCA_COLUMNS},
     )
     st.session_state["compare"] = [c for c in st.session_state.get("compare", []) if c in labels]
     picked = st.multiselect(
@@ -79,7 +90,7 @@ def compare_ui(picks: list[tuple[str, int]], url: str) -> None:
     for study_name, number in picks:
         try:
             if study_name not in shown_originals:
-                originals = state.load_study_dataset(study_name, url).x_test[:COMPARE_IMAGES]
+                originals = state.first_test_images(study_name, url, COMPARE_IMAGES)
                 st.image(
                     as_display_images(originals),
                     caption=["original"] * len(originals),
@@ -135,6 +146,15 @@ with state.shown_errors():
         st.stop()
     for column, (label, value) in zip(st.columns(4), summary(board).items(), strict=False):
         column.metric(label, value)
+    verdict = best_pca_verdict(board)
+    # a finding about the models, not a problem of the page: info, not warning
+    if verdict is not None and verdict.below:
+        st.info(f"**Best model below PCA.** {verdict.text}", icon=":material/trending_down:")
+    elif verdict is not None:
+        st.caption(f"Best model against PCA: {verdict.text}")
+    missing = pca_missing_note(board)
+    if missing:
+        st.caption(missing)
     shown = filters_ui(board)
     picks = table_ui(shown)
     st.download_button(

@@ -6,6 +6,8 @@ import numpy as np
 import streamlit as st
 
 from automl_core import charts, inspect
+from automl_core.errors import AutoMLError
+from automl_core.results import VS_PCA_HELP
 from dashboard import inspect_widgets as iw
 from dashboard import state
 
@@ -24,6 +26,21 @@ with state.shown_errors():
         f"image{'s' if n != 1 else ''}: mean PSNR "
         f"{scores.psnr.mean():.2f} dB, mean SSIM {scores.ssim.mean():.3f}."
     )
+    baseline = iw.trial_pca(picked)
+    if baseline is not None:
+        k, pca = baseline
+        psnr, ssim = float(scores.psnr.mean()), float(scores.ssim.mean())
+        cols = st.columns(3)
+        cols[0].metric(
+            "Test PSNR", f"{psnr:.2f} dB", f"{psnr - pca.psnr:+.2f} dB vs PCA", help=VS_PCA_HELP
+        )
+        cols[1].metric("Test SSIM", f"{ssim:.3f}", f"{ssim - pca.ssim:+.3f} vs PCA")
+        cols[2].metric(
+            f"PCA, {pca.n_components} components",
+            f"{pca.psnr:.2f} dB",
+            help=f"SSIM {pca.ssim:.3f}. PCA fitted on the training split, scored on the same "
+            "test images. " + (pca.note or ""),
+        )
 
     st.subheader("Originals (top) and reconstructions (bottom)")
     count = iw.count_slider("Images", min(20, n), min(10, n), key="sample_size")
@@ -111,10 +128,21 @@ with state.shown_errors():
 
     st.subheader("Compression curve")
     curve = inspect.compression_curve(iw.trials_table(picked.study, picked.url))
+    missing = curve.loc[curve["pca_psnr"].isna(), "latent_dim"] if not curve.empty else []
+    if len(missing):  # a study from before the baseline was stored: computed once, cached
+        try:
+            pca = {int(k): iw.pca_baseline(picked.study, picked.url, int(k)).psnr for k in missing}
+            curve = inspect.compression_curve(iw.trials_table(picked.study, picked.url), pca)
+        except (AutoMLError, ValueError, OSError, MemoryError) as exc:
+            st.caption(f"PCA line left out: {exc}")
     if curve.empty:
         st.info("No finished trial has a test PSNR yet.")
     else:
         iw.chart(charts.compression_curve_figure(curve, picked.trial), key="fig_curve")
+        st.caption(
+            "Dashed: PCA with as many components as the latent size, fitted on the same "
+            "training split: below it, a model does worse than a linear projection."
+        )
         iw.csv_download(
             curve, "Compression curve (CSV)", f"{picked.study}-compression.csv", "curve_csv"
         )

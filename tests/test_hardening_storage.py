@@ -230,7 +230,8 @@ class TestReadOnlyFolder:
         before = (home / "studies.db").read_bytes()
         status, out, err = _cli(["leaderboard", "--study", "tiny"], capsys)
         assert status == 0, err
-        assert len(out.strip().splitlines()) == 5  # the header and four trials
+        # the header, four trials and the line that explains vs_pca_db
+        assert len(out.strip().splitlines()) == 6
         assert prepared == []
         assert (home / "studies.db").read_bytes() == before
 
