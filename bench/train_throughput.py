@@ -186,13 +186,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--filters", type=int, default=16, help="filters of the first conv layer (16 or 32)"
+    )
+    parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
     probe_started = time.perf_counter()
     with tempfile.TemporaryDirectory() as home:
         choice = resolve_precision("auto", Path(home))
     probe_seconds = time.perf_counter() - probe_started
     data = load_dataset("mnist-5k", val_fraction=0.1, test_fraction=0.1)
-    config = ModelConfig(num_conv_layers=2, filters=16, latent_dim=32, batch_size=64)
+    config = ModelConfig(
+        num_conv_layers=2, filters=args.filters, latent_dim=32, batch_size=args.batch_size
+    )
     params = build_autoencoder(config, data.input_shape).autoencoder.count_params()
     keras.backend.clear_session()
     arms = (
@@ -224,7 +230,7 @@ def main() -> None:
     )
     print(f"default precision: {choice.summary()}")
     print(
-        f"model: {params:,} parameters, {len(data.x_train)} training images 28x28, batch 64, "
+        f"model: {params:,} parameters, {len(data.x_train)} training images 28x28, batch {config.batch_size}, "
         f"{args.epochs} epochs x {args.repeats} repeats (seeds 0..{args.repeats - 1})"
     )
     print(
