@@ -48,6 +48,10 @@ class FitResult:
         setup_seconds: Seconds from the start of the loop to the first optimizer step's end
             (pipeline, tracing), measured once.
         epoch_seconds: Seconds of one epoch of training after tracing, measured.
+        start_val_mse: Validation MSE of the untrained model, when it was scored
+            (``keep_start``); NaN otherwise.
+        kept_start: Whether no report point beat the untrained model, so its weights
+            were kept.
     """
 
     history: dict[str, list[float]] = field(default_factory=dict)
@@ -55,10 +59,14 @@ class FitResult:
     epochs_run: float = 0.0
     setup_seconds: float = math.nan
     epoch_seconds: float = math.nan
+    start_val_mse: float = math.nan
+    kept_start: bool = False
 
     @property
     def val_mse(self) -> float:
         """Validation MSE of the kept weights."""
+        if self.kept_start:
+            return self.start_val_mse
         return self.history["val_mse"][self.best_index]
 
 
@@ -106,6 +114,7 @@ def fit_autoencoder(
     callbacks: list[keras.callbacks.Callback] | None = None,
     augment: Callable | None = None,
     checkpoint: EpochCheckpoint | None = None,
+    keep_start: bool = False,
 ) -> FitResult:
     """Trains a compiled autoencoder on ``(x, x)`` with early stopping and best weights kept.
 
@@ -125,6 +134,9 @@ def fit_autoencoder(
         checkpoint: Saves the state after every whole epoch, and offers the state of an
             interrupted training of the same configuration to continue from (its next
             epoch first). Defaults to None.
+        keep_start: Also score the untrained model and keep its weights when no report
+            point beats it: a model that starts at a known error (a PCA path) never ends
+            worse than it started. Defaults to False.
 
     Returns:
         The history and timings; the model holds the best weights.
@@ -140,6 +152,7 @@ def fit_autoencoder(
     order = BatchOrder(len(x_train), batch_size, seed)
     optimizer = model.optimizer
     optimizer.build(model.trainable_variables)
+    start_weights = model.get_weights() if keep_start else None
     resumed = _resume(model, optimizer, checkpoint)
     if resumed is not None:  # a fresh order: the interrupted run's batches are not replayed
         order = BatchOrder(len(x_train), batch_size, seed + resumed.epochs)
@@ -165,7 +178,9 @@ def fit_autoencoder(
     def validate(x):
         reconstruction = model(x, training=False)
         loss = model.compute_loss(x=x, y=x, y_pred=reconstruction, training=False)
-        squared = tf.reduce_sum(tf.square(tf.cast(reconstruction, tf.float32) - x))
+        # clipped as every score is (a no-op for a sigmoid output; a PCA path's is unbounded)
+        clipped = tf.clip_by_value(tf.cast(reconstruction, tf.float32), 0.0, 1.0)
+        squared = tf.reduce_sum(tf.square(clipped - x))
         return tf.cast(loss, tf.float32) * tf.cast(tf.shape(x)[0], tf.float32), squared
 
     def validation() -> tuple[float, float]:
@@ -201,6 +216,12 @@ def fit_autoencoder(
         result.epochs_run = float(resumed.epochs)
     timed_steps = 0
     timed_seconds = 0.0
+    if start_weights is not None:
+        # scored with the trained weights set aside: a resumed run starts from a checkpoint
+        trained = model.get_weights()
+        model.set_weights(start_weights)
+        result.start_val_mse = validation()[1]
+        model.set_weights(trained)
     callback_list.on_train_begin()
     first = True
     for index, point in enumerate(points):
@@ -255,7 +276,10 @@ def fit_autoencoder(
         result.epoch_seconds = timed_seconds / timed_steps * steps_per_epoch
     elif result.setup_seconds == result.setup_seconds:
         result.epoch_seconds = result.setup_seconds / max(done / steps_per_epoch, 1e-9)
-    if best_weights is not None and result.best_index != len(history["loss"]) - 1:
+    if start_weights is not None and not best <= result.start_val_mse:
+        result.kept_start = True
+        model.set_weights(start_weights)
+    elif best_weights is not None and result.best_index != len(history["loss"]) - 1:
         model.set_weights(best_weights)
     callback_list.on_train_end()
     return result

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import keras
+import numpy as np
 from keras import layers
 
 from automl_core import blocks
@@ -32,6 +33,8 @@ __all__ = [
     "check_fits",
     "encoder_conv_layers",
     "estimate_parameters",
+    "has_linear_path",
+    "initialise_linear_path",
     "multiply_accumulates",
 ]
 
@@ -71,6 +74,11 @@ def build_autoencoder(config: ModelConfig, input_shape: tuple[int, int, int]) ->
     noise = recipes.input_noise(config)
     if noise is not None:
         x = noise(x)
+    if config.linear_path:
+        # PCA's projection (set by initialise_linear_path), in float32 under every policy:
+        # it carries most of the image, and bfloat16 would cap its PSNR
+        flat = layers.Flatten(name="pca_flatten", dtype="float32")(x)
+        linear_code = layers.Dense(config.latent_dim, name="pca_encode", dtype="float32")(flat)
     for i in range(1, config.num_conv_layers + 1):
         x = blocks.encoder_block(x, config, i)
     if config.attention:
@@ -89,7 +97,10 @@ def build_autoencoder(config: ModelConfig, input_shape: tuple[int, int, int]) ->
         latent = layers.Flatten(name="latent", dtype="float32")(x)
     else:
         x = layers.Flatten(name="encoder_flatten")(x)
-        latent = recipes.code_layer(config, x, height * width * channels)
+        if config.linear_path:
+            latent = _linear_and_conv_code(config, x, linear_code)
+        else:
+            latent = recipes.code_layer(config, x, height * width * channels)
     encoder = keras.Model(image, latent, name="encoder")
 
     code = keras.Input((config.latent_dim,), name="decoder_input")
@@ -112,18 +123,89 @@ def build_autoencoder(config: ModelConfig, input_shape: tuple[int, int, int]) ->
             ((dh // 2, dh - dh // 2), (dw // 2, dw - dw // 2)), name="decoder_crop"
         )(y)
     # float32 under a mixed policy too: the output, and so every loss, keeps full precision
-    reconstruction = layers.Conv2D(
-        channels,
-        config.kernel_size,
-        padding="same",
-        activation="sigmoid",
-        name="reconstruction",
-        dtype="float32",
-    )(y)
+    if config.linear_path:
+        # the convolutions add what PCA misses; from zero, so training starts at PCA's error
+        residual = layers.Conv2D(
+            channels,
+            config.kernel_size,
+            padding="same",
+            kernel_initializer="zeros",
+            name="decoder_conv_0",
+            dtype="float32",
+        )(y)
+        linear_image = layers.Dense(height * width * channels, name="pca_decode", dtype="float32")(
+            code
+        )
+        linear_image = layers.Reshape((height, width, channels), name="pca_image")(linear_image)
+        reconstruction = layers.Add(name="reconstruction", dtype="float32")(
+            [linear_image, residual]
+        )
+    else:
+        reconstruction = layers.Conv2D(
+            channels,
+            config.kernel_size,
+            padding="same",
+            activation="sigmoid",
+            name="reconstruction",
+            dtype="float32",
+        )(y)
     decoder = keras.Model(code, reconstruction, name="decoder")
 
     autoencoder = keras.Model(image, decoder(encoder(image)), name="autoencoder")
     return Autoencoder(autoencoder, encoder, decoder)
+
+
+def _linear_and_conv_code(config: ModelConfig, features, linear_code):
+    """The latent code of a model with a PCA path: PCA's code plus a learned correction.
+
+    The correction starts at zero, so the first code is exactly PCA's.
+    """
+    regularizer = None
+    if config.objective == "sparse":
+        regularizer = keras.regularizers.L1(config.sparsity)
+    correction = layers.Dense(
+        config.latent_dim, kernel_initializer="zeros", name="conv_code", dtype="float32"
+    )(features)
+    return layers.Add(name="latent", activity_regularizer=regularizer, dtype="float32")(
+        [linear_code, correction]
+    )
+
+
+def has_linear_path(model: keras.Model) -> bool:
+    """Whether an autoencoder (or its encoder) has the PCA path of ``linear_path=true``."""
+    encoder = model.get_layer("encoder") if model.name != "encoder" else model
+    return any(layer.name == "pca_encode" for layer in encoder.layers)
+
+
+def initialise_linear_path(models: Autoencoder, x_train: np.ndarray) -> int:
+    """Sets a model's PCA path to PCA of the training images.
+
+    The encoder's ``pca_encode`` becomes the projection onto the leading principal
+    components (minus the mean), the decoder's ``pca_decode`` its transpose (plus the mean).
+    With the convolutional corrections at zero, the model then reconstructs exactly as PCA
+    with ``latent_dim`` components does; when the data has fewer components than that, the
+    rest of the code starts at zero.
+
+    Args:
+        models: A model built with ``linear_path=true``.
+        x_train: The training images, (N, H, W, C).
+
+    Returns:
+        The number of principal components used.
+    """
+    from automl_core.baseline import fit_pca
+
+    encode = models.encoder.get_layer("pca_encode")
+    decode = models.decoder.get_layer("pca_decode")
+    latent_dim = int(encode.units)
+    pca = fit_pca(x_train, latent_dim)
+    components = np.zeros((latent_dim, pca.components_.shape[1]), dtype=np.float32)
+    used = pca.components_.shape[0]
+    components[:used] = pca.components_
+    mean = pca.mean_.astype(np.float32)
+    encode.set_weights([components.T, -(mean @ components.T)])
+    decode.set_weights([components, mean])
+    return used
 
 
 def encoder_conv_layers(model: keras.Model) -> list[keras.layers.Layer]:

@@ -34,6 +34,8 @@ SHAPE_PARAMETERS = (
     "attention",
     "bottleneck",
     "objective",
+    "linear_path",
+    "loss",
 )
 # A range's values probed for feasibility, and the most combinations tried one by one
 # before sampling (each check is arithmetic: microseconds).
@@ -62,7 +64,7 @@ def estimate_parameters(config: ModelConfig, input_shape: tuple[int, int, int]) 
     Returns:
         The number of weights, biases and normalisation statistics of the autoencoder.
     """
-    channels = int(input_shape[2])
+    height_in, width_in, channels = (int(d) for d in input_shape)
     k, f, depth = config.kernel_size, config.filters, config.num_conv_layers
     height, width = bottleneck_size(config, input_shape)
     weights = blocks.CONVOLUTIONS[config.convolution].parameters
@@ -84,6 +86,10 @@ def estimate_parameters(config: ModelConfig, input_shape: tuple[int, int, int]) 
         code = config.latent_dim // positions
         return encoder + decoder + (f * code + code) + (code * f + f)
     features = positions * f
+    if config.linear_path:  # PCA's projection and its transpose, each with biases
+        pixels = height_in * width_in * channels
+        encoder += pixels * config.latent_dim + config.latent_dim
+        decoder += config.latent_dim * pixels + pixels
     if config.objective == "variational":  # a second dense layer: the code's log-variance
         encoder += features * config.latent_dim + config.latent_dim
     return encoder + decoder + 2 * features * config.latent_dim + config.latent_dim + features
@@ -118,6 +124,21 @@ def check_fits(config: ModelConfig, input_shape: tuple[int, int, int]) -> None:
         raise ConfigError(
             "objective=variational needs bottleneck=dense (its code is a dense mean and "
             "variance), got bottleneck=conv"
+        )
+    if config.linear_path and config.bottleneck == "conv":
+        raise ConfigError(
+            "linear_path=true adds a dense PCA code to a dense bottleneck, got bottleneck=conv; "
+            "use bottleneck=dense or linear_path=false"
+        )
+    if config.linear_path and config.objective == "variational":
+        raise ConfigError(
+            "linear_path=true needs a deterministic code, got objective=variational; use "
+            "another objective or linear_path=false"
+        )
+    if config.linear_path and config.loss == "bce":
+        raise ConfigError(
+            "linear_path=true gives unbounded outputs, which loss=bce cannot score; use "
+            "loss=mse, l1 or mse_ssim, or linear_path=false"
         )
     if config.bottleneck == "conv" and config.latent_dim % (bottom_h * bottom_w):
         raise ConfigError(

@@ -163,6 +163,12 @@ PARAMETERS: dict[str, ParameterSpec] = {
             "dropout rate after each encoder block", maximum=0.9, allow_zero=True, group="Blocks",
         ),
         ParameterSpec(
+            "linear_path", "bool", False, (False,), (False, True), "PCA path",
+            "a linear path beside the convolutions, initialised from PCA of the training "
+            "images: training starts at PCA's error and the convolutions learn what a "
+            "linear map misses", costly=True, group="Blocks",
+        ),
+        ParameterSpec(
             "bottleneck", "choice", "dense", ("dense",), ("dense", "conv"), "Bottleneck",
             "dense layer, or fully convolutional (a 1x1 convolution; latent_dim must be a "
             "multiple of the bottleneck's positions)", allowed=("dense", "conv"), costly=True, group="Blocks",

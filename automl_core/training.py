@@ -13,7 +13,7 @@ from automl_core.checkpoints import EpochCheckpoint
 from automl_core.datasets import Dataset
 from automl_core.errors import TrialFailure
 from automl_core.metrics import reconstruction_scores
-from automl_core.models import Autoencoder, build_autoencoder
+from automl_core.models import Autoencoder, build_autoencoder, initialise_linear_path
 from automl_core.precision import policy_scope
 from automl_core.recipes import augmenter, make_loss, make_schedule
 from automl_core.space import OPTIMIZERS, ModelConfig
@@ -37,7 +37,8 @@ class TrialMetrics:
         compression_ratio: Input values per latent value (H * W * C / latent_dim).
         train_seconds: Wall-clock seconds of building, training and scoring.
         epochs: Epochs run (early stopping may end before the maximum).
-        best_epoch: The epoch (1-based) whose weights were kept.
+        best_epoch: The epoch (1-based) whose weights were kept; 0 when no epoch beat the
+            untrained model of a PCA path, whose PCA weights were kept.
     """
 
     val_mse: float
@@ -107,12 +108,13 @@ def compile_autoencoder(
 
 
 def reconstruct(model: keras.Model, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """The model's reconstructions of ``images``, by direct calls (no ``predict`` tracing)."""
+    """The model's reconstructions of ``images`` clipped to [0, 1], by direct calls (no
+    ``predict`` tracing); clipping matters for a PCA path, whose sum is unbounded."""
     parts = [
         keras.ops.convert_to_numpy(model(images[start : start + batch_size], training=False))
         for start in range(0, len(images), batch_size)
     ]
-    return np.concatenate(parts) if parts else np.zeros_like(images)
+    return np.clip(np.concatenate(parts), 0.0, 1.0) if parts else np.zeros_like(images)
 
 
 def train_autoencoder(
@@ -196,7 +198,9 @@ def train_autoencoder(
         compression_ratio=float(math.prod(dataset.input_shape) / config.latent_dim),
         train_seconds=time.perf_counter() - started,
         epochs=math.ceil(fitted.epochs_run - 1e-9),
-        best_epoch=max(1, math.ceil(history["epochs"][fitted.best_index] - 1e-9)),
+        best_epoch=0
+        if fitted.kept_start
+        else max(1, math.ceil(history["epochs"][fitted.best_index] - 1e-9)),
     )
     return TrainedModel(
         config, models, history, metrics, rebuilt[:PREVIEW_IMAGES], precision, fallback
@@ -211,6 +215,8 @@ def _fit(config, dataset, max_epochs, seed, callbacks, first_epoch_reports, chec
 
     keras.utils.set_random_seed(seed)
     models = build_autoencoder(config, dataset.input_shape)
+    if config.linear_path:
+        initialise_linear_path(models, dataset.x_train)
     steps_per_epoch = math.ceil(len(dataset.x_train) / config.batch_size)
     compile_autoencoder(models, config, steps_per_epoch, max_epochs)
     try:
@@ -228,6 +234,8 @@ def _fit(config, dataset, max_epochs, seed, callbacks, first_epoch_reports, chec
             # change what is seen each epoch, never the task
             augment=augmenter(seed) if config.augment else None,
             checkpoint=checkpoint,
+            # a PCA path starts at PCA's error: training that never beats it keeps PCA
+            keep_start=config.linear_path,
         )
     except tf.errors.ResourceExhaustedError as exc:
         raise TrialFailure(f"out of memory: {exc.message.splitlines()[0]}") from exc
