@@ -41,7 +41,12 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         help="registry name or path (default mnist-5k; a resumed study: its own)",
     )
-    search.add_argument("--space", default=None, help="JSON or YAML search-space file")
+    search.add_argument(
+        "--space",
+        default=None,
+        help="JSON or YAML search-space file (default: the seeds' 16-configuration grid for "
+        "grid search, a roomier space for every other strategy; see the README)",
+    )
     for name, spec in PARAMETERS.items():
         values = ", ".join(map(str, spec.allowed)) if spec.allowed else ""
         search.add_argument(
@@ -169,18 +174,16 @@ def _check_count(name: str, value: int | None, low: int = 1, high: int | None = 
     raise ConfigError(f"{name} must be {kind}, got {name}={value}")
 
 
-def _space_from_args(args, base: dict | None = None) -> dict:
+def _space_from_args(args, base: dict | None = None, strategy: str | None = None) -> dict:
     """The search space from ``--space`` and the per-parameter flags, over ``base`` (the
-    default space when None)."""
-    from automl_core.space import (
-        DEFAULT_SPACE,
-        PARAMETERS,
-        SearchSpace,
-        load_space,
-        parse_parameter_text,
-    )
+    strategy's default space when None)."""
+    from automl_core.space import PARAMETERS, SearchSpace, load_space, parse_parameter_text
+    from automl_core.strategies import DEFAULT_STRATEGY, default_space
 
-    spec = load_space(args.space).to_dict() if args.space else dict(base or DEFAULT_SPACE)
+    if args.space:
+        spec = load_space(args.space).to_dict()
+    else:
+        spec = dict(base or default_space(strategy or DEFAULT_STRATEGY))
     for name in PARAMETERS:
         text = getattr(args, f"param_{name}")
         if text is not None:
@@ -306,7 +309,8 @@ def _cmd_search(args) -> int:
         dataset = given.setdefault("dataset", "mnist-5k")
         strategy = given.setdefault("strategy", DEFAULT_STRATEGY)
         study_name = args.study or f"{os.path.basename(str(dataset)).split('.')[0]}-{strategy}"
-        settings = SearchSettings(study=study_name, space=_space_from_args(args), **given)
+        space = _space_from_args(args, strategy=strategy)
+        settings = SearchSettings(study=study_name, space=space, **given)
     check_search(settings, args.storage)  # bad input fails here, before any line is printed
     print(
         f"study {settings.study}: dataset {settings.dataset}, strategy {settings.strategy}, "

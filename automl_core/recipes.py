@@ -253,20 +253,48 @@ def make_schedule(config, steps_per_epoch: int, epochs: int):
 SHIFT = 0.1
 
 
-def augmenter(seed: int | None = None):
-    """A batch transform for ``tf.data``: random horizontal flips and shifts of up to 10%.
+def augmenter(config, seed: int | None = None):
+    """The batch transform of a configuration's augmentation rows, or None when all are off.
+
+    ``augment`` gives random horizontal flips and shifts of up to 10%; ``rotation`` random
+    rotations (degrees), ``crop`` random crops resized back (a share of each side),
+    ``color_jitter`` random brightness and contrast changes. Images stay in [0, 1].
 
     Args:
+        config: The :class:`~automl_core.space.ModelConfig`.
         seed: Seed of the random transforms.
 
     Returns:
-        ``(images) -> images``, for ``Dataset.map`` on batches of images.
+        ``(images) -> images`` on a batch of NHWC images, or None.
     """
     # float32 under a mixed policy too: the augmented image is also the target
-    flip = layers.RandomFlip("horizontal", seed=seed, dtype="float32")
-    shift = layers.RandomTranslation(SHIFT, SHIFT, fill_mode="reflect", seed=seed, dtype="float32")
+    steps = []
+    if config.augment:
+        steps.append(layers.RandomFlip("horizontal", seed=seed, dtype="float32"))
+        steps.append(
+            layers.RandomTranslation(SHIFT, SHIFT, fill_mode="reflect", seed=seed, dtype="float32")
+        )
+    if config.rotation > 0:  # Keras takes a share of a full turn
+        steps.append(layers.RandomRotation(config.rotation / 360.0, seed=seed, dtype="float32"))
+    if config.crop > 0:  # zooming in by up to the share crops and resizes back
+        steps.append(layers.RandomZoom((-config.crop, 0.0), seed=seed, dtype="float32"))
+    if config.color_jitter > 0:
+        steps.append(
+            layers.RandomBrightness(
+                config.color_jitter, value_range=(0.0, 1.0), seed=seed, dtype="float32"
+            )
+        )
+        steps.append(
+            layers.RandomContrast(
+                config.color_jitter, value_range=(0.0, 1.0), seed=seed, dtype="float32"
+            )
+        )
+    if not steps:
+        return None
 
     def augment(images):
-        return shift(flip(images, training=True), training=True)
+        for step in steps:
+            images = step(images, training=True)
+        return images
 
     return augment

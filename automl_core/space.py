@@ -23,7 +23,7 @@ OPTIMIZERS: dict[str, tuple[str, dict[str, Any]]] = {
     "adamw": ("AdamW", {}),
     "nadam": ("Nadam", {}),
     "rmsprop": ("RMSprop", {}),
-    "sgd": ("SGD", {"momentum": 0.9}),
+    "sgd": ("SGD", {}),
     "lion": ("Lion", {}),
 }
 
@@ -52,6 +52,9 @@ class ParameterSpec:
         costly: It changes a model's work per image (the cost model reads these). Defaults
             to False.
         group: The sidebar section it is shown in. Defaults to "Model".
+        searched: The choices of the default space of every strategy but grid search
+            (:data:`SEARCH_SPACE`), where the grid's are too few for a model-based or
+            multi-fidelity search. Defaults to None: the grid's.
     """
 
     name: str
@@ -68,6 +71,7 @@ class ParameterSpec:
     rangeable: bool = False
     costly: bool = False
     group: str = "Model"
+    searched: tuple | None = None
 
     @property
     def numeric(self) -> bool:
@@ -96,15 +100,17 @@ PARAMETERS: dict[str, ParameterSpec] = {
         ParameterSpec(
             "num_conv_layers", "int", 2, (1, 2), (1, 2, 3, 4), "Conv layers",
             "convolution + downsampling blocks in the encoder (and the decoder)",
-            maximum=8, costly=True,
+            maximum=8, costly=True, searched=(1, 2, 3),
         ),
         ParameterSpec(
             "filters", "int", 16, (16, 32), (4, 8, 16, 32, 64), "Filters",
             "filters of every convolution block", maximum=1024, rangeable=True, costly=True,
+            searched=(16, 32, 64),
         ),
         ParameterSpec(
             "activation", "choice", "relu", ("relu", "sigmoid"), ACTIVATIONS, "Activation",
             "activation of the hidden layers", allowed=ACTIVATIONS,
+            searched=("relu", "elu", "gelu"),
         ),
         ParameterSpec(
             "latent_dim", "int", 16, (8, 16), (2, 4, 8, 16, 32, 64, 128), "Latent dim",
@@ -117,14 +123,16 @@ PARAMETERS: dict[str, ParameterSpec] = {
         ParameterSpec(
             "learning_rate", "float", 1e-3, (1e-3,), (1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
             "Learning rate", "initial learning rate", log=True, rangeable=True, group="Training",
+            searched=(3e-4, 1e-3, 3e-3),
         ),
         ParameterSpec(
             "batch_size", "int", 64, (64,), (16, 32, 64, 128), "Batch size",
-            "images per training step", maximum=4096, group="Training",
+            "images per training step", maximum=4096, group="Training", searched=(32, 64),
         ),
         ParameterSpec(
             "optimizer", "choice", "adam", ("adam",), tuple(OPTIMIZERS), "Optimizer",
             "the optimizer", allowed=tuple(OPTIMIZERS), group="Training",
+            searched=("adam", "adamw"),
         ),
         ParameterSpec(
             "block", "choice", "pool", ("pool",), ("pool", "strided"), "Block",
@@ -166,7 +174,7 @@ PARAMETERS: dict[str, ParameterSpec] = {
             "linear_path", "bool", False, (False,), (False, True), "PCA path",
             "a linear path beside the convolutions, initialised from PCA of the training "
             "images: training starts at PCA's error and the convolutions learn what a "
-            "linear map misses", costly=True, group="Blocks",
+            "linear map misses", costly=True, group="Blocks", searched=(False, True),
         ),
         ParameterSpec(
             "bottleneck", "choice", "dense", ("dense",), ("dense", "conv"), "Bottleneck",
@@ -214,10 +222,22 @@ PARAMETERS: dict[str, ParameterSpec] = {
             ("constant", "step", "cosine", "one_cycle"), "LR schedule",
             "learning-rate schedule after the warm-up",
             allowed=("constant", "step", "cosine", "one_cycle"), group="Training",
+            searched=("constant", "cosine"),
         ),
         ParameterSpec(
             "warmup_epochs", "int", 0, (0,), (0, 1, 2, 5), "Warm-up epochs",
             "epochs of linear learning-rate warm-up", maximum=100, allow_zero=True, group="Training",
+        ),
+        ParameterSpec(
+            "momentum", "float", 0.9, (0.9,), (0.0, 0.5, 0.9, 0.99), "Momentum",
+            "sgd: momentum of the updates (0: plain gradient descent)", maximum=0.999,
+            allow_zero=True, group="Training",
+        ),
+        ParameterSpec(
+            "weight_decay", "float", 0.004, (0.004,), (0.0, 1e-4, 0.004, 0.04), "Weight decay",
+            "adamw and sgd: decoupled weight decay, each step shrinks the weights by "
+            "learning rate x this (0: off; 0.004 is Keras's AdamW default)", maximum=1.0,
+            allow_zero=True, group="Training",
         ),
         ParameterSpec(
             "clip_norm", "float", 0.0, (0.0,), (0.0, 1.0, 5.0), "Clip norm",
@@ -227,10 +247,31 @@ PARAMETERS: dict[str, ParameterSpec] = {
             "augment", "bool", False, (False,), (False, True), "Augment",
             "light augmentation while training: random flips, shifts up to a tenth of a side", group="Training",
         ),
+        ParameterSpec(
+            "rotation", "float", 0.0, (0.0,), (0.0, 5.0, 10.0, 20.0), "Rotation (degrees)",
+            "augmentation: random rotations of up to this many degrees", maximum=180.0,
+            allow_zero=True, group="Training",
+        ),
+        ParameterSpec(
+            "crop", "float", 0.0, (0.0,), (0.0, 0.1, 0.2), "Crop",
+            "augmentation: random crops of up to this share of each side, resized back to "
+            "the image's size", maximum=0.5, allow_zero=True, group="Training",
+        ),
+        ParameterSpec(
+            "color_jitter", "float", 0.0, (0.0,), (0.0, 0.1, 0.2), "Brightness / contrast",
+            "augmentation: random brightness shifts and contrast changes of up to this "
+            "share", maximum=1.0, allow_zero=True, group="Training",
+        ),
     )
 }
 # fmt: on
+# The seeds' grid: grid search's default space (16 configurations).
 DEFAULT_SPACE: dict[str, Any] = {name: list(p.grid) for name, p in PARAMETERS.items()}
+# The default space of every other strategy: room where it matters (depth, width,
+# activation, learning rate, batch size, optimizer, the PCA path, the schedule).
+SEARCH_SPACE: dict[str, Any] = {
+    name: list(p.searched if p.searched is not None else p.grid) for name, p in PARAMETERS.items()
+}
 
 
 def _config_to_dict(self) -> dict[str, Any]:

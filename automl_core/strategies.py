@@ -182,6 +182,28 @@ def _random(context: StrategyContext) -> optuna.samplers.BaseSampler:
     return optuna.samplers.RandomSampler(seed=context.seed)
 
 
+def default_space(strategy: str) -> dict[str, list]:
+    """The space a search starts from when none is given.
+
+    Args:
+        strategy: A registered strategy's name.
+
+    Returns:
+        The seeds' 16-configuration grid (:data:`~automl_core.space.DEFAULT_SPACE`) for a
+        strategy that needs a grid; :data:`~automl_core.space.SEARCH_SPACE`, with room in
+        depth, width, learning rate, optimizer and the PCA path, for every other.
+
+    Raises:
+        ConfigError: The strategy is not registered.
+    """
+    from automl_core.space import DEFAULT_SPACE, SEARCH_SPACE
+
+    if strategy not in STRATEGIES:  # an uninstalled extra is get_strategy's to refuse
+        get_strategy(strategy)
+    chosen = DEFAULT_SPACE if STRATEGIES[strategy].needs_grid else SEARCH_SPACE
+    return {name: list(values) for name, values in chosen.items()}
+
+
 @register_strategy("grid", "every configuration of the grid, each once", needs_grid=True)
 def _grid(context: StrategyContext) -> optuna.samplers.BaseSampler:
     return optuna.samplers.GridSampler(context.space.grid(), seed=context.shared_seed)

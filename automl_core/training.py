@@ -72,6 +72,10 @@ class TrainedModel:
     precision_fallback: str = ""
 
 
+# the optimizers the weight_decay row acts on (decoupled decay, as Keras applies it)
+WEIGHT_DECAY_OPTIMIZERS = ("adamw", "sgd")
+
+
 def make_optimizer(
     config: ModelConfig, steps_per_epoch: int = 1, epochs: int = 1
 ) -> keras.optimizers.Optimizer:
@@ -87,8 +91,17 @@ def make_optimizer(
     """
     class_name, options = OPTIMIZERS[config.optimizer]
     rate = make_schedule(config, steps_per_epoch, epochs)
-    clipping = {"clipnorm": config.clip_norm} if config.clip_norm > 0 else {}
-    return getattr(keras.optimizers, class_name)(learning_rate=rate, **options, **clipping)
+    options = dict(options)
+    if config.clip_norm > 0:
+        options["clipnorm"] = config.clip_norm
+    if config.optimizer == "sgd":
+        options["momentum"] = config.momentum
+    if config.optimizer in WEIGHT_DECAY_OPTIMIZERS:
+        # AdamW needs a number; elsewhere None skips the decay's work entirely
+        options["weight_decay"] = (
+            config.weight_decay if config.optimizer == "adamw" else config.weight_decay or None
+        )
+    return getattr(keras.optimizers, class_name)(learning_rate=rate, **options)
 
 
 def compile_autoencoder(
@@ -230,9 +243,9 @@ def _fit(config, dataset, max_epochs, seed, callbacks, first_epoch_reports, chec
             patience=EARLY_STOPPING_PATIENCE,
             first_epoch_reports=first_epoch_reports,
             callbacks=callbacks,
-            # an image and its target are the same augmented image: flips and shifts
+            # an image and its target are the same augmented image: augmentation
             # change what is seen each epoch, never the task
-            augment=augmenter(seed) if config.augment else None,
+            augment=augmenter(config, seed),
             checkpoint=checkpoint,
             # a PCA path starts at PCA's error: training that never beats it keeps PCA
             keep_start=config.linear_path,

@@ -15,7 +15,7 @@ from automl_core.datasets import DATASETS, load_notes
 from automl_core.errors import AutoMLError
 from automl_core.precision import PRECISIONS, SPEEDUP_THRESHOLD, default_precision
 from automl_core.space import PARAMETERS
-from automl_core.strategies import DEFAULT_STRATEGY, STRATEGIES
+from automl_core.strategies import DEFAULT_STRATEGY, STRATEGIES, default_space
 from dashboard import auth
 
 UPLOAD_CHOICE = "Upload a file…"
@@ -78,7 +78,31 @@ def _option_text(value) -> str:
     return value if isinstance(value, str) else f"{value:g}"
 
 
-def _parameter_ui(name: str) -> list | dict:
+def _default_choices(strategy: str) -> dict[str, list]:
+    """Each parameter's preselected choices: the strategy's default space, as offered."""
+    space = default_space(strategy)
+    return {
+        name: [v for v in space[name] if v in spec.offered] for name, spec in PARAMETERS.items()
+    }
+
+
+def _space_kind(strategy: str) -> str:
+    return "grid" if STRATEGIES[strategy].needs_grid else "search"
+
+
+def _on_strategy_change() -> None:
+    """Switching between grid search and another strategy restores that kind's default
+    choices (the seeds' grid, or the roomier search space); other edits are kept."""
+    strategy = st.session_state["strategy"]
+    kind = _space_kind(strategy)
+    if st.session_state.get("_space_kind", _space_kind(DEFAULT_STRATEGY)) == kind:
+        return
+    st.session_state["_space_kind"] = kind
+    for name, choices in _default_choices(strategy).items():
+        st.session_state[f"param_{name}"] = choices
+
+
+def _parameter_ui(name: str, strategy: str) -> list | dict:
     """One parameter: a multiselect of choices, or a range slider where a range makes sense."""
     spec = PARAMETERS[name]
     options = list(spec.offered)
@@ -92,21 +116,24 @@ def _parameter_ui(name: str) -> list | dict:
             help=spec.help,
         )
         return {"low": low, "high": high, "log": spec.log}
+    key = f"param_{name}"
     return st.multiselect(
         spec.label,
         options,
-        default=[v for v in spec.grid if v in options],
-        key=f"param_{name}",
+        # set through the session state after a change of strategy kind
+        default=None if key in st.session_state else _default_choices(strategy)[name],
+        key=key,
         format_func=_option_text,
         help=spec.help,
     )
 
 
-def space_ui() -> tuple[dict, list[str]]:
+def space_ui(strategy: str = DEFAULT_STRATEGY) -> tuple[dict, list[str]]:
     """The search space and a list of problems (an empty choice names its parameter).
 
     One sidebar section per group of the parameter table; the first is open, the others
-    (blocks, objective and loss, training recipe) start folded with their defaults.
+    (blocks, objective and loss, training recipe) start folded with their defaults. The
+    choices start from the strategy's default space.
     """
     spec, problems = {}, []
     groups = list(dict.fromkeys(p.group for p in PARAMETERS.values()))
@@ -116,7 +143,7 @@ def space_ui() -> tuple[dict, list[str]]:
             for name, parameter in PARAMETERS.items():
                 if parameter.group != group:
                     continue
-                value = _parameter_ui(name)
+                value = _parameter_ui(name, strategy)
                 if isinstance(value, list) and not value:
                     problems.append(f"Choose at least one value for {name} ({parameter.label}).")
                 spec[name] = value
@@ -145,6 +172,7 @@ def strategy_ui() -> str:
         index=names.index(DEFAULT_STRATEGY),
         key="strategy",
         format_func=lambda n: f"{n} — {STRATEGIES[n].description}",
+        on_change=_on_strategy_change,
     )
     # the select box cuts long descriptions; the chosen one is shown whole
     st.sidebar.caption(STRATEGIES[choice].description)

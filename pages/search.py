@@ -21,7 +21,7 @@ def settings_ui() -> tuple[SearchSettings | None, int, list[str]]:
     """Reads the sidebar; returns (settings or None, workers, problems to show)."""
     dataset = search_form.dataset_ui()
     strategy = search_form.strategy_ui()
-    space, problems = search_form.space_ui()
+    space, problems = search_form.space_ui(strategy)
     budget = search_form.budget_ui()
     name = search_form.study_name_ui(dataset, strategy)
     if dataset is None:

@@ -29,7 +29,8 @@ def _texts(elements) -> str:
 def _tiny_form(at: AppTest, study: str) -> AppTest:
     """Fills the Search sidebar with a tiny search: digits, 2 trials of 1 epoch, 120 images."""
     at.selectbox(key="dataset").set_value("digits")
-    at.selectbox(key="strategy").set_value("grid")
+    # a rerun of its own, as in a browser: a change of strategy kind resets the space
+    at.selectbox(key="strategy").set_value("grid").run()
     for name, value in {
         "num_conv_layers": [1],
         "filters": [4],
@@ -105,10 +106,22 @@ class TestSearchPage:
     def test_default_form_shows_grid_size_and_enables_launch(self, runs_dir):
         at = _run("pages/search.py")
         assert not at.exception and not at.error
-        assert at.metric[0].label == "Distinct configurations" and at.metric[0].value == "16"
+        # the default strategy starts from the roomier search space, grid from the seeds' grid
+        assert at.metric[0].label == "Distinct configurations" and at.metric[0].value == "2,592"
         assert not at.button(key="launch").disabled
         at.selectbox(key="strategy").set_value("grid").run()
         assert at.metric[0].label == "Grid configurations" and at.metric[0].value == "16"
+        assert at.multiselect(key="param_linear_path").value == [False]
+        at.selectbox(key="strategy").set_value("tpe").run()
+        assert at.metric[0].value == "2,592"
+        assert at.multiselect(key="param_linear_path").value == [False, True]
+
+    def test_edits_survive_a_change_within_one_kind_of_strategy(self, runs_dir):
+        at = _run("pages/search.py")
+        at.multiselect(key="param_filters").set_value([16]).run()
+        at.selectbox(key="strategy").set_value("random").run()
+        assert at.multiselect(key="param_filters").value == [16]
+        assert not at.exception and not at.warning
 
     def test_range_parameter_has_no_grid_size(self, runs_dir):
         at = _run("pages/search.py")

@@ -164,7 +164,7 @@ def test_sgd_has_momentum():
 class TestAugmentation:
     def test_flips_and_shifts_keep_shape_and_range(self):
         x = _images(6)
-        out = keras.ops.convert_to_numpy(recipes.augmenter(0)(x))
+        out = keras.ops.convert_to_numpy(recipes.augmenter(_config(augment=True), 0)(x))
         assert out.shape == x.shape and 0 <= out.min() and out.max() <= 1
         assert not np.allclose(out, x)
 
