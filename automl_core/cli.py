@@ -1,5 +1,5 @@
-"""The command line: ``python -m automl_core search|worker|leaderboard|filters|datasets|export|
-precision|hash-password``."""
+"""The command line: ``python -m automl_core search|worker|leaderboard|filters|anomalies|
+datasets|export|precision|hash-password``."""
 
 from __future__ import annotations
 
@@ -131,6 +131,38 @@ def _build_parser() -> argparse.ArgumentParser:
     filters.add_argument("--all-channels", action="store_true", help="every input channel")
     _add_storage(filters)
 
+    anomalies = commands.add_parser(
+        "anomalies",
+        help="score images by a trial's reconstruction error and list those it flags",
+        description="Scores images by how badly a trial's model reconstructs them, against "
+        "the reconstruction errors of the study's validation images (as the Reconstructions "
+        "page does): an image above the chosen percentile of those errors is flagged.",
+    )
+    anomalies.add_argument("--study", required=True, help="the study of the trial")
+    anomalies.add_argument("--trial", type=int, default=None, help="trial number (default: best)")
+    anomalies.add_argument(
+        "--data",
+        default=None,
+        metavar="PATH",
+        help="images to score: an .npz with 'x' (and 'y'), a .zip or folder of images, or a "
+        "dataset name; they must have the model's input shape (default: the study's test split)",
+    )
+    anomalies.add_argument(
+        "--percentile",
+        type=float,
+        default=DEFAULT_ANOMALY_PERCENTILE,
+        help="flag images above this percentile of the validation images' errors, 0 to 100 "
+        f"(default {DEFAULT_ANOMALY_PERCENTILE:g})",
+    )
+    anomalies.add_argument(
+        "--csv",
+        default=None,
+        metavar="OUT",
+        help="where to write every image's score (default: <study>-trial<N>-anomalies.csv in "
+        "the current folder)",
+    )
+    _add_storage(anomalies)
+
     datasets = commands.add_parser("datasets", help="list the dataset registry")
     datasets.add_argument(
         "--details", action="store_true", help="load each offline one and show its shape"
@@ -162,6 +194,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 MAX_SEED = 2**31 - 1
+DEFAULT_ANOMALY_PERCENTILE = 99.0  # as the Reconstructions page's slider starts
 
 
 def _check_count(name: str, value: int | None, low: int = 1, high: int | None = None) -> None:
@@ -396,6 +429,93 @@ def _cmd_filters(args) -> int:
     return 0
 
 
+def _study_dataset(study):
+    """The dataset a study was searched on, split as its search split it."""
+    from automl_core.datasets import load_dataset
+    from automl_core.settings import study_settings
+
+    settings = study_settings(study)
+    return load_dataset(
+        settings.dataset,
+        settings.seed,
+        settings.val_fraction,
+        settings.test_fraction,
+        settings.max_images,
+    )
+
+
+def _class_names(labels, class_names) -> list[str] | None:
+    """Each image's class name (its label when the classes have no names), or None."""
+    if labels is None:
+        return None
+    known = class_names or ()
+    return [known[int(v)] if 0 <= int(v) < len(known) else str(int(v)) for v in labels]
+
+
+def _images_to_score(args, data, input_shape: tuple[int, ...]):
+    """``(images, class name per image or None, what they are)`` for ``anomalies``."""
+    from automl_core.datasets import load_arrays
+    from automl_core.errors import DatasetError
+
+    if args.data is None:
+        names = _class_names(data.y_test, data.class_names)
+        return data.x_test, names, f"test images of the study's dataset ({data.name})"
+    x, y, class_names = load_arrays(args.data)
+    if tuple(x.shape[1:]) != tuple(input_shape):
+        raise DatasetError(
+            f"--data {args.data}: its images are {'x'.join(map(str, x.shape[1:]))} (HxWxC), "
+            f"but the trial's model takes {'x'.join(map(str, input_shape))}"
+        )
+    return x, _class_names(y, class_names), f"images of {args.data}"
+
+
+def _cmd_anomalies(args) -> int:
+    import pandas as pd
+
+    from automl_core import inspect, store
+    from automl_core.results import best_trial
+
+    _check_count("trial", args.trial, low=0)
+    if not 0.0 <= args.percentile <= 100.0:  # also NaN
+        raise ConfigError(f"percentile must lie in 0..100, got percentile={args.percentile:g}")
+    study = store.load_study(args.study, args.storage, create=False)
+    number = best_trial(study).number if args.trial is None else args.trial
+    model = store.load_trial_model(study, number)
+    input_shape = tuple(int(d) for d in model.input_shape[1:])
+    data = _study_dataset(study)
+    images, names, what = _images_to_score(args, data, input_shape)
+    # the same scores as the Reconstructions page: encode, decode, reconstruction_scores
+    scores = inspect.reconstruction_errors(model, images)
+    validation = inspect.reconstruction_errors(model, data.x_val).mse
+    report = inspect.anomaly_report(scores.mse, validation, args.percentile)
+    out = args.csv or f"{args.study}-trial{number}-anomalies.csv"
+    try:
+        report.scores.to_csv(out, index=False)
+    except OSError as exc:  # pandas leaves the path out of its error
+        raise ConfigError(
+            f"--csv {out}: the scores cannot be written there "
+            f"({exc.strerror or exc or type(exc).__name__}); expected a file in an existing, "
+            "writable folder"
+        ) from exc
+    print(
+        f"study {args.study}, trial {number}: {len(images)} {what}; threshold MSE "
+        f"{report.threshold:.5g} (percentile {args.percentile:g} of the errors of "
+        f"{len(validation)} validation images)"
+    )
+    flagged = report.flagged
+    if len(flagged):
+        table = report.scores.loc[flagged, ["index", "mse", "percentile"]]
+        if names is not None:
+            table = table.assign(**{"class": [names[i] for i in flagged]})
+        print(f"{len(flagged)} flagged, worst first:")
+        with pd.option_context("display.width", 200):
+            print(table.to_string(index=False, float_format=_format_number))
+    else:
+        print("no image is above the threshold")
+    print(f"scores of all {len(images)} images: {out}")
+    return 0
+
+
 def _cmd_datasets(args) -> int:
     from automl_core.datasets import DATASETS, load_dataset
 
@@ -465,6 +585,7 @@ COMMANDS = {
     "worker": _cmd_worker,
     "leaderboard": _cmd_leaderboard,
     "filters": _cmd_filters,
+    "anomalies": _cmd_anomalies,
     "datasets": _cmd_datasets,
     "export": _cmd_export,
     "precision": _cmd_precision,

@@ -38,6 +38,22 @@ CONFIGS = {
         "optimizer": "adamw",
         "schedule": "cosine",
     },
+    # issue 22: the PCA path beside the convolutions, set to PCA before the first step
+    "PCA path (plain + linear_path)": {
+        "num_conv_layers": 2,
+        "filters": 32,
+        "activation": "elu",
+        "linear_path": True,
+    },
+    "PCA path, AdamW 3e-4, cosine": {
+        "num_conv_layers": 2,
+        "filters": 32,
+        "activation": "elu",
+        "linear_path": True,
+        "optimizer": "adamw",
+        "schedule": "cosine",
+        "learning_rate": 3e-4,
+    },
 }
 
 
@@ -48,6 +64,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--sizes", default="8,16,32,64")
     parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument(
+        "--configs", default="", help="comma-separated words; only configurations naming one"
+    )
     args = parser.parse_args()
     print(
         f"machine: {machine_speed():.0f} GFLOP/s (2048x2048 float32 matmul), "
@@ -68,7 +87,11 @@ def main() -> None:
     rows = []
     for k in sizes:
         for name, values in CONFIGS.items():
-            config = ModelConfig(latent_dim=k, learning_rate=args.learning_rate, **values)
+            words = [w for w in args.configs.split(",") if w]
+            if words and not any(w in name for w in words):
+                continue
+            values = {"learning_rate": args.learning_rate, **values}
+            config = ModelConfig(latent_dim=k, **values)
             started = time.perf_counter()
             trained = train_autoencoder(config, data, max_epochs=args.epochs, seed=0)
             m = trained.metrics

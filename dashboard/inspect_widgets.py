@@ -172,16 +172,17 @@ def validation_errors(study: str, trial: int, url: str) -> np.ndarray:
     """Per-image MSE of the validation split: the reference for anomaly scores."""
     data = state.load_study_dataset(study, url)
     model = state.load_model(study, trial, url)
-    recon = inspect.decode(model, inspect.encode(model, data.x_val))
-    return metrics.reconstruction_scores(data.x_val, recon).mse
+    return inspect.reconstruction_errors(model, data.x_val).mse
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
-def denoising_examples(study: str, trial: int, url: str, count: int, seed: int):
-    """(noisy, denoised) versions of the first ``count`` test images, for a denoising model."""
+@st.cache_data(max_entries=16, show_spinner="Adding noise and denoising…")
+def denoising_scores(
+    study: str, trial: int, url: str, count: int, level: float, kind: str, seed: int
+) -> inspect.DenoisingScores:
+    """Noise added to the first ``count`` test images, the model's outputs, and their PSNRs."""
     data = state.load_study_dataset(study, url)
     model = state.load_model(study, trial, url)
-    return inspect.denoising_examples(model, data.x_test[:count], seed)
+    return inspect.denoising_scores(model, data.x_test[:count], level, kind, seed)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)

@@ -11,6 +11,27 @@ from automl_core.results import VS_PCA_HELP
 from dashboard import inspect_widgets as iw
 from dashboard import state
 
+DENOISING_IMAGES = 200  # test images the denoising PSNRs are averaged over
+NOISE_LEVELS = tuple(round(0.05 * i, 2) for i in range(1, 11))  # 0.05 to 0.5
+
+
+def noise_ui(own: tuple[str, float] | None) -> tuple[str, float]:
+    """The noise kind and level to add, starting at the model's own training noise."""
+    kinds = list(inspect.NOISE_KINDS)
+    left, right = st.columns(2)
+    kind = left.selectbox("Noise", kinds, kinds.index(own[0]) if own else 0, key="denoise_kind")
+    wanted = own[1] if own else 0.1
+    level = right.select_slider(
+        "Noise level",
+        NOISE_LEVELS,
+        min(NOISE_LEVELS, key=lambda v: abs(v - wanted)),
+        key="denoise_level",
+        help="Gaussian: the noise's standard deviation; masking: the share of values set to 0; "
+        "salt-and-pepper: the share of pixels set to black or white.",
+    )
+    return kind, level
+
+
 state.ensure_routed(__file__)
 st.title("Reconstructions")
 with state.shown_errors():
@@ -113,18 +134,36 @@ with state.shown_errors():
         "anomaly_csv",
     )
 
-    if inspect.is_denoising(picked.model):
-        st.subheader("Denoising: noisy, denoised, clean")
-        shown = min(8, n)
-        noisy, denoised = iw.denoising_examples(picked.study, picked.trial, picked.url, shown, 0)
-        iw.chart(
-            charts.image_strip_figure(
-                np.concatenate([noisy, denoised, data.x_test[:shown]]),
-                ["noisy"] * shown + ["denoised"] * shown + ["clean"] * shown,
-                max_cols=shown,
-            ),
-            key="fig_denoise",
+    st.subheader("Denoising: noisy, denoised, clean")
+    own = inspect.model_noise(picked.model)
+    if own is None:
+        st.caption(
+            f"Trial #{picked.trial} was not trained for denoising: the gain shows how far plain "
+            "reconstruction removes noise."
         )
+    else:
+        st.caption(
+            f"Trial #{picked.trial} was trained to remove {own[0]} noise of level {own[1]:g}."
+        )
+    kind, level = noise_ui(own)
+    scored = min(n, DENOISING_IMAGES)
+    result = iw.denoising_scores(picked.study, picked.trial, picked.url, scored, level, kind, 0)
+    shown = min(8, n)
+    iw.chart(
+        charts.image_strip_figure(
+            np.concatenate([result.noisy[:shown], result.denoised[:shown], data.x_test[:shown]]),
+            [f"noisy {v:.1f} dB" for v in result.noisy_scores.psnr[:shown]]
+            + [f"denoised {v:.1f} dB" for v in result.denoised_scores.psnr[:shown]]
+            + ["clean"] * shown,
+            max_cols=shown,
+        ),
+        key="fig_denoise",
+    )
+    cols = st.columns(3)
+    cols[0].metric("Noisy vs clean", f"{result.noisy_psnr:.2f} dB")
+    cols[1].metric("Denoised vs clean", f"{result.denoised_psnr:.2f} dB")
+    cols[2].metric("Gain", f"{result.gain_db:+.2f} dB")
+    st.caption(f"Mean PSNR over the first {scored} test image{'s' if scored != 1 else ''}.")
 
     st.subheader("Compression curve")
     curve = inspect.compression_curve(iw.trials_table(picked.study, picked.url))

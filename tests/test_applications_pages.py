@@ -77,8 +77,11 @@ class TestApplications:
         at = _page("reconstructions", "denoise")
         assert not at.exception and not at.error, _texts(at.error)
         assert "Denoising: noisy, denoised, clean" in _texts(at.subheader)
+        assert "was trained to remove gaussian noise of level 0.2" in _texts(at.caption)
+        # every trial gets the view; one not trained for it says so
         plain = _page("reconstructions", "vae")
-        assert "Denoising" not in _texts(plain.subheader)
+        assert "Denoising: noisy, denoised, clean" in _texts(plain.subheader)
+        assert "was not trained for denoising" in _texts(plain.caption)
 
     def test_variational_latent_page_shows_means_and_prior_samples(self, objectives):
         at = _page("latent_space", "vae")
