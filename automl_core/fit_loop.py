@@ -42,7 +42,8 @@ class FitResult:
 
     Attributes:
         history: Per report point: ``loss`` (training), ``val_loss`` (compiled loss on the
-            validation images), ``val_mse`` and ``epochs`` (epochs done, a float).
+            validation images), ``val_mse``, ``val_psnr`` (the mean of each validation
+            image's PSNR, as test PSNR is scored) and ``epochs`` (epochs done, a float).
         best_index: Index of the report point whose weights were kept.
         epochs_run: Epochs trained (a float: a stop in the first epoch leaves a fraction).
         setup_seconds: Seconds from the start of the loop to the first optimizer step's end
@@ -50,6 +51,7 @@ class FitResult:
         epoch_seconds: Seconds of one epoch of training after tracing, measured.
         start_val_mse: Validation MSE of the untrained model, when it was scored
             (``keep_start``); NaN otherwise.
+        start_val_psnr: Its mean validation PSNR; NaN when not scored.
         kept_start: Whether no report point beat the untrained model, so its weights
             were kept.
     """
@@ -60,6 +62,7 @@ class FitResult:
     setup_seconds: float = math.nan
     epoch_seconds: float = math.nan
     start_val_mse: float = math.nan
+    start_val_psnr: float = math.nan
     kept_start: bool = False
 
     @property
@@ -115,6 +118,7 @@ def fit_autoencoder(
     augment: Callable | None = None,
     checkpoint: EpochCheckpoint | None = None,
     keep_start: bool = False,
+    select_by: str = "val_mse",
 ) -> FitResult:
     """Trains a compiled autoencoder on ``(x, x)`` with early stopping and best weights kept.
 
@@ -134,9 +138,14 @@ def fit_autoencoder(
         checkpoint: Saves the state after every whole epoch, and offers the state of an
             interrupted training of the same configuration to continue from (its next
             epoch first). Defaults to None.
-        keep_start: Also score the untrained model and keep its weights when no report
-            point beats it: a model that starts at a known error (a PCA path) never ends
-            worse than it started. Defaults to False.
+        keep_start: Also score the untrained model and keep its weights unless a report
+            point beats it on ``select_by`` without a lower mean validation PSNR: a model
+            that starts at a known error (a PCA path) never ends worse than it started,
+            by the measure it is selected on nor by the one it is judged on. Defaults to
+            False.
+        select_by: What picks the kept weights and drives early stopping: ``val_mse``
+            (lowest) or ``val_psnr`` (highest, for a model trained on PSNR). Defaults to
+            ``val_mse``.
 
     Returns:
         The history and timings; the model holds the best weights.
@@ -146,6 +155,8 @@ def fit_autoencoder(
     """
     import tensorflow as tf
 
+    if select_by not in ("val_mse", "val_psnr"):
+        raise ValueError(f"select_by must be val_mse or val_psnr, got {select_by!r}")
     started = time.perf_counter()
     steps_per_epoch = max(1, math.ceil(len(x_train) / batch_size))
     pixels = tf.constant(x_train)
@@ -180,24 +191,39 @@ def fit_autoencoder(
         loss = model.compute_loss(x=x, y=x, y_pred=reconstruction, training=False)
         # clipped as every score is (a no-op for a sigmoid output; a PCA path's is unbounded)
         clipped = tf.clip_by_value(tf.cast(reconstruction, tf.float32), 0.0, 1.0)
-        squared = tf.reduce_sum(tf.square(clipped - x))
-        return tf.cast(loss, tf.float32) * tf.cast(tf.shape(x)[0], tf.float32), squared
+        per_image = tf.reduce_mean(tf.square(clipped - x), axis=[1, 2, 3])
+        # each image's PSNR, capped at 100 dB as the reported scores are
+        psnr = -10.0 * tf.math.log(tf.maximum(per_image, 1e-10)) / tf.math.log(10.0)
+        count = tf.cast(tf.shape(x)[0], tf.float32)
+        squared = tf.reduce_sum(per_image) * tf.cast(tf.reduce_prod(tf.shape(x)[1:]), tf.float32)
+        return tf.cast(loss, tf.float32) * count, squared, tf.reduce_sum(psnr)
 
-    def validation() -> tuple[float, float]:
-        loss_sum = squared_sum = 0.0
+    def validation() -> tuple[float, float, float]:
+        loss_sum = squared_sum = psnr_sum = 0.0
         for start in range(0, len(x_val), VALIDATION_BATCH):
             batch = x_val[start : start + VALIDATION_BATCH]
-            loss, squared = validate(batch)
+            loss, squared, psnr = validate(batch)
             loss_sum += float(loss)
             squared_sum += float(squared)
-        return loss_sum / len(x_val), squared_sum / x_val.size
+            psnr_sum += float(psnr)
+        return loss_sum / len(x_val), squared_sum / x_val.size, psnr_sum / len(x_val)
+
+    def score(val_mse: float, val_psnr: float) -> float:
+        """Lower is better."""
+        return val_mse if select_by == "val_mse" else -val_psnr
 
     # report points as step counts: the first epoch cut into parts, then whole epochs
     parts = max(1, min(first_epoch_reports, steps_per_epoch))
     points = [round(steps_per_epoch * (i + 1) / parts) for i in range(parts)]
     points += [steps_per_epoch * e for e in range(2, max_epochs + 1)]
 
-    history: dict[str, list[float]] = {"loss": [], "val_loss": [], "val_mse": [], "epochs": []}
+    history: dict[str, list[float]] = {
+        "loss": [],
+        "val_loss": [],
+        "val_mse": [],
+        "val_psnr": [],
+        "epochs": [],
+    }
     if resumed is not None:
         history = {key: list(resumed.history.get(key, [])) for key in history}
     result = FitResult(history)
@@ -211,7 +237,11 @@ def fit_autoencoder(
     if resumed is not None:
         done = resumed.epochs * steps_per_epoch
         result.best_index = resumed.best_index
-        best = history["val_mse"][resumed.best_index]
+        if len(history["val_psnr"]) != len(history["val_mse"]):  # saved before val_psnr
+            history["val_psnr"] = [math.nan] * len(history["val_mse"])
+        best = score(
+            history["val_mse"][resumed.best_index], history["val_psnr"][resumed.best_index]
+        )
         best_weights = resumed.best_weights
         result.epochs_run = float(resumed.epochs)
     timed_steps = 0
@@ -220,8 +250,16 @@ def fit_autoencoder(
         # scored with the trained weights set aside: a resumed run starts from a checkpoint
         trained = model.get_weights()
         model.set_weights(start_weights)
-        result.start_val_mse = validation()[1]
+        _, result.start_val_mse, result.start_val_psnr = validation()
         model.set_weights(trained)
+        # a report point must beat the start to be kept (see keep_start)
+        start_score = score(result.start_val_mse, result.start_val_psnr)
+        if best_weights is not None and not (
+            best < start_score
+            and not history["val_psnr"][result.best_index] < result.start_val_psnr
+        ):
+            best_weights = None  # the interrupted run had not beaten the start either
+        best = min(best, start_score)
     callback_list.on_train_begin()
     first = True
     for index, point in enumerate(points):
@@ -241,18 +279,21 @@ def fit_autoencoder(
         done = point
         if not math.isfinite(loss):
             raise Diverged(f"diverged: loss became {loss} at epoch {done / steps_per_epoch:.2f}")
-        val_loss, val_mse = validation()
+        val_loss, val_mse, val_psnr = validation()
         epochs = done / steps_per_epoch
         for key, value in (
             ("loss", loss),
             ("val_loss", val_loss),
             ("val_mse", val_mse),
+            ("val_psnr", val_psnr),
             ("epochs", epochs),
         ):
             history[key].append(value)
         result.epochs_run = epochs
-        if val_mse < best:
-            best = val_mse
+        # with keep_start, never below the start's PSNR either (what PCA is judged on)
+        judged = not val_psnr < result.start_val_psnr
+        if score(val_mse, val_psnr) < best and judged:
+            best = score(val_mse, val_psnr)
             result.best_index = index
             best_weights = model.get_weights()
         if checkpoint is not None and point % steps_per_epoch == 0:
@@ -266,7 +307,13 @@ def fit_autoencoder(
                     history=history,
                 )
             )
-        logs = {"loss": loss, "val_loss": val_loss, "val_mse": val_mse, "epochs": epochs}
+        logs = {
+            "loss": loss,
+            "val_loss": val_loss,
+            "val_mse": val_mse,
+            "val_psnr": val_psnr,
+            "epochs": epochs,
+        }
         callback_list.on_epoch_end(index, logs)
         if model.stop_training:
             break
@@ -276,7 +323,7 @@ def fit_autoencoder(
         result.epoch_seconds = timed_seconds / timed_steps * steps_per_epoch
     elif result.setup_seconds == result.setup_seconds:
         result.epoch_seconds = result.setup_seconds / max(done / steps_per_epoch, 1e-9)
-    if start_weights is not None and not best <= result.start_val_mse:
+    if start_weights is not None and best_weights is None:  # nothing beat the start
         result.kept_start = True
         model.set_weights(start_weights)
     elif best_weights is not None and result.best_index != len(history["loss"]) - 1:

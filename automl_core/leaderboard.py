@@ -143,7 +143,22 @@ def as_display_images(images: np.ndarray) -> list[np.ndarray]:
 
 
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    """The study's complete trials; read in bulk where the storage allows (a large study's
+    charts otherwise wait on Optuna reading every trial)."""
+    from automl_core.bulk_read import frozen_trials
+
+    states = (optuna.trial.TrialState.COMPLETE,)
+    finished = frozen_trials(study, states)
+    return finished if finished is not None else study.get_trials(deepcopy=False, states=states)
+
+
+def _trial_count(study: optuna.Study) -> int:
+    """How many trials a study has, by one SQL count where the storage allows."""
+    storage = study._storage
+    counts = _trial_counts(getattr(storage, "_backend", storage), study._study_id)
+    if counts is None:
+        return len(study.get_trials(deepcopy=False))
+    return sum(n for _, n, _ in counts)
 
 
 @dataclass(frozen=True)
@@ -209,7 +224,7 @@ def study_chart_plan(study: optuna.Study) -> StudyChartPlan:
         )
     if multi:
         charts.append("Pareto front")
-    few = len(study.get_trials(deepcopy=False)) <= 20
+    few = _trial_count(study) <= 20
     return StudyChartPlan(tuple(charts), tuple(notes), multi, names, few)
 
 

@@ -8,7 +8,7 @@ import optuna
 import pandas as pd
 
 from automl_core.errors import ArtifactMissing
-from automl_core.trials import TrialRecord, best_record, read_trials
+from automl_core.trials import TrialRecord, best_record, read_trials_once
 
 METRIC_COLUMNS = (
     "val_mse",
@@ -46,7 +46,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     Returns:
         The table; empty (with the columns) when the study has no trials.
     """
-    return records_frame(study.study_name, read_trials(study))
+    return records_frame(study.study_name, read_trials_once(study))
 
 
 def records_frame(study_name: str, records: list[TrialRecord]) -> pd.DataFrame:
@@ -95,7 +95,11 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
     Raises:
         ArtifactMissing: No trial has finished with a model yet.
     """
-    best = best_record(read_trials(study))
+    best = best_record(read_trials_once(study))
     if best is None:
         raise ArtifactMissing(f"study {study.study_name!r} has no finished trial with a model yet")
-    return study.get_trials(deepcopy=False)[best.number]
+    # that trial alone, not every trial of a large study
+    storage = study._storage
+    return storage.get_trial(
+        storage.get_trial_id_from_study_id_trial_number(study._study_id, best.number)
+    )

@@ -208,10 +208,11 @@ PARAMETERS: dict[str, ParameterSpec] = {
             "sparse: weight of the L1 penalty on the code", maximum=10.0, log=True, group="Objective and loss",
         ),
         ParameterSpec(
-            "loss", "choice", "mse", ("mse",), ("mse", "bce", "l1", "mse_ssim"), "Loss",
-            "training loss: mean squared error, binary cross-entropy, L1, or MSE mixed with "
-            "1 - SSIM (validation MSE ranks trials whatever the loss)",
-            allowed=("mse", "bce", "l1", "mse_ssim"), group="Objective and loss",
+            "loss", "choice", "mse", ("mse",), ("mse", "bce", "l1", "mse_ssim", "psnr"), "Loss",
+            "training loss: mean squared error, binary cross-entropy, L1, MSE mixed with "
+            "1 - SSIM, or psnr (each image's PSNR, as reported: its weights are kept at the "
+            "epoch of best validation PSNR); validation MSE ranks trials whatever the loss",
+            allowed=("mse", "bce", "l1", "mse_ssim", "psnr"), group="Objective and loss",
         ),
         ParameterSpec(
             "ssim_weight", "float", 0.5, (0.5,), (0.25, 0.5, 0.75), "SSIM weight",

@@ -249,6 +249,8 @@ def _fit(config, dataset, max_epochs, seed, callbacks, first_epoch_reports, chec
             checkpoint=checkpoint,
             # a PCA path starts at PCA's error: training that never beats it keeps PCA
             keep_start=config.linear_path,
+            # a model trained on PSNR keeps its best epoch by PSNR
+            select_by="val_psnr" if config.loss == "psnr" else "val_mse",
         )
     except tf.errors.ResourceExhaustedError as exc:
         raise TrialFailure(f"out of memory: {exc.message.splitlines()[0]}") from exc

@@ -151,3 +151,36 @@ class TestTraining:
         assert names[-1] == "decoder_conv_0"
         activations = ActivationProbe(trained.models.autoencoder)(digits.x_test[0])
         assert any(a.layer == "reconstruction" for a in activations)
+
+
+class TestJudgedLikePca:
+    def test_kept_weights_never_lower_the_validation_psnr(self, digits):
+        from automl_core.fit_loop import fit_autoencoder
+        from automl_core.training import compile_autoencoder
+
+        config = _config(learning_rate=3e-3)
+        models = build_autoencoder(config, digits.input_shape)
+        initialise_linear_path(models, digits.x_train)
+        compile_autoencoder(models, config, 5, 3)
+        fitted = fit_autoencoder(
+            models.autoencoder, digits.x_train, digits.x_val, 64, 3, keep_start=True
+        )
+        assert fitted.start_val_psnr == fitted.start_val_psnr  # scored
+        if not fitted.kept_start:
+            assert fitted.history["val_psnr"][fitted.best_index] >= fitted.start_val_psnr
+            assert fitted.val_mse < fitted.start_val_mse
+        scores = reconstruction_scores(digits.x_val, reconstruct(models.autoencoder, digits.x_val))
+        assert float(scores.psnr.mean()) >= fitted.start_val_psnr - 1e-3
+
+    def test_psnr_loss_keeps_the_epoch_of_best_validation_psnr(self, digits):
+        config = _config(loss="psnr", learning_rate=1e-3)
+        trained = train_autoencoder(config, digits, max_epochs=4, seed=0)
+        history = trained.history
+        assert "val_psnr" in history and len(history["val_psnr"]) == len(history["val_mse"])
+        pca = baseline.pca_scores(digits, config.latent_dim).psnr
+        assert trained.metrics.test_psnr >= pca - 0.5  # judged on the test split, kept on val
+        if trained.metrics.best_epoch:
+            kept = max(history["val_psnr"])
+            assert kept == pytest.approx(
+                history["val_psnr"][history["epochs"].index(trained.metrics.best_epoch)]
+            )

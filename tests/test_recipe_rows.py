@@ -99,3 +99,21 @@ class TestAugmentation:
         )
         trained = train_autoencoder(config, data, max_epochs=1)
         assert np.isfinite(trained.metrics.val_mse)
+
+
+class TestPsnrLoss:
+    def test_is_minus_each_images_psnr(self):
+        from automl_core.metrics import reconstruction_scores
+
+        x = _images(4)
+        noisy = np.clip(x + np.random.default_rng(1).normal(0, 0.05, x.shape), 0, 1).astype("f4")
+        loss = recipes.make_loss(_config(loss="psnr"))
+        value = float(loss(x, noisy))
+        expected = -reconstruction_scores(x, noisy).psnr.mean()
+        assert value == pytest.approx(expected, abs=1e-3)
+
+    def test_trains_and_keeps_its_best_epoch_by_psnr(self):
+        data = split_arrays("smooth", _images(30), None, None, seed=0)
+        trained = train_autoencoder(_config(loss="psnr"), data, max_epochs=2)
+        assert np.isfinite(trained.metrics.val_mse) and np.isfinite(trained.metrics.test_psnr)
+        assert "val_psnr" in trained.history

@@ -53,7 +53,9 @@ def test_first_epoch_in_thirds_then_whole_epochs_and_best_weights_kept():
         model, data.x_train, data.x_val, 16, 3, first_epoch_reports=3, callbacks=[recorder]
     )
     assert result.history["epochs"] == pytest.approx([1 / 3, 2 / 3, 1, 2, 3], abs=0.05)
-    assert [set(r) for r in recorder.logs] == [{"loss", "val_loss", "val_mse", "epochs"}] * 5
+    assert [set(r) for r in recorder.logs] == [
+        {"loss", "val_loss", "val_mse", "val_psnr", "epochs"}
+    ] * 5
     expected = float(np.mean((reconstruct(model, data.x_val) - data.x_val) ** 2))
     assert result.val_mse == pytest.approx(expected, rel=1e-4)
     assert result.val_mse == min(result.history["val_mse"])
