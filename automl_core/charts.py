@@ -9,7 +9,10 @@ and one layout serve every chart.
 
 from __future__ import annotations
 
+import base64
+import colorsys
 import html
+import io
 import math
 import warnings
 
@@ -17,11 +20,13 @@ import numpy as np
 import optuna
 import pandas as pd
 import plotly.graph_objects as go
+from PIL import Image
+from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from automl_core.errors import ConfigError
 from automl_core.inspect import LayerActivation, LayerFilters
-from automl_core.latent import Projection
+from automl_core.latent import Projection, Thumbnails, class_name
 from automl_core.leaderboard import ChartSample, StudyChartPlan
 
 DIVERGING = "RdBu_r"
@@ -318,14 +323,82 @@ def plain_text(text: str) -> str:
     return html.escape(str(text), quote=False)
 
 
+def class_colours(count: int) -> tuple[str, ...]:
+    """One explicit colour per class, neighbouring label values far apart in hue and lightness.
+
+    Up to 10 classes: the D3 / Tableau 10 categorical scheme; up to 24: Plotly's Dark24 (dark
+    enough for a white background); more: hues a golden angle apart at three lightnesses.
+    Figures index it by label value, so a class keeps its colour in every figure and in the
+    HTML report (the colours are written into the figure, not taken from a theme).
+
+    Args:
+        count: Number of classes (the largest label value + 1).
+
+    Returns:
+        ``count`` colours as ``#rrggbb``.
+    """
+    if count <= len(qualitative.D3):
+        return tuple(qualitative.D3[: max(count, 0)])
+    if count <= len(qualitative.Dark24):
+        return tuple(qualitative.Dark24[:count])
+    colours = []
+    for i in range(count):
+        red, green, blue = colorsys.hls_to_rgb(
+            (i * 0.618033988749895) % 1.0, (0.30, 0.42, 0.54)[i % 3], 0.75
+        )
+        colours.append(f"#{round(red * 255):02x}{round(green * 255):02x}{round(blue * 255):02x}")
+    return tuple(colours)
+
+
+# the colour of a map's points when the dataset has no labels
+UNLABELLED_COLOUR = "#636efa"
+# thumbnails are this share of each axis's span wide and high
+THUMBNAIL_SHARE = 0.05
+# small images are enlarged by whole pixels to about this size (the browser blurs less)
+THUMBNAIL_PIXELS = 32
+# grey levels of a grayscale thumbnail (plenty at its size; a smaller PNG palette)
+THUMBNAIL_GRAYS = 63
+
+
+def _thumbnail_uri(image: np.ndarray, colour: str) -> str:
+    """An image as a PNG data URI, enlarged by whole pixels and framed in its class colour.
+
+    A grayscale image is written with :data:`THUMBNAIL_GRAYS` grays and the frame's colour
+    as its palette: about 450 bytes for a 28x28 digit, where RGB or 256 grays take 1 kB."""
+    frame = [int(colour[i : i + 2], 16) for i in (1, 3, 5)]
+    scale = max(1, round(THUMBNAIL_PIXELS / max(image.shape[:2])))
+    if image.shape[-1] == 1:
+        pixels = (np.clip(image[..., 0], 0, 1) * (THUMBNAIL_GRAYS - 1)).round().astype(np.uint8)
+        framed = np.full([n * scale + 4 for n in pixels.shape], THUMBNAIL_GRAYS, np.uint8)
+    else:
+        pixels = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+        framed = np.empty([n * scale + 4 for n in pixels.shape[:2]] + [3], np.uint8)
+        framed[:] = frame
+    framed[2:-2, 2:-2] = pixels.repeat(scale, axis=0).repeat(scale, axis=1)
+    if image.shape[-1] == 1:
+        picture = Image.frombytes("P", framed.shape[::-1], framed.tobytes())
+        grays = np.linspace(0, 255, THUMBNAIL_GRAYS).round().astype(np.uint8)
+        picture.putpalette([*np.repeat(grays, 3).tolist(), *frame])
+    else:
+        picture = Image.fromarray(framed)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 def projection_figure(
     projection: Projection,
     labels: np.ndarray | None = None,
     class_names: tuple[str, ...] | None = None,
     selected: list[int] | None = None,
     title: str | None = None,
+    highlight: np.ndarray | None = None,
+    thumbnails: Thumbnails | None = None,
 ) -> go.Figure:
     """WebGL scatter of a projection, one trace per class; ``customdata`` is the image index.
+
+    Each class has its colour from :func:`class_colours`, by label value. The hover says the
+    image number and its class.
 
     Args:
         projection: From ``latent.latent_projection``.
@@ -335,40 +408,60 @@ def projection_figure(
             as Plotly's HTML (a name like ``<a href=...>`` is no link).
         selected: Indices to ring (the selected points).
         title: Figure title. Defaults to the method and its parameters.
+        highlight: Indices of the points a search found: drawn larger and outlined in a
+            ``matches`` trace while every other point is dimmed. Defaults to none (no search).
+        thumbnails: Images to draw at their points (``latent.thumbnails``), each framed in
+            its class colour and sized as a share of the axis ranges. Defaults to none.
     """
     points = projection.points
     index = np.arange(len(points))
     fig = go.Figure()
-    hover = "image %{customdata[0]}<br>%{customdata[1]}<extra></extra>"
     if labels is None:
+        names = np.full(len(points), "no label", dtype=object)
+        colours = np.full(len(points), UNLABELLED_COLOUR, dtype=object)
+        hover = "image #%{customdata[0]}<extra></extra>"
+        groups = [("images", np.ones(len(points), bool), UNLABELLED_COLOUR)]
+    else:
+        labels = np.asarray(labels).astype(int)
+        values = np.unique(labels)
+        palette = class_colours(max(len(class_names or ()), int(values.max()) + 1))
+        colour_of = {v: palette[int(v) % len(palette)] for v in values}
+        name_of = {v: plain_text(class_name(v, class_names)) for v in values}
+        names = np.array([name_of[v] for v in labels], dtype=object)
+        colours = np.array([colour_of[v] for v in labels], dtype=object)
+        hover = "image #%{customdata[0]}<br>class: %{customdata[1]}<extra></extra>"
+        groups = [(name_of[v], labels == v, colour_of[v]) for v in values]
+    searched = highlight is not None
+    for name, mask, colour in groups:
         fig.add_trace(
             go.Scattergl(
-                x=points[:, 0],
-                y=points[:, 1],
+                x=points[mask, 0],
+                y=points[mask, 1],
                 mode="markers",
-                name="images",
-                marker={"size": 5, "color": "#636efa", "opacity": 0.75},
-                customdata=np.column_stack([index, np.full(len(index), "no label")]),
+                name=name,
+                marker={"size": 5, "color": colour, "opacity": 0.15 if searched else 0.8},
+                customdata=np.column_stack([index[mask], names[mask]]),
                 hovertemplate=hover,
             )
         )
-    else:
-        for value in np.unique(labels):
-            mask = labels == value
-            name = plain_text(
-                class_names[value] if class_names and 0 <= value < len(class_names) else str(value)
+    if searched:
+        found = np.asarray(highlight, dtype=int)
+        fig.add_trace(
+            go.Scattergl(
+                x=points[found, 0],
+                y=points[found, 1],
+                mode="markers",
+                name=f"matches ({len(found):,})",
+                marker={
+                    "size": 11,
+                    "color": list(colours[found]),
+                    "opacity": 1.0,
+                    "line": {"width": 1.5, "color": "#111111"},
+                },
+                customdata=np.column_stack([found, names[found]]),
+                hovertemplate=hover,
             )
-            fig.add_trace(
-                go.Scattergl(
-                    x=points[mask, 0],
-                    y=points[mask, 1],
-                    mode="markers",
-                    name=name,
-                    marker={"size": 5, "opacity": 0.8},
-                    customdata=np.column_stack([index[mask], np.full(mask.sum(), name)]),
-                    hovertemplate=hover,
-                )
-            )
+        )
     if selected:
         sel = np.asarray(selected)
         fig.add_trace(
@@ -396,7 +489,47 @@ def projection_figure(
         yaxis={"title": "dim 2"},
         margin={"t": 50},
     )
+    if thumbnails is not None and len(thumbnails.indices):
+        _add_thumbnails(fig, points, thumbnails, colours, highlight)
     return fig
+
+
+def _add_thumbnails(
+    fig: go.Figure,
+    points: np.ndarray,
+    thumbnails: Thumbnails,
+    colours: np.ndarray,
+    highlight: np.ndarray | None,
+) -> None:
+    """Draws each thumbnail centred on its point (``layout.images``), a share of the axis
+    spans in size; the axes are widened so that edge images are whole. With a search, the
+    images of the other points are faded."""
+    low, high = points.min(axis=0), points.max(axis=0)
+    span = np.where(high - low > 0, high - low, 1.0)
+    size = span * THUMBNAIL_SHARE
+    found = set(np.asarray(highlight, dtype=int).tolist()) if highlight is not None else None
+    fig.update_layout(
+        images=[
+            {
+                "source": _thumbnail_uri(image, colours[i]),
+                "xref": "x",
+                "yref": "y",
+                "x": float(points[i, 0]),
+                "y": float(points[i, 1]),
+                "sizex": float(size[0]),
+                "sizey": float(size[1]),
+                "xanchor": "center",
+                "yanchor": "middle",
+                "sizing": "contain",
+                "layer": "above",
+                "opacity": 1.0 if found is None or int(i) in found else 0.3,
+                "name": f"image {int(i)}",
+            }
+            for i, image in zip(thumbnails.indices, thumbnails.images, strict=True)
+        ],
+        xaxis={"range": [float(low[0] - size[0]), float(high[0] + size[0])]},
+        yaxis={"range": [float(low[1] - size[1]), float(high[1] + size[1])]},
+    )
 
 
 def score_histograms_figure(scores: pd.DataFrame, bins: int = 30) -> go.Figure:

@@ -1,4 +1,5 @@
-"""Latent space: one registry of 2-D projections (PCA, t-SNE, UMAP), a linear probe, paths.
+"""Latent space: one registry of 2-D projections (PCA, t-SNE, UMAP), a linear probe, paths,
+and the map's search (:func:`find_points`) and thumbnails (:func:`thumbnails`).
 
 Add a projection with :func:`register_projection`; the dashboard's method list and the
 parameter widgets come from :data:`PROJECTIONS`.
@@ -7,6 +8,7 @@ parameter widgets come from :data:`PROJECTIONS`.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -459,3 +461,192 @@ def projection_table(projection: Projection, labels: np.ndarray | None = None) -
             "label": labels if labels is not None else None,
         }
     )
+
+
+# --- finding points on the map, and the images drawn at them ----------------------------------
+
+# the map's Thumbnails view draws at most this many images (each is a small PNG in the figure)
+THUMBNAIL_LIMIT = 300
+# class names listed in a "no such class" message
+LISTED_CLASSES = 20
+# characters of a query repeated in a message
+SHOWN_QUERY_CHARS = 60
+
+
+@dataclass(frozen=True)
+class PointMatch:
+    """The points of a latent map that a search found.
+
+    Attributes:
+        kind: ``image`` (one image number) or ``class`` (every image of the classes found).
+        indices: Indices of the matching points, ascending (never empty).
+        message: How many matched and what, in words ("15 of 150 images match: class 3").
+    """
+
+    kind: str
+    indices: np.ndarray
+    message: str
+
+
+def class_name(value: int, class_names: tuple[str, ...] | None = None) -> str:
+    """The name of a label value (the number itself when there are no names for it)."""
+    value = int(value)
+    if class_names is not None and 0 <= value < len(class_names):
+        return str(class_names[value])
+    return str(value)
+
+
+def _shown_query(text: str) -> str:
+    """A query as quoted in a message, cut to :data:`SHOWN_QUERY_CHARS`."""
+    if len(text) > SHOWN_QUERY_CHARS:
+        text = text[: SHOWN_QUERY_CHARS - 1] + "…"
+    return repr(text)
+
+
+def _image_match(
+    number: str, count: int, labels: np.ndarray | None, class_names, bare: bool
+) -> PointMatch:
+    """The point of one image number, or why there is none."""
+    if not re.fullmatch(r"[+-]?\d+", number.strip()):
+        raise ConfigError(
+            f"{_shown_query('#' + number)} is not an image number: type a whole number from 0 "
+            f"to {count - 1} (e.g. #{min(42, count - 1)}) or a class name"
+        )
+    index = int(number)
+    if not 0 <= index < count:
+        raise ConfigError(f"no image #{index}: the map has {count:,} images (0-{count - 1})")
+    message = f"1 of {count:,} images matches: #{index}"
+    if labels is not None:
+        message += f", class {class_name(labels[index], class_names)}"
+        names = {class_name(v, class_names) for v in np.unique(labels)}
+        if bare and number.strip() in names:
+            message += f" (for the class {number.strip()}, search 'class {number.strip()}')"
+    return PointMatch("image", np.array([index]), message)
+
+
+def _class_match(
+    text: str, count: int, labels: np.ndarray | None, class_names: tuple[str, ...] | None
+) -> PointMatch:
+    """The points of the classes a name finds: the exact name (any case), else the names that
+    contain it, else the label value it spells."""
+    if labels is None:
+        raise ConfigError(
+            f"no class {_shown_query(text)}: this dataset has no labels; search by image "
+            f"number (0-{count - 1})"
+        )
+    values = [int(v) for v in np.unique(labels)]
+    names = {v: class_name(v, class_names) for v in values}
+    wanted = text.casefold()
+    found = [v for v in values if names[v].casefold() == wanted]
+    if not found:
+        found = [v for v in values if wanted in names[v].casefold()]
+    if not found and re.fullmatch(r"\d+", text) and int(text) in names:
+        found = [int(text)]
+    if not found:
+        listed = ", ".join(names[v] for v in values[:LISTED_CLASSES])
+        if len(values) > LISTED_CLASSES:
+            listed += f" and {len(values) - LISTED_CLASSES} more"
+        known = [str(n) for n in class_names or () if str(n).casefold() == wanted]
+        if known:
+            raise ConfigError(
+                f"class {known[0]} has no images on this map; its classes are {listed}"
+            )
+        raise ConfigError(f"no class {_shown_query(text)}; classes are {listed}")
+    indices = np.flatnonzero(np.isin(labels, found))
+    which = ("class " if len(found) == 1 else "classes ") + ", ".join(names[v] for v in found)
+    return PointMatch("class", indices, f"{len(indices):,} of {count:,} images match: {which}")
+
+
+def find_points(
+    query: str,
+    count: int,
+    labels: np.ndarray | None = None,
+    class_names: tuple[str, ...] | None = None,
+) -> PointMatch | None:
+    """The points of a latent map that a search box's text names.
+
+    ``42`` or ``#42`` is an image number; ``class 3`` or any other text is a class: its
+    exact name in any case, else every class whose name contains the text, else (``class
+    3``) the label value. A bare number is always an image number, also where the classes are
+    numbered (the message then says how to search the class).
+
+    Args:
+        query: The text typed; blank means no search.
+        count: The number of points on the map (image numbers run from 0 to ``count - 1``).
+        labels: One integer label per point, or None (the dataset has no labels).
+        class_names: Names of the label values. Defaults to the numbers.
+
+    Returns:
+        The matching points, or None for a blank query.
+
+    Raises:
+        ConfigError: Nothing matches, or the text is no image number (the message says what
+            the map holds).
+    """
+    text = " ".join(str(query).split())
+    if not text:
+        return None
+    if count < 1:
+        raise ConfigError("the map has no points to search")
+    if text.startswith("#"):
+        return _image_match(text[1:], count, labels, class_names, bare=False)
+    if re.fullmatch(r"[+-]?\d+", text):
+        return _image_match(text, count, labels, class_names, bare=True)
+    prefix = re.match(r"class\s*[:=]?\s*(\S.*)$", text, flags=re.IGNORECASE)
+    return _class_match(prefix.group(1) if prefix else text, count, labels, class_names)
+
+
+@dataclass(frozen=True)
+class Thumbnails:
+    """Images to draw at their points of a latent map.
+
+    Attributes:
+        indices: The points (image numbers) that get a thumbnail.
+        images: (K, H, W, C) images in [0, 1], ``images[i]`` belonging to ``indices[i]``.
+    """
+
+    indices: np.ndarray
+    images: np.ndarray
+
+
+def thumbnail_indices(
+    count: int, limit: int = THUMBNAIL_LIMIT, seed: int = 0, first=(), preferred=()
+) -> np.ndarray:
+    """Which of ``count`` points get a thumbnail: all of them up to ``limit``; else ``first``
+    (the picked images), then a fixed random sample of ``preferred`` (a search's matches),
+    then one of the rest.
+
+    Args:
+        count: Points on the map.
+        limit: At most this many. Defaults to :data:`THUMBNAIL_LIMIT`.
+        seed: Seed of the samples. Defaults to 0 (the same points on every rerun).
+        first: Points always taken (up to ``limit``); those out of range are left out.
+        preferred: Points sampled before the rest.
+
+    Returns:
+        The chosen point indices, ascending.
+
+    Raises:
+        ConfigError: A negative limit.
+    """
+    if limit < 0:
+        raise ConfigError(f"limit must be a non-negative integer, got limit={limit}")
+    if count <= limit:
+        return np.arange(count)
+    rng = np.random.default_rng(seed)
+    chosen = np.array(list(dict.fromkeys(int(i) for i in first if 0 <= int(i) < count)), int)
+    chosen = chosen[:limit]
+    for pool in (np.asarray(preferred, int), np.arange(count)):
+        pool = np.setdiff1d(pool[(pool >= 0) & (pool < count)], chosen)
+        take = min(limit - len(chosen), len(pool))
+        chosen = np.concatenate([chosen, rng.choice(pool, take, replace=False)]).astype(int)
+    return np.sort(chosen)
+
+
+def thumbnails(
+    images: np.ndarray, limit: int = THUMBNAIL_LIMIT, seed: int = 0, first=(), preferred=()
+) -> Thumbnails:
+    """The images of :func:`thumbnail_indices` (the map's points, in order), for the figure."""
+    images = np.asarray(images)
+    indices = thumbnail_indices(len(images), limit, seed, first, preferred)
+    return Thumbnails(indices, images[indices])

@@ -1,5 +1,6 @@
-"""Sidebar and slider widgets of the Latent space page: projection method, comparison,
-chart selection and the bottleneck sliders.
+"""Widgets of the Latent space page: projection method, comparison, the map's search box and
+Thumbnails toggle, chart selection, the picked image beside the map and the bottleneck
+sliders.
 
 Each reads widgets and returns plain values; the numbers behind them come from
 :mod:`automl_core.latent`.
@@ -7,10 +8,13 @@ Each reads widgets and returns plain values; the numbers behind them come from
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import streamlit as st
 
-from automl_core import latent
+from automl_core import charts, inspect, latent, metrics
+from automl_core.errors import ConfigError
 from dashboard import inspect_widgets as iw
 
 MAX_SLIDERS = 32
@@ -56,6 +60,77 @@ def compare_ui(picked) -> int | None:
     return choice
 
 
+def plain_markdown(text: str) -> str:
+    """Text for ``st.caption`` / ``st.warning`` that shows as written: its ASCII punctuation is
+    backslash-escaped, so a class name or query such as ``[x](https://...)`` is no link."""
+    return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", text)
+
+
+def _pick_found(count: int, labels: np.ndarray | None, class_names) -> None:
+    """Search box callback: an image number that is on the map becomes the picked image."""
+    try:
+        found = latent.find_points(st.session_state["latent_search"], count, labels, class_names)
+    except ConfigError:
+        return
+    if found is not None and found.kind == "image":
+        st.session_state["pick_a"] = int(found.indices[0])
+
+
+def map_controls_ui(
+    count: int, labels: np.ndarray | None, class_names: tuple[str, ...] | None
+) -> tuple[latent.PointMatch | None, bool]:
+    """The map's search box and Thumbnails toggle, and what the search found.
+
+    A found image number also becomes the picked image. A search that finds nothing, or text
+    that is no image number, is said in a warning.
+
+    Returns:
+        ``(the points found or None, whether to draw thumbnails)``.
+    """
+    left, right = st.columns([3, 1], vertical_alignment="bottom")
+    query = left.text_input(
+        "Find an image or a class",
+        key="latent_search",
+        max_chars=100,
+        placeholder="an image number (42 or #42) or a class name (class 3, cat)",
+        help="An image number is ringed and picked; a class's images are outlined. Every other "
+        "point is dimmed. Clear the box to see the whole map again.",
+        on_change=_pick_found,
+        args=(count, labels, class_names),
+    )
+    shown = right.toggle(
+        "Thumbnails",
+        key="thumbnails",
+        help=f"Draws the images themselves at their points: up to {latent.THUMBNAIL_LIMIT} "
+        "(the picked images, then a search's matches, then a fixed random sample), framed in "
+        "their class colour. Zoom in to see them larger.",
+    )
+    try:
+        found = latent.find_points(query, count, labels, class_names)
+    except ConfigError as exc:
+        st.warning(plain_markdown(str(exc)))
+        return None, shown
+    if found is not None:
+        st.caption(plain_markdown(found.message))
+    return found, shown
+
+
+def picked_image_ui(model, data, z: np.ndarray, index: int) -> None:
+    """The picked image and its reconstruction, with its class and scores (beside the map)."""
+    image = data.x_test[index]
+    rebuilt = np.clip(inspect.decode(model, z[None])[0], 0, 1)
+    scores = metrics.reconstruction_scores(image[None], rebuilt[None])
+    name = f", class {data.label_name(int(data.y_test[index]))}" if data.has_labels else ""
+    st.markdown(plain_markdown(f"Picked: image #{index}{name}"))
+    iw.chart(
+        charts.image_strip_figure(
+            np.stack([image, rebuilt]), ["image", "reconstruction"], max_cols=1, height=380
+        ),
+        key="fig_picked",
+    )
+    st.caption(f"PSNR {scores.psnr[0]:.1f} dB, SSIM {scores.ssim[0]:.3f}")
+
+
 def take_selection() -> None:
     """Chart selection -> the two picked images (newest last)."""
     points = st.session_state["scatter"].selection.points
@@ -99,8 +174,6 @@ def sliders_ui(z: np.ndarray, z_all: np.ndarray, key: str) -> np.ndarray:
 
 def prior_samples_ui(picked) -> None:
     """Images decoded from codes drawn from a variational model's prior, with their controls."""
-    from automl_core import charts
-
     st.subheader("Samples from the prior")
     st.caption("Codes drawn from N(0, I), the prior the KL term pulls the means toward, decoded.")
     count = st.slider("Samples", 4, 32, 12, key="prior_count")

@@ -43,17 +43,28 @@ with state.shown_errors():
     for key, default in (("pick_a", 0), ("pick_b", min(1, len(z_test) - 1))):
         if not 0 <= st.session_state.get(key, -1) < len(z_test):
             st.session_state[key] = default
+    found, thumbs = lw.map_controls_ui(len(z_test), labels, data.class_names)
     selected = [st.session_state["pick_a"], st.session_state["pick_b"]]
+    highlight = None if found is None else found.indices
+    shown = None
+    if thumbs:
+        shown = latent.thumbnails(
+            data.x_test, first=selected, preferred=found.indices if found else ()
+        )
+    look = {"highlight": highlight, "thumbnails": shown}
     fig = charts.projection_figure(
-        proj, labels, data.class_names, selected, title=f"Trial #{picked.trial}: {method.upper()}"
+        proj,
+        labels,
+        data.class_names,
+        selected,
+        title=f"Trial #{picked.trial}: {method.upper()}",
+        **look,
     )
-    if other is None:
+    columns = st.columns([3, 1] if other is None else [2, 2, 1])
+    with columns[0]:
         iw.chart(fig, key="scatter", on_select=lw.take_selection, selection_mode="points")
-    else:
-        left, right = st.columns(2)
-        with left:
-            iw.chart(fig, key="scatter", on_select=lw.take_selection, selection_mode="points")
-        with right:
+    if other is not None:
+        with columns[1]:
             iw.chart(
                 charts.projection_figure(
                     other,
@@ -61,10 +72,16 @@ with state.shown_errors():
                     data.class_names,
                     selected,
                     title=f"Trial #{compare}: {method.upper()}",
+                    **look,
                 ),
                 key="scatter_compare",
             )
-    st.caption("Click a point (shift-click a second one) to pick images; their rings follow.")
+    with columns[-1]:
+        lw.picked_image_ui(picked.model, data, z_test[selected[0]], selected[0])
+    st.caption(
+        "Hover a point for its image number and class; click it (shift-click a second one) "
+        "to pick images: the first is shown beside the map, and their rings follow."
+    )
     iw.csv_download(
         latent.projection_table(proj, labels),
         "Projection (CSV)",
