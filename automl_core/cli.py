@@ -11,7 +11,70 @@ from collections.abc import Sequence
 
 from automl_core.errors import AutoMLError, ConfigError, file_problem
 
+# TensorFlow's C++ start-up logging off for every command and, inherited, for the workers
+# (unless the user set a level); see _quiet_tensorflow_import for the lines it still prints
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+class _QuietLoader:
+    """Runs a module's import with the process's stderr (file descriptor 2) on /dev/null."""
+
+    def __init__(self, loader):
+        self._loader = loader
+
+    def __getattr__(self, name):  # everything else (resources, source) as the real loader
+        return getattr(self._loader, name)
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+            self._loader.exec_module(module)
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
+        import logging
+
+        # absl's Python logger: Keras' and TensorFlow's "WARNING:absl:" notes
+        logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+class _QuietTensorFlowImport:
+    """An import hook that imports ``tensorflow`` with its native start-up lines silenced.
+
+    TensorFlow 2.21 writes its first log lines through absl before its logging is set up
+    ("All log messages before absl::InitializeLog() is called are written to STDERR", oneDNN,
+    CUDA drivers), whatever ``TF_CPP_MIN_LOG_LEVEL`` says; they come from C++ straight to file
+    descriptor 2 while the package loads. A Python error of the import still surfaces (it is
+    raised after stderr is back).
+    """
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        import importlib.util
+
+        sys.meta_path.remove(self)  # once: find the real spec, then step aside
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+def _quiet_tensorflow_import() -> None:
+    """Silences TensorFlow's start-up lines in this process when its log level is 3 (the
+    default set above: a user who sets another level sees them)."""
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "3" or "tensorflow" in sys.modules:
+        return
+    if not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlowImport())
 
 
 def _add_storage(parser: argparse.ArgumentParser) -> None:
@@ -20,6 +83,25 @@ def _add_storage(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="SQLAlchemy URL of the study storage (default: AUTOML_STORAGE or "
         "sqlite:///<AUTOML_HOME>/studies.db)",
+    )
+
+
+TABLE_FORMATS = ("table", "csv", "json")
+
+
+def _add_table_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wide",
+        action="store_true",
+        help="every column of the leaderboard (default: the key metrics and the parameters "
+        f"that vary, in {DEFAULT_WIDTH} columns)",
+    )
+    parser.add_argument(
+        "--format",
+        default="table",
+        choices=TABLE_FORMATS,
+        help="the leaderboard as a text table (default), or every column as CSV or JSON "
+        "records (search prints it last)",
     )
 
 
@@ -101,6 +183,13 @@ def _build_parser() -> argparse.ArgumentParser:
         f"measures this machine once and uses bfloat16 / float16 only where it trains at "
         f"least {SPEEDUP_THRESHOLD:g}x faster than float32; float16 needs a GPU",
     )
+    search.add_argument(
+        "--show-filters",
+        action="store_true",
+        help="end with the learned 3x3 filters of each encoder layer of the best model (as "
+        "the filters command prints them)",
+    )
+    _add_table_flags(search)
     _add_storage(search)
 
     worker = commands.add_parser("worker", help="join an existing study and run its trials")
@@ -123,6 +212,7 @@ def _build_parser() -> argparse.ArgumentParser:
     board = commands.add_parser("leaderboard", help="print a study's trials, best first")
     board.add_argument("--study", required=True, help="the study to print")
     board.add_argument("--top", type=int, default=None, help="print only the best N")
+    _add_table_flags(board)
     _add_storage(board)
 
     filters = commands.add_parser("filters", help="print the encoder filters of a trial")
@@ -194,6 +284,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 MAX_SEED = 2**31 - 1
+DEFAULT_WIDTH = 100  # automl_core.console.DEFAULT_WIDTH, without importing pandas for --help
 DEFAULT_ANOMALY_PERCENTILE = 99.0  # as the Reconstructions page's slider starts
 
 
@@ -233,75 +324,115 @@ def _format_number(value) -> str:
 
 
 def _print_trial(study, trial) -> None:
-    """One line per finished trial: number, parameters, val MSE, PSNR, seconds."""
+    """One line per finished trial: number, the parameters that vary and act, its metrics."""
+    from automl_core.console import study_varying, trial_line
     from automl_core.trials import TrialRecord
 
-    record = TrialRecord.from_frozen(trial)
-    params = " ".join(f"{k}={v}" for k, v in record.params.items())
-    if record.precision:
-        params += f" [{record.precision}]"
-    metrics = record.metrics
-    if metrics:
-        tail = (
-            f"val_mse={metrics['val_mse']:.5f} psnr={metrics['test_psnr']:.2f}dB "
-            f"ssim={metrics['test_ssim']:.3f} {metrics['train_seconds']:.1f}s"
-        )
-        if not math.isnan(record.vs_pca_db):
-            tail += f" vs_pca={record.vs_pca_db:+.2f}dB"
-    else:
-        tail = record.fail_reason
-    print(f"trial {record.number:4d} {record.state:8s} {params}  {tail}", flush=True)
+    print(trial_line(TrialRecord.from_frozen(trial), study_varying(study)), flush=True)
 
 
-def _print_leaderboard(study, top: int | None = None) -> None:
-    import pandas as pd
-
+def _print_leaderboard(
+    study, top: int | None = None, wide: bool = False, form: str = "table"
+) -> None:
+    """The study's trials, best first: a table fitting 100 columns (every column with
+    ``wide``), or every column as CSV or JSON records."""
+    from automl_core.console import leaderboard_table, study_varying
     from automl_core.results import trials_frame
 
     frame = trials_frame(study)
     if top is not None:
         frame = frame.head(top)
-    columns = [c for c in frame.columns if c not in ("study", "has_model")]
-    with pd.option_context(
-        "display.width", 200, "display.max_columns", 30, "display.max_colwidth", 40
-    ):
-        print(frame[columns].to_string(index=False, float_format=_format_number))
+    if form != "table":  # every column, in reading order, full precision
+        from automl_core.leaderboard import display_columns
+
+        frame = frame[display_columns(frame, with_study=True)]
+        if form == "csv":
+            frame.to_csv(sys.stdout, index=False)
+        else:
+            print(_json_records(frame))
+        return
+    table = leaderboard_table(frame, study_varying(study), wide=wide)
+    print("\n".join(table.lines))
     # under the whole table only: --top prints exactly the header and its rows
+    if top is None and table.hidden:
+        print(f"not shown: {', '.join(table.hidden)} (--wide shows every column)")
     if top is None and "vs_pca_db" in frame and frame["vs_pca_db"].notna().any():
         from automl_core.results import VS_PCA_HELP
 
         print(f"vs_pca_db: {VS_PCA_HELP}")
 
 
-def _print_best_and_filters(study, number: int | None = None, all_channels: bool = False) -> None:
-    from automl_core import store
-    from automl_core.inspect import encoder_filters, format_filters
+def _json_records(frame) -> str:
+    """A table as a JSON list of records, numbers at full precision, NaN as null."""
+    import json
+
+    def plain(value):
+        value = value.item() if hasattr(value, "item") else value  # numpy scalars
+        return None if isinstance(value, float) and math.isnan(value) else value
+
+    records = [{k: plain(v) for k, v in row.items()} for row in frame.to_dict("records")]
+    return json.dumps(records, default=str)
+
+
+def _print_best(study) -> None:
+    """The best trial's metrics, how it compares with PCA, and its configuration."""
+    from automl_core.console import DEFAULT_WIDTH as WIDTH
+    from automl_core.console import wrapped_pairs
     from automl_core.leaderboard import pca_verdict
     from automl_core.results import best_trial
+    from automl_core.space import active_parameters
     from automl_core.trials import TrialRecord
 
-    trial = best_trial(study) if number is None else store.get_trial(study, number)
-    model = store.load_trial_model(study, trial.number)
-    if number is None:
-        record = TrialRecord.from_frozen(trial)
-        metrics = record.metrics
-        print(
-            f"\nBest trial: {trial.number} (val_mse={metrics['val_mse']:.5f}, "
-            f"psnr={metrics['test_psnr']:.2f} dB, ssim={metrics['test_ssim']:.3f})"
-        )
-        verdict = pca_verdict(
-            trial.number,
-            record.config.get("latent_dim"),
-            metrics.get("test_psnr"),
-            metrics.get("pca_psnr"),
-        )
-        if verdict is not None:
-            print(("WARNING: " if verdict.below else "") + verdict.text)
-        print("Best configuration:")
-        for key, value in record.config.items():
-            print(f"  {key}: {value}")
-        print()
+    trial = best_trial(study)
+    record = TrialRecord.from_frozen(trial)
+    metrics = record.metrics
+    print(
+        f"\nBest trial: {trial.number} (val_mse={metrics['val_mse']:.5f}, "
+        f"psnr={metrics['test_psnr']:.2f} dB, ssim={metrics['test_ssim']:.3f})"
+    )
+    verdict = pca_verdict(
+        trial.number,
+        record.config.get("latent_dim"),
+        metrics.get("test_psnr"),
+        metrics.get("pca_psnr"),
+    )
+    if verdict is not None:
+        print(("WARNING: " if verdict.below else "") + verdict.text)
+    print("Best configuration (the parameters that act on it):")
+    names = [n for n in active_parameters(record.config) if n in record.config]
+    print("\n".join(wrapped_pairs(record.config, names, WIDTH, "  ")))
+
+
+def _print_pareto(study) -> None:
+    """The Pareto set of a multi-objective study, as a short table."""
+    from automl_core.console import pareto_table, study_varying
+
+    title, table = pareto_table(study, study_varying(study))
+    if len(table.lines) < 2:
+        print(f"\nstudy {study.study_name!r} has no finished trial yet: no Pareto set")
+        return
+    print(f"\n{title}:")
+    print("\n".join(table.lines))
+    if table.hidden:
+        print(f"not shown: {', '.join(table.hidden)} (leaderboard --wide shows every column)")
+
+
+def _print_filters(study, number: int | None = None, all_channels: bool = False) -> None:
+    """The learned filters of each encoder layer of a trial's model (the best by default)."""
+    from automl_core import store
+    from automl_core.inspect import encoder_filters, format_filters
+    from automl_core.results import best_trial
+
+    number = best_trial(study).number if number is None else store.get_trial(study, number).number
+    model = store.load_trial_model(study, number)
     print(format_filters(encoder_filters(model), all_channels=all_channels))
+
+
+def _print_best_and_filters(study, number: int | None = None, all_channels: bool = False) -> None:
+    if number is None:
+        _print_best(study)
+        print()
+    _print_filters(study, number, all_channels)
 
 
 def _cmd_search(args) -> int:
@@ -352,25 +483,35 @@ def _cmd_search(args) -> int:
         flush=True,
     )
     printed: list[int] = []
+    view = _SearchView()
 
     def on_trial(study, trial):
         printed.append(trial.number)
-        _print_trial(study, trial)
+        view.trial_done(trial)
 
     def on_start(study):
         from automl_core.settings import study_precision
 
         print(study_precision(study).summary(), flush=True)
+        view.start(study)
 
     try:
         # SIGTERM too: the workers are stopped, their trials re-queued
         with stop_on_interrupt():
             study = run_search(
-                settings, args.storage, on_trial=on_trial, workers=args.workers, on_start=on_start
+                settings,
+                args.storage,
+                on_trial=on_trial,
+                workers=args.workers,
+                on_start=on_start,
+                on_progress=view.progress,
             )
     except KeyboardInterrupt:
+        view.close()  # the bars first, so the message is not drawn over
         print("\nstopped; run the same command again to resume", file=sys.stderr)
         return 130
+    finally:
+        view.close()
     from automl_core.search import exhausted_message
 
     ended = exhausted_message(study)
@@ -381,15 +522,64 @@ def _cmd_search(args) -> int:
             f"nothing to train: study {settings.study} has already spent its budget "
             "(raise --trials or --timeout to continue it)"
         )
-    print("\nLeaderboard:")
-    _print_leaderboard(study)
+    if args.format == "table":
+        print("\nLeaderboard:")
+        _print_leaderboard(study, wide=args.wide)
     from automl_core.errors import ArtifactMissing
 
     try:
-        _print_best_and_filters(study)
+        if len(study.directions) > 1:
+            _print_pareto(study)
+        else:
+            _print_best(study)
+        if args.show_filters:
+            print()
+            _print_filters(study)
     except ArtifactMissing as exc:
         print(f"\n{exc}")
+    if args.format != "table":  # last, so a script finds it at the end of the output
+        print()
+        _print_leaderboard(study, form=args.format)
     return 0
+
+
+class _SearchView:
+    """What ``search`` shows while it runs: a line per finished trial and the per-epoch
+    progress of the running ones (:class:`automl_core.console.EpochProgress`)."""
+
+    def __init__(self):
+        self.varying: list[str] | None = None
+        self.epochs = None
+
+    def start(self, study) -> None:
+        """Reads the study's space and budget once its settings are stored."""
+        from automl_core.console import EpochProgress
+        from automl_core.settings import study_settings
+
+        settings = study_settings(study)
+        self.varying = settings.search_space().varying()
+        # a search bounded by its timeout alone has no trial count to show progress against
+        open_ended = settings.timeout and not settings.trials and settings.strategy != "grid"
+        budget = None if open_ended else settings.trial_budget()
+        self.epochs = EpochProgress(settings.max_epochs, budget)
+
+    def trial_done(self, trial) -> None:
+        from automl_core.console import trial_line
+        from automl_core.trials import TrialRecord
+
+        line = trial_line(TrialRecord.from_frozen(trial), self.varying)
+        if self.epochs is None:
+            print(line, flush=True)
+        else:
+            self.epochs.write(line, finished=trial.number)
+
+    def progress(self, records) -> None:
+        if self.epochs is not None:
+            self.epochs.update(records)
+
+    def close(self) -> None:
+        if self.epochs is not None:
+            self.epochs.close()
 
 
 def _cmd_worker(args) -> int:
@@ -417,7 +607,8 @@ def _cmd_leaderboard(args) -> int:
     from automl_core import store
 
     _check_count("top", args.top)
-    _print_leaderboard(store.load_study(args.study, args.storage, create=False), args.top)
+    study = store.load_study(args.study, args.storage, create=False)
+    _print_leaderboard(study, args.top, wide=args.wide, form=args.format)
     return 0
 
 
@@ -603,6 +794,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status.
     """
     args = _build_parser().parse_args(argv)
+    _quiet_tensorflow_import()
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -613,6 +805,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AutoMLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader left early (| head): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
     except OSError as exc:  # a read-only or full runs folder, a missing path
         print(f"error: {file_problem(exc)}", file=sys.stderr)
         return 2

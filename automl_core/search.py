@@ -615,6 +615,7 @@ def run_search(
     workers: int = 1,
     poll_seconds: float = 0.5,
     on_start: Callable[[optuna.Study], None] | None = None,
+    on_progress: Callable[[list[TrialRecord]], None] | None = None,
 ) -> optuna.Study:
     """Runs (or resumes) a search to its budget with worker processes, and follows it.
 
@@ -634,6 +635,9 @@ def run_search(
         poll_seconds: How often the storage is read. Defaults to 0.5.
         on_start: Called with the prepared study before its first trial (its settings and
             the resolved precision, :func:`automl_core.settings.study_precision`, are set).
+        on_progress: Called after each read of the storage (every ``poll_seconds``) with
+            the study's trial records, whose :attr:`~TrialRecord.live` holds the epochs of
+            the running ones (per-epoch progress). Defaults to None.
 
     Returns:
         The study.
@@ -647,10 +651,14 @@ def run_search(
             running trials queued again.
     """
     with processes.stop_on_interrupt():
-        return _run_search(settings, storage_url, on_trial, workers, poll_seconds, on_start)
+        return _run_search(
+            settings, storage_url, on_trial, workers, poll_seconds, on_start, on_progress
+        )
 
 
-def _run_search(settings, storage_url, on_trial, workers, poll_seconds, on_start) -> optuna.Study:
+def _run_search(
+    settings, storage_url, on_trial, workers, poll_seconds, on_start, on_progress
+) -> optuna.Study:
     """:func:`run_search` with its interrupt handling set."""
     processes.check_workers(workers)
     store.validate_study_name(settings.study)
@@ -721,6 +729,8 @@ def _run_search(settings, storage_url, on_trial, workers, poll_seconds, on_start
             if any(t.state != optuna.trial.TrialState.FAIL for t in new):
                 crashes = 0
             records = read_trials(study)
+            if on_progress is not None:
+                on_progress(records)
             _stop_if_failing(settings.study, records, started, crashes, last_error)
             more = budget_left(study, settings)
             running = BudgetCount.of(records).running

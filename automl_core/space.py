@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ OPTIMIZERS: dict[str, tuple[str, dict[str, Any]]] = {
     "sgd": ("SGD", {}),
     "lion": ("Lion", {}),
 }
+# the optimizers the weight_decay row acts on (decoupled decay, as Keras applies it)
+WEIGHT_DECAY_OPTIMIZERS = ("adamw", "sgd")
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,11 @@ class ParameterSpec:
         searched: The choices of the default space of every strategy but grid search
             (:data:`SEARCH_SPACE`), where the grid's are too few for a model-based or
             multi-fidelity search. Defaults to None: the grid's.
+        when: ``(parameter, values)``: the parameter acts on a configuration only when that
+            other parameter takes one of these values (``noise`` only when ``objective`` is
+            ``denoising``); see :func:`active_parameters`. Defaults to None: it always acts.
+        short: A short name for narrow tables (the CLI's leaderboard). Defaults to "": the
+            name.
     """
 
     name: str
@@ -72,11 +80,26 @@ class ParameterSpec:
     costly: bool = False
     group: str = "Model"
     searched: tuple | None = None
+    when: tuple[str, tuple] | None = None
+    short: str = ""
 
     @property
     def numeric(self) -> bool:
         """Whether the parameter may be a numeric range."""
         return self.kind in ("int", "float")
+
+    @property
+    def abbreviation(self) -> str:
+        """The short name for narrow tables (the name when it has none)."""
+        return self.short or self.name
+
+    def acts_on(self, config: Mapping[str, Any]) -> bool:
+        """Whether the parameter changes the model or its training under ``config`` (a
+        configuration's values by name; a missing one counts as its default)."""
+        if self.when is None:
+            return True
+        other, values = self.when
+        return config.get(other, PARAMETERS[other].default) in values
 
 
 def _resampling(direction: str) -> tuple[str, ...]:
@@ -101,38 +124,46 @@ PARAMETERS: dict[str, ParameterSpec] = {
             "num_conv_layers", "int", 2, (1, 2), (1, 2, 3, 4), "Conv layers",
             "convolution + downsampling blocks in the encoder (and the decoder)",
             maximum=8, costly=True, searched=(1, 2, 3),
+            short="layers",
         ),
         ParameterSpec(
             "filters", "int", 16, (16, 32), (4, 8, 16, 32, 64), "Filters",
             "filters of every convolution block", maximum=1024, rangeable=True, costly=True,
             searched=(16, 32, 64),
+            short="filt",
         ),
         ParameterSpec(
             "activation", "choice", "relu", ("relu", "sigmoid"), ACTIVATIONS, "Activation",
             "activation of the hidden layers", allowed=ACTIVATIONS,
             searched=("relu", "elu", "gelu"),
+            short="act",
         ),
         ParameterSpec(
             "latent_dim", "int", 16, (8, 16), (2, 4, 8, 16, 32, 64, 128), "Latent dim",
             "size of the bottleneck vector", maximum=4096, rangeable=True, costly=True,
+            short="latent",
         ),
         ParameterSpec(
             "kernel_size", "int", 3, (3,), (3, 5, 7), "Kernel size",
             "side of the square convolution kernels", maximum=15, costly=True,
+            short="kernel",
         ),
         ParameterSpec(
             "learning_rate", "float", 1e-3, (1e-3,), (1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
             "Learning rate", "initial learning rate", log=True, rangeable=True, group="Training",
             searched=(3e-4, 1e-3, 3e-3),
+            short="lr",
         ),
         ParameterSpec(
             "batch_size", "int", 64, (64,), (16, 32, 64, 128), "Batch size",
             "images per training step", maximum=4096, group="Training", searched=(32, 64),
+            short="batch",
         ),
         ParameterSpec(
             "optimizer", "choice", "adam", ("adam",), tuple(OPTIMIZERS), "Optimizer",
             "the optimizer", allowed=tuple(OPTIMIZERS), group="Training",
             searched=("adam", "adamw"),
+            short="opt",
         ),
         ParameterSpec(
             "block", "choice", "pool", ("pool",), ("pool", "strided"), "Block",
@@ -143,43 +174,52 @@ PARAMETERS: dict[str, ParameterSpec] = {
             "downsample", "choice", "max-pool", ("max-pool",), _resampling("down"),
             "Downsampling", "how each encoder block halves the image",
             allowed=_resampling("down"), costly=True, group="Blocks",
+            when=("block", ("pool",)), short="down",
         ),
         ParameterSpec(
             "upsample", "choice", "resize", ("resize",), _resampling("up"), "Upsampling",
             "how each decoder block doubles it: resize + convolution (no checkerboard "
             "artefacts) or transposed convolution", allowed=_resampling("up"), costly=True, group="Blocks",
+            when=("block", ("pool",)), short="up",
         ),
         ParameterSpec(
             "convolution", "choice", "standard", ("standard",), _convolutions(),
             "Convolution", "standard, dilated (rate 2) or depthwise-separable convolutions",
             allowed=_convolutions(), costly=True, group="Blocks",
+            short="conv",
         ),
         ParameterSpec(
             "batch_norm", "bool", False, (False,), (False, True), "Batch norm",
             "batch normalisation after each convolution", costly=True, group="Blocks",
+            short="bn",
         ),
         ParameterSpec(
             "residual", "bool", False, (False,), (False, True), "Residual",
             "residual blocks: a second convolution and a skip connection", costly=True, group="Blocks",
+            short="resid",
         ),
         ParameterSpec(
             "attention", "bool", False, (False,), (False, True), "Attention",
             "self-attention over the bottleneck's positions", costly=True, group="Blocks",
+            short="attn",
         ),
         ParameterSpec(
             "dropout", "float", 0.0, (0.0,), (0.0, 0.1, 0.2, 0.3), "Dropout",
             "dropout rate after each encoder block", maximum=0.9, allow_zero=True, group="Blocks",
+            short="drop",
         ),
         ParameterSpec(
             "linear_path", "bool", False, (False,), (False, True), "PCA path",
             "a linear path beside the convolutions, initialised from PCA of the training "
             "images: training starts at PCA's error and the convolutions learn what a "
             "linear map misses", costly=True, group="Blocks", searched=(False, True),
+            short="pca_path",
         ),
         ParameterSpec(
             "bottleneck", "choice", "dense", ("dense",), ("dense", "conv"), "Bottleneck",
             "dense layer, or fully convolutional (a 1x1 convolution; latent_dim must be a "
             "multiple of the bottleneck's positions)", allowed=("dense", "conv"), costly=True, group="Blocks",
+            short="bneck",
         ),
         ParameterSpec(
             "objective", "choice", "plain", ("plain",),
@@ -187,25 +227,30 @@ PARAMETERS: dict[str, ParameterSpec] = {
             "plain reconstruction; denoising (noisy inputs, clean targets); variational (a "
             "VAE, KL weighted by kl_weight); sparse (an L1 penalty on the code)",
             allowed=("plain", "denoising", "variational", "sparse"), group="Objective and loss",
+            short="obj",
         ),
         ParameterSpec(
             "noise", "float", 0.2, (0.2,), (0.1, 0.2, 0.3, 0.5), "Noise",
             "denoising: the Gaussian noise's standard deviation, or the share of masked "
             "values", maximum=1.0, group="Objective and loss",
+            when=("objective", ("denoising",)),
         ),
         ParameterSpec(
             "noise_type", "choice", "gaussian", ("gaussian",), ("gaussian", "masking"),
             "Noise type", "denoising: additive Gaussian noise or masking (values set to 0)",
             allowed=("gaussian", "masking"), group="Objective and loss",
+            when=("objective", ("denoising",)), short="noise_t",
         ),
         ParameterSpec(
             "kl_weight", "float", 1.0, (1.0,), (0.1, 0.5, 1.0, 2.0), "KL weight",
             "variational: weight of the KL divergence to the prior", maximum=1000.0,
             rangeable=True, log=True, group="Objective and loss",
+            when=("objective", ("variational",)), short="kl",
         ),
         ParameterSpec(
             "sparsity", "float", 1e-4, (1e-4,), (1e-5, 1e-4, 1e-3), "Sparsity",
             "sparse: weight of the L1 penalty on the code", maximum=10.0, log=True, group="Objective and loss",
+            when=("objective", ("sparse",)), short="sparse",
         ),
         ParameterSpec(
             "loss", "choice", "mse", ("mse",), ("mse", "bce", "l1", "mse_ssim", "psnr"), "Loss",
@@ -217,6 +262,7 @@ PARAMETERS: dict[str, ParameterSpec] = {
         ParameterSpec(
             "ssim_weight", "float", 0.5, (0.5,), (0.25, 0.5, 0.75), "SSIM weight",
             "mse_ssim: the share of 1 - SSIM in the loss", maximum=1.0, allow_zero=True, group="Objective and loss",
+            when=("loss", ("mse_ssim",)), short="ssim_w",
         ),
         ParameterSpec(
             "schedule", "choice", "constant", ("constant",),
@@ -224,25 +270,30 @@ PARAMETERS: dict[str, ParameterSpec] = {
             "learning-rate schedule after the warm-up",
             allowed=("constant", "step", "cosine", "one_cycle"), group="Training",
             searched=("constant", "cosine"),
+            short="sched",
         ),
         ParameterSpec(
             "warmup_epochs", "int", 0, (0,), (0, 1, 2, 5), "Warm-up epochs",
             "epochs of linear learning-rate warm-up", maximum=100, allow_zero=True, group="Training",
+            short="warmup",
         ),
         ParameterSpec(
             "momentum", "float", 0.9, (0.9,), (0.0, 0.5, 0.9, 0.99), "Momentum",
             "sgd: momentum of the updates (0: plain gradient descent)", maximum=0.999,
             allow_zero=True, group="Training",
+            when=("optimizer", ("sgd",)), short="mom",
         ),
         ParameterSpec(
             "weight_decay", "float", 0.004, (0.004,), (0.0, 1e-4, 0.004, 0.04), "Weight decay",
             "adamw and sgd: decoupled weight decay, each step shrinks the weights by "
             "learning rate x this (0: off; 0.004 is Keras's AdamW default)", maximum=1.0,
             allow_zero=True, group="Training",
+            when=("optimizer", WEIGHT_DECAY_OPTIMIZERS), short="wd",
         ),
         ParameterSpec(
             "clip_norm", "float", 0.0, (0.0,), (0.0, 1.0, 5.0), "Clip norm",
             "clip each gradient to this norm (0: off)", maximum=1e6, allow_zero=True, group="Training",
+            short="clip",
         ),
         ParameterSpec(
             "augment", "bool", False, (False,), (False, True), "Augment",
@@ -252,6 +303,7 @@ PARAMETERS: dict[str, ParameterSpec] = {
             "rotation", "float", 0.0, (0.0,), (0.0, 5.0, 10.0, 20.0), "Rotation (degrees)",
             "augmentation: random rotations of up to this many degrees", maximum=180.0,
             allow_zero=True, group="Training",
+            short="rot",
         ),
         ParameterSpec(
             "crop", "float", 0.0, (0.0,), (0.0, 0.1, 0.2), "Crop",
@@ -262,6 +314,7 @@ PARAMETERS: dict[str, ParameterSpec] = {
             "color_jitter", "float", 0.0, (0.0,), (0.0, 0.1, 0.2), "Brightness / contrast",
             "augmentation: random brightness shifts and contrast changes of up to this "
             "share", maximum=1.0, allow_zero=True, group="Training",
+            short="jitter",
         ),
     )
 }
@@ -273,6 +326,25 @@ DEFAULT_SPACE: dict[str, Any] = {name: list(p.grid) for name, p in PARAMETERS.it
 SEARCH_SPACE: dict[str, Any] = {
     name: list(p.searched if p.searched is not None else p.grid) for name, p in PARAMETERS.items()
 }
+
+
+def active_parameters(config: Mapping[str, Any]) -> list[str]:
+    """The parameters that act on a configuration, in table order.
+
+    A parameter with a ``when`` condition (:class:`ParameterSpec`) acts only when the other
+    parameter takes one of its values: ``noise`` and ``noise_type`` only for the denoising
+    objective, ``kl_weight`` only for the variational one, ``sparsity`` only for the sparse
+    one, ``ssim_weight`` only with the ``mse_ssim`` loss, ``momentum`` only with SGD,
+    ``weight_decay`` only with AdamW and SGD, ``downsample`` / ``upsample`` only with
+    ``block="pool"``. Every other parameter always acts.
+
+    Args:
+        config: A configuration's values by name (a missing one counts as its default).
+
+    Returns:
+        The names of the parameters that change the model or its training.
+    """
+    return [name for name, spec in PARAMETERS.items() if spec.acts_on(config)]
 
 
 def _config_to_dict(self) -> dict[str, Any]:
@@ -479,6 +551,15 @@ class SearchSpace:
     def to_dict(self) -> dict[str, Any]:
         """The space as JSON-ready values (round-trips through :meth:`from_dict`)."""
         return {name: p.to_dict() for name, p in self.parameters.items()}
+
+    def varying(self) -> list[str]:
+        """The parameters with more than one value to try (two or more choices, or a range
+        whose ends differ), in table order."""
+        return [
+            name
+            for name, p in self.parameters.items()
+            if (len(p.values) > 1 if isinstance(p, Choice) else p.low != p.high)
+        ]
 
     def grid_size(self) -> int | None:
         """Number of configurations of the full grid, or None if a parameter is a range."""

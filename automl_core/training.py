@@ -16,7 +16,7 @@ from automl_core.metrics import reconstruction_scores
 from automl_core.models import Autoencoder, build_autoencoder, initialise_linear_path
 from automl_core.precision import policy_scope
 from automl_core.recipes import augmenter, make_loss, make_schedule
-from automl_core.space import OPTIMIZERS, ModelConfig
+from automl_core.space import OPTIMIZERS, WEIGHT_DECAY_OPTIMIZERS, ModelConfig
 from automl_core.store import PREVIEW_IMAGES
 
 EARLY_STOPPING_PATIENCE = 3
@@ -70,10 +70,6 @@ class TrainedModel:
     # the Keras policy it trained with, and why it fell back to float32 ('' if it did not)
     precision: str = "float32"
     precision_fallback: str = ""
-
-
-# the optimizers the weight_decay row acts on (decoupled decay, as Keras applies it)
-WEIGHT_DECAY_OPTIMIZERS = ("adamw", "sgd")
 
 
 def make_optimizer(

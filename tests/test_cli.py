@@ -14,7 +14,7 @@ from automl_core.cli import main
 
 
 @pytest.mark.slow
-def test_search_prints_trials_leaderboard_config_and_filters(runs_dir, capsys):
+def test_search_prints_trials_leaderboard_config_and_filters_on_request(runs_dir, capsys):
     argv = [
         "search",
         "--dataset",
@@ -39,12 +39,13 @@ def test_search_prints_trials_leaderboard_config_and_filters(runs_dir, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert out.count("COMPLETE") >= 4  # two trial lines and two leaderboard rows
-    assert "Leaderboard:" in out and "Best configuration:" in out
-    assert "Layer_1:" in out and "Filter 1:" in out and "Layer_2:" in out
-    assert "(mean over 4 input channels)" in out
-    assert main(argv) == 0
+    assert "Leaderboard:" in out and "Best configuration" in out
+    assert "Layer_1:" not in out  # the filters only with --show-filters
+    assert main([*argv, "--show-filters"]) == 0
     again = capsys.readouterr().out
     assert "trial    2" not in again  # nothing retrained
+    assert "Layer_1:" in again and "Filter 1:" in again and "Layer_2:" in again
+    assert "(mean over 4 input channels)" in again
     assert main(["leaderboard", "--study", "cli", "--top", "1"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 2
     assert main(["filters", "--study", "cli", "--trial", "0"]) == 0

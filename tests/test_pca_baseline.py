@@ -183,10 +183,12 @@ class TestLeaderboard:
         url = f"sqlite:///{tmp_path / 's.db'}"
         assert main(["leaderboard", "--study", "s", "--storage", url]) == 0
         out = capsys.readouterr().out
-        header = out.splitlines()[0].split()
-        assert "vs_pca_db" in header and "pca_psnr" in header
+        assert "vs_pca_db" in out.splitlines()[0].split()
         assert "-1.5" in out.splitlines()[1]
         assert "negative = worse than a linear projection" in out
+        assert main(["leaderboard", "--study", "s", "--storage", url, "--wide"]) == 0
+        header = capsys.readouterr().out.splitlines()[0].split()
+        assert "vs_pca_db" in header and "pca_psnr" in header
 
     def test_compression_curve_has_the_pca_line(self, judged):
         from automl_core import charts

@@ -219,7 +219,7 @@ class TestResumeByName:
             return store.load_study(settings.study, storage_url)
 
         monkeypatch.setattr(search, "run_search", fake_run_search)
-        monkeypatch.setattr("automl_core.cli._print_best_and_filters", lambda study: None)
+        monkeypatch.setattr("automl_core.cli._print_best", lambda study: None)
         return settings, seen
 
     def test_the_name_alone_resumes_with_the_stored_settings(self, stored, capsys):
