@@ -262,6 +262,8 @@ def _print_leaderboard(study, top: int | None = None) -> None:
     if top is not None:
         frame = frame.head(top)
     columns = [c for c in frame.columns if c not in ("study", "has_model")]
+    if "user_note" in frame and not frame["user_note"].astype(bool).any():
+        columns.remove("user_note")  # no one wrote a note: no empty column
     with pd.option_context(
         "display.width", 200, "display.max_columns", 30, "display.max_colwidth", 40
     ):

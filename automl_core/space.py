@@ -274,6 +274,13 @@ SEARCH_SPACE: dict[str, Any] = {
 }
 
 
+def parameter_label(name: str) -> str:
+    """A parameter's display name from its row of :data:`PARAMETERS` (the name itself for a
+    parameter the table does not know, e.g. one of a study made elsewhere)."""
+    spec = PARAMETERS.get(name)
+    return spec.label if spec is not None else name
+
+
 def _config_to_dict(self) -> dict[str, Any]:
     """The configuration as a JSON-ready dict."""
     return asdict(self)
