@@ -53,6 +53,8 @@ ACTIONS: dict[str, tuple[str, bool]] = {
     "stop": ("operator", True),
     "view_log": ("operator", True),
     "resume": ("operator", True),
+    # a note on a trial (any trial: notes are shared remarks, not a search's own)
+    "annotate": ("operator", False),
     "delete": ("admin", False),
 }
 _ROOT = Path(__file__).resolve().parent.parent

@@ -27,7 +27,14 @@ from plotly.subplots import make_subplots
 from automl_core.errors import ConfigError
 from automl_core.inspect import LayerActivation, LayerFilters
 from automl_core.latent import Projection, Thumbnails, class_name
-from automl_core.leaderboard import ChartSample, StudyChartPlan
+from automl_core.leaderboard import (
+    ChartSample,
+    ImportanceInfo,
+    StudyChartPlan,
+    chart_axes,
+    parameter_importances,
+)
+from automl_core.space import PARAMETERS, parameter_label
 
 DIVERGING = "RdBu_r"
 SEQUENTIAL = "Viridis"
@@ -645,8 +652,101 @@ def _optuna_plot(function, study: optuna.Study, **kwargs) -> go.Figure:
     return figure
 
 
+# the most parameters a contour matrix is drawn over (n parameters: n x n panels)
+CONTOUR_MAX_PARAMS = 4
+
+
+def _readable_axes(figure: go.Figure) -> go.Figure:
+    """Axis titles and tick labels that name a parameter get its display name."""
+    updates = {}
+    for key, axis in figure.layout.to_plotly_json().items():
+        if not key.startswith(("xaxis", "yaxis")):
+            continue
+        title = (axis.get("title") or {}).get("text")
+        if title in PARAMETERS:
+            updates[f"{key}.title.text"] = parameter_label(title)
+        ticks = axis.get("ticktext")
+        if ticks is not None and any(t in PARAMETERS for t in ticks):
+            updates[f"{key}.ticktext"] = [parameter_label(t) for t in ticks]
+    if updates:
+        figure.update_layout(updates)
+    return figure
+
+
+def _subtitle(figure: go.Figure, text: str) -> None:
+    """A line under the figure's title (what was left out of it)."""
+    if text:
+        figure.update_layout(
+            title={"subtitle": {"text": plain_text(text), "font": {"size": 12}}},
+            margin={"t": 70},
+        )
+
+
+def parallel_coordinates_figure(study: optuna.Study, params, target, target_name) -> go.Figure:
+    """Optuna's parallel coordinates over ``params``, with display names and room for the
+    objective's tick labels (Optuna writes them left of the first axis)."""
+    from optuna import visualization as vis
+
+    figure = _optuna_plot(
+        vis.plot_parallel_coordinate,
+        study,
+        params=list(params),
+        target=target,
+        target_name=target_name,
+    )
+    for trace in figure.data:  # hover: "Latent dim: 8", not "latent_dim: 8"
+        if trace.customdata is not None:
+            trace.customdata = [
+                [parameter_label(label), value] for label, value in trace.customdata
+            ]
+    count = len(params) + 1
+    figure.update_layout(
+        title={"text": f"Parallel coordinates: {target_name} and {len(params)} parameters"},
+        margin={"l": 70, "r": 30, "t": 60, "b": 90 if count > 6 else 50},
+        height=420,
+    )
+    figure.update_xaxes(tickangle=-30 if count > 6 else 0)
+    return _readable_axes(figure)
+
+
+def slice_figure(study: optuna.Study, params, target, target_name) -> go.Figure:
+    """Optuna's slice plot (the objective against each parameter) with display names."""
+    from optuna import visualization as vis
+
+    figure = _optuna_plot(
+        vis.plot_slice, study, params=list(params), target=target, target_name=target_name
+    )
+    figure.update_layout(title={"text": f"Slice: {target_name} against each parameter"})
+    figure.update_layout(margin={"l": 60, "b": 60})
+    return _readable_axes(figure)
+
+
+def contour_figure(study: optuna.Study, params, target, target_name) -> go.Figure:
+    """Optuna's contour plot of the objective over pairs of the first
+    :data:`CONTOUR_MAX_PARAMS` parameters (a matrix from three on), with display names."""
+    from optuna import visualization as vis
+
+    drawn = list(params)[:CONTOUR_MAX_PARAMS]
+    figure = _optuna_plot(
+        vis.plot_contour, study, params=drawn, target=target, target_name=target_name
+    )
+    side = len(drawn)
+    figure.update_layout(
+        title={"text": f"Contour: {target_name} over pairs of parameters"},
+        height=420 if side <= 2 else 200 * side + 80,
+        margin={"l": 60, "b": 60},
+    )
+    if len(params) > side:
+        left = ", ".join(parameter_label(n) for n in list(params)[side:])
+        _subtitle(figure, f"Drawn for the first {side} chosen parameters; not drawn: {left}.")
+    return _readable_axes(figure)
+
+
 def study_figures(
-    study: optuna.Study, plan: StudyChartPlan, sample: ChartSample | None = None
+    study: optuna.Study,
+    plan: StudyChartPlan,
+    sample: ChartSample | None = None,
+    params=None,
 ) -> dict[str, go.Figure]:
     """Draws the charts a :class:`~automl_core.leaderboard.StudyChartPlan` chose.
 
@@ -655,36 +755,49 @@ def study_figures(
         plan: What :func:`automl_core.leaderboard.study_chart_plan` decided.
         sample: What a large study's charts are drawn from
             (:func:`automl_core.leaderboard.chart_sample`); None draws the study itself.
+        params: The parameters the parallel coordinates, importances, slice and contour
+            plots are drawn over, in this order (see
+            :func:`automl_core.leaderboard.chart_axes`). Defaults to None: those that vary.
 
     Returns:
-        Figures by chart name, in the plan's order.
+        Figures by chart name, in the plan's order; a chart that needs more parameters than
+        chosen (contour: 2) or that cannot be computed is left out.
     """
     from optuna import visualization as vis
 
     sample = sample or ChartSample(study)
+    axes = chart_axes(plan, params)
     target = (lambda t: t.values[0]) if plan.multi_objective else None
-    kwargs = {"target": target, "target_name": plan.objective_names[0]}
+    name = plan.objective_names[0]
+    kwargs = {"target": target, "target_name": name}
     figures: dict[str, go.Figure] = {}
-    for name in plan.charts:
-        if name == "Optimization history":
+    for chart in plan.charts:
+        if chart == "Optimization history":
             if sample.history is not None:
-                figure = history_figure(sample.history, plan.objective_names[0])
+                figure = history_figure(sample.history, name)
             else:
                 figure = _optuna_plot(vis.plot_optimization_history, study, **kwargs)
                 if plan.few_trials:  # whole trial numbers, not 0.2 steps
                     figure.update_xaxes(dtick=1)
-        elif name == "Parallel coordinates":
-            figure = _optuna_plot(vis.plot_parallel_coordinate, sample.study, **kwargs)
-        elif name == "Parameter importances":
-            try:
-                figure = importances_figure(sample.study, plan.objective_names[0], target)
-            except (RuntimeError, ValueError, ZeroDivisionError):
-                continue  # too few distinct values for fANOVA; the other charts still show
-        else:
+        elif chart == "Pareto front":
             figure = _optuna_plot(
                 vis.plot_pareto_front, sample.study, target_names=list(plan.objective_names)
             )
-        figures[name] = figure
+        elif not axes or (chart == "Contour" and len(axes) < 2):
+            continue
+        elif chart == "Parallel coordinates":
+            figure = parallel_coordinates_figure(sample.study, axes, **kwargs)
+        elif chart == "Parameter importances":
+            try:
+                info = parameter_importances(sample.study, axes, target)
+            except (RuntimeError, ValueError, ZeroDivisionError):
+                continue  # too few distinct values for fANOVA; the other charts still show
+            figure = importances_figure(info, name)
+        elif chart == "Slice":
+            figure = slice_figure(sample.study, axes, **kwargs)
+        else:
+            figure = contour_figure(sample.study, axes, **kwargs)
+        figures[chart] = figure
     return figures
 
 
@@ -719,35 +832,37 @@ def history_figure(points: tuple[tuple[int, float], ...], name: str) -> go.Figur
     return figure
 
 
-def importances_figure(study: optuna.Study, name: str, target=None) -> go.Figure:
-    """fANOVA importance of each parameter for the first objective, as horizontal bars.
+def importances_figure(info: ImportanceInfo, name: str) -> go.Figure:
+    """fANOVA importances (:func:`automl_core.leaderboard.parameter_importances`) as
+    horizontal bars, most important on top, the chart as tall as its bars.
 
     Optuna computes the importances; the bars are drawn here because Optuna's own chart
     re-reads every trial once per parameter for its hover text (minutes at 10,000 trials).
 
-    Raises:
-        RuntimeError, ValueError, ZeroDivisionError: fANOVA cannot split the trials.
+    Args:
+        info: The importances to draw.
+        name: The objective's display name.
     """
-    importances = optuna.importance.get_param_importances(
-        study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), target=target
-    )
-    ordered = sorted(importances.items(), key=lambda item: item[1])
     figure = go.Figure(
         go.Bar(
-            x=[v for _, v in ordered],
-            y=[k for k, _ in ordered],
+            x=list(info.values),
+            y=list(info.labels),
             orientation="h",
             marker_color=PALETTE[0],
-            text=[f"{v:.2f}" for _, v in ordered],
+            text=[f"{v:.2f}" for v in info.values],
             textposition="outside",
+            cliponaxis=False,
             hovertemplate="%{y}: %{x:.3f}<extra></extra>",
         )
     )
+    top = max(info.values, default=1.0)
     figure.update_layout(
+        **{**LAYOUT, "height": max(200, 34 * len(info.values) + 120)},
         title=f"Parameter importances for {name} (fANOVA)",
-        xaxis_title="importance",
-        **LAYOUT,
+        xaxis={"title": "importance", "range": [0, top * 1.15], "tickformat": ".2f"},
+        yaxis={"autorange": "reversed", "automargin": True},
     )
+    _subtitle(figure, info.note)
     return figure
 
 

@@ -293,6 +293,8 @@ def _best_trial_sections(study: optuna.Study, number: int) -> list[str]:
         sample = data.x_test[:300]
         labels = data.y_test[:300] if data.y_test is not None else None
         projection = latent_projection(encode(model, sample), "pca")
+        # projection_figure writes each class's colour into the figure itself: the report
+        # has no dashboard theme to lend them
         figure = projection_figure(projection, labels, data.class_names, title="Latent (PCA)")
         parts.append("<h3>Latent space</h3>" + _figure_html(figure))
     filters = encoder_filters(model)
@@ -305,19 +307,78 @@ def _best_trial_sections(study: optuna.Study, number: int) -> list[str]:
 _PLOTLY_INCLUDED: list[bool] = []
 
 
+# the template of every figure in the report. A figure made in a process that imported
+# Streamlit (the Export page) takes Streamlit's template, whose colours are placeholders
+# (#000001, #000002, ...) that only the dashboard's theme replaces: on their own they are black
+REPORT_TEMPLATE = "plotly_white"
+
+
 def _figure_html(figure) -> str:
-    """A figure as an HTML fragment; Plotly's JavaScript goes inline with the first one."""
+    """A figure as an HTML fragment, in :data:`REPORT_TEMPLATE`; Plotly's JavaScript goes
+    inline with the first one."""
+    figure.update_layout(template=REPORT_TEMPLATE)
     first = not _PLOTLY_INCLUDED
     _PLOTLY_INCLUDED.append(True)
     return figure.to_html(full_html=False, include_plotlyjs=True if first else False)
 
 
+# the report's page: as wide as a screen, a wide table scrolls inside its own box
+REPORT_STYLE = (
+    "body{font-family:sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;"
+    "color:#1F2937}"
+    ".table-wrap{max-width:100%;overflow-x:auto;margin-bottom:1em}"
+    "table{border-collapse:collapse;font-size:12px}"
+    "td,th{border:1px solid #ddd;padding:3px 6px;vertical-align:top}"
+    "th{background:#F3F4F6;white-space:nowrap}"
+    "td{max-width:28em;overflow-wrap:anywhere}"
+    "img{image-rendering:pixelated;max-width:100%}"
+    ".js-plotly-plot,.plotly-graph-div{max-width:100%}"
+)
+
+
+def report_table(frame) -> str:
+    """The report's leaderboard: trial and state, the metrics (those any trial has), the
+    parameters that vary, precision where it varies, then the notes where any trial has one,
+    under their display names, in a box that scrolls sideways rather than widening the page.
+
+    Args:
+        frame: :func:`automl_core.results.trials_frame`.
+
+    Returns:
+        An HTML fragment (every cell escaped).
+    """
+    from automl_core.leaderboard import column_label, varying_columns
+    from automl_core.results import METRIC_COLUMNS
+
+    # a metric no trial has is left out, but vs PCA, whose blanks a note explains
+    columns = [
+        c
+        for c in ("trial", "state", *METRIC_COLUMNS)
+        if c in frame and (c in ("trial", "state", "vs_pca_db") or frame[c].notna().any())
+    ]
+    columns += varying_columns(frame)
+    if "precision" in frame and frame["precision"].nunique() > 1:
+        columns.append("precision")
+    for note in ("user_note", "note"):
+        if note in frame and frame[note].fillna("").astype(str).str.strip().any():
+            columns.append(note)
+    shown = frame[columns].rename(columns={c: column_label(c) for c in columns})
+    table = shown.to_html(
+        index=False, escape=True, float_format=lambda v: f"{v:.5g}", na_rep="", border=0
+    )
+    return f'<div class="table-wrap">{table}</div>'
+
+
 def study_report(study: optuna.Study) -> str:
     """A study as one self-contained HTML page.
 
-    Leaderboard, optimisation history, parameter importances (where they apply), and the best
-    trial's reconstructions, filters and latent scatter. Plotly's JavaScript is inline once,
-    images are base64 PNGs: it opens from disk with no server and no network.
+    Leaderboard (metrics first, the parameters that vary), optimisation history, parallel
+    coordinates, parameter importances, slice and contour plots (over the parameters that
+    vary, as the Leaderboard page draws them), the Pareto front and set of a
+    multi-objective study, the compression curve, and the best trial's reconstructions,
+    filters and latent scatter (each class in its own colour, set on the figure). Plotly's
+    JavaScript is inline once, images are base64 PNGs: it opens from disk with no server
+    and no network.
 
     Args:
         study: The study.
@@ -330,6 +391,7 @@ def study_report(study: optuna.Study) -> str:
     from automl_core.leaderboard import (
         best_pca_verdict,
         chart_sample,
+        pareto_frame,
         pca_missing_note,
         study_chart_plan,
     )
@@ -338,22 +400,20 @@ def study_report(study: optuna.Study) -> str:
     _PLOTLY_INCLUDED.clear()
     name = html.escape(study.study_name)
     frame = trials_frame(study)
-    columns = [c for c in frame.columns if c not in ("study", "has_model")]
-    table = frame[columns].to_html(index=False, escape=True, float_format=lambda v: f"{v:.5g}")
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>Study {name}</title>",
-        "<style>body{font-family:sans-serif;margin:2em;color:#1F2937}"
-        "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ddd;"
-        "padding:3px 6px}img{image-rendering:pixelated;max-width:100%}</style>",
+        f"<style>{REPORT_STYLE}</style>",
         "</head><body>",
         f"<h1>Study {name}</h1>",
         f"<p>{len(frame)} trials; exported {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
         ".</p>",
         "<h2>Leaderboard</h2>",
-        f"<p><em>vs_pca_db: {html.escape(VS_PCA_HELP)}.</em></p>",
-        table,
+        f"<p><em>vs PCA (dB): {html.escape(VS_PCA_HELP)}. Only the parameters that differ "
+        "between trials are shown.</em></p>",
+        report_table(frame),
     ]
     missing = pca_missing_note(frame)
     if missing:
@@ -363,10 +423,14 @@ def study_report(study: optuna.Study) -> str:
     figures = study_figures(study, plan, sample)
     for note in plan.notes + ((sample.note,) if sample.note else ()):
         parts.append(f"<p><em>{html.escape(note)}</em></p>")
-    for title in ("Optimization history", "Parameter importances", "Pareto front"):
-        if title in figures:
-            parts.append(f"<h2>{html.escape(title)}</h2>")
-            parts.append(_figure_html(figures[title]))
+    for title, figure in figures.items():
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        parts.append(_figure_html(figure))
+    pareto = pareto_frame(study, plan)
+    if not pareto.empty:
+        parts.append("<h2>Pareto set</h2>")
+        table = pareto.to_html(index=False, escape=True, float_format=lambda v: f"{v:.5g}")
+        parts.append(f'<div class="table-wrap">{table}</div>')
     curve = compression_curve(frame)
     if not curve.empty:
         parts.append("<h2>Compression curve</h2>")

@@ -1,21 +1,24 @@
 """What the leaderboard shows: tables of trials, loss curves, reconstructions, which charts.
 
 Everything here is a data step (DataFrames, arrays, small dataclasses); the figures are
-drawn from them by :mod:`automl_core.charts`. Pages only call ``st.plotly_chart``.
+drawn from them by :mod:`automl_core.charts`. Pages only call ``st.plotly_chart``. The one
+action is a user's note on a trial (:func:`annotate_trial`), checked against their role.
 """
 
 from __future__ import annotations
 
 import math
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
 import optuna
 import pandas as pd
 
-from automl_core import limits, store, trials
-from automl_core.errors import AutoMLError
+from automl_core import access, limits, store, trials
+from automl_core.errors import AutoMLError, ConfigError
 from automl_core.results import EMPTY_COLUMNS, METRIC_COLUMNS, sort_trials, trials_frame
+from automl_core.space import parameter_label
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 
@@ -171,6 +174,10 @@ class StudyChartPlan:
         multi_objective: Whether the study has two objectives (charts then plot the first).
         objective_names: The objectives' display names.
         few_trials: Whether the study has at most 20 trials (whole-number trial ticks).
+        parameters: Every parameter of the finished trials, in the order trials hold them
+            (the axes a reader may pick).
+        varying: Those whose value differs between finished trials (the default axes: a
+            parameter every trial shares says nothing on a chart).
     """
 
     charts: tuple[str, ...]
@@ -178,22 +185,27 @@ class StudyChartPlan:
     multi_objective: bool = False
     objective_names: tuple[str, ...] = ("val MSE",)
     few_trials: bool = True
+    parameters: tuple[str, ...] = ()
+    varying: tuple[str, ...] = ()
 
 
 STUDY_CHARTS = (
     "Optimization history",
     "Parallel coordinates",
     "Parameter importances",
+    "Slice",
+    "Contour",
     "Pareto front",
 )
 
 
 def study_chart_plan(study: optuna.Study) -> StudyChartPlan:
-    """Decides which study charts apply.
+    """Decides which study charts apply, and over which parameters by default.
 
-    Optimisation history needs a finished trial; parallel coordinates a parameter that
-    varies; parameter importances two finished trials and a varying parameter; a
-    multi-objective study also gets its Pareto front.
+    Optimisation history needs a finished trial; parallel coordinates and slices a
+    parameter that varies; parameter importances two finished trials and a varying
+    parameter; contour plots two varying parameters; a multi-objective study also gets its
+    Pareto front.
 
     Args:
         study: The study.
@@ -207,11 +219,10 @@ def study_chart_plan(study: optuna.Study) -> StudyChartPlan:
     if not finished:
         notes = ("No finished trial yet: the charts appear when one completes.",)
         return StudyChartPlan((), notes, multi, names)
-    varying = [
-        name
-        for name in finished[0].params
-        if len({repr(t.params.get(name)) for t in finished}) > 1
-    ]
+    parameters = tuple(dict.fromkeys(name for t in finished for name in t.params))
+    varying = tuple(
+        name for name in parameters if len({repr(t.params.get(name)) for t in finished}) > 1
+    )
     charts = ["Optimization history"]
     notes = []
     if varying:
@@ -222,10 +233,144 @@ def study_chart_plan(study: optuna.Study) -> StudyChartPlan:
         notes.append(
             "Parameter importances need at least 2 finished trials with varying parameters."
         )
+    if varying:
+        charts.append("Slice")
+    if len(varying) >= 2:
+        charts.append("Contour")
+    else:
+        notes.append(
+            "Contour plots need at least 2 parameters that vary; "
+            f"{'only ' + parameter_label(varying[0]) if varying else 'none'} does."
+        )
     if multi:
         charts.append("Pareto front")
     few = _trial_count(study) <= 20
-    return StudyChartPlan(tuple(charts), tuple(notes), multi, names, few)
+    return StudyChartPlan(tuple(charts), tuple(notes), multi, names, few, parameters, varying)
+
+
+def chart_axes(plan: StudyChartPlan, wanted=None) -> tuple[str, ...]:
+    """The parameters the study charts are drawn over.
+
+    Args:
+        plan: The study's plan.
+        wanted: Parameter names a reader picked, in their order. Defaults to None: the
+            parameters that vary (:attr:`StudyChartPlan.varying`).
+
+    Returns:
+        ``wanted`` without names the study's trials do not hold (and without repeats).
+    """
+    if wanted is None:
+        return plan.varying
+    return tuple(dict.fromkeys(name for name in wanted if name in plan.parameters))
+
+
+# the most bars the importance chart draws, and the smallest importance drawn as a bar
+IMPORTANCE_TOP = 8
+IMPORTANCE_FLOOR = 0.005
+
+
+@dataclass(frozen=True)
+class ImportanceInfo:
+    """fANOVA importances of the chosen parameters, ready for a bar chart.
+
+    Attributes:
+        names: The parameters drawn, most important first (at most ``top``).
+        labels: Their display names (the parameter table's ``label``).
+        values: Their importances (summing to at most 1 over every parameter).
+        zero: Display names of the parameters left out for an importance below
+            :data:`IMPORTANCE_FLOOR` (drawn as 0.00).
+        beyond_top: Display names of those left out because ``top`` bars were drawn.
+    """
+
+    names: tuple[str, ...]
+    labels: tuple[str, ...]
+    values: tuple[float, ...]
+    zero: tuple[str, ...] = ()
+    beyond_top: tuple[str, ...] = ()
+
+    @property
+    def note(self) -> str:
+        """What was left out, in one sentence ('' when nothing was)."""
+        parts = []
+        if self.beyond_top:
+            parts.append(f"{len(self.beyond_top)} below the top {len(self.names)}")
+        if self.zero:
+            shown = ", ".join(self.zero[:6]) + (", ..." if len(self.zero) > 6 else "")
+            parts.append(f"{len(self.zero)} with no measurable importance ({shown})")
+        return f"Left out: {'; '.join(parts)}." if parts else ""
+
+
+def parameter_importances(
+    study: optuna.Study, params, target=None, top: int = IMPORTANCE_TOP
+) -> ImportanceInfo:
+    """fANOVA importances of ``params`` for the first objective: the top ``top`` drawn,
+    those below :data:`IMPORTANCE_FLOOR` left out (a chart of 0.00 bars says nothing).
+
+    Args:
+        study: The study (or its :class:`ChartSample` copy).
+        params: The parameters to weigh.
+        target: What to weigh them for (the first objective of a multi-objective study).
+            Defaults to None (the study's one objective).
+        top: Most bars. Defaults to :data:`IMPORTANCE_TOP`.
+
+    Returns:
+        The importances.
+
+    Raises:
+        RuntimeError, ValueError, ZeroDivisionError: fANOVA cannot split the trials.
+    """
+    importances = optuna.importance.get_param_importances(
+        study,
+        evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
+        params=list(params),
+        target=target,
+    )
+    ranked = sorted(importances.items(), key=lambda item: -item[1])
+    kept = [(n, v) for n, v in ranked if v >= IMPORTANCE_FLOOR]
+    zero = tuple(parameter_label(n) for n, v in ranked if v < IMPORTANCE_FLOOR)
+    shown, beyond = kept[:top], kept[top:]
+    return ImportanceInfo(
+        names=tuple(n for n, _ in shown),
+        labels=tuple(parameter_label(n) for n, _ in shown),
+        values=tuple(float(v) for _, v in shown),
+        zero=zero,
+        beyond_top=tuple(parameter_label(n) for n, _ in beyond),
+    )
+
+
+def pareto_frame(study: optuna.Study, plan: StudyChartPlan, params=None) -> pd.DataFrame:
+    """The Pareto set of a multi-objective study as a table, best first objective first.
+
+    Args:
+        study: The study.
+        plan: Its plan (objective names, the varying parameters).
+        params: The parameter columns. Defaults to the parameters that vary.
+
+    Returns:
+        One row per trial of the set: ``Trial``, each objective under its display name,
+        then the parameters under their display names; empty for a single-objective study.
+    """
+    if not plan.multi_objective:
+        return pd.DataFrame()
+    params = chart_axes(plan, params)
+    rows = []
+    for trial in sorted(study.best_trials, key=lambda t: tuple(t.values)):
+        row = {"Trial": trial.number}
+        row.update(dict(zip(plan.objective_names, trial.values, strict=False)))
+        for name in params:
+            row[parameter_label(name)] = _cell(trial.params.get(name))
+        rows.append(row)
+    columns = ["Trial", *plan.objective_names, *(parameter_label(n) for n in params)]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _cell(value) -> str:
+    """A parameter value as table text (one type per column, whatever the values are)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
 
 
 @dataclass(frozen=True)
@@ -432,12 +577,128 @@ def _trial_counts(storage, study_id: int) -> tuple | None:
 
 
 FIRST_COLUMNS = ("study", "trial", "state", *METRIC_COLUMNS)
+LAST_COLUMNS = ("precision", "has_model", "note")
+# display names of the table's own columns; parameters take theirs from the parameter table
+COLUMN_LABELS = {
+    "study": "Study",
+    "trial": "Trial",
+    "state": "State",
+    "val_mse": "Val MSE",
+    "test_psnr": "PSNR (dB)",
+    "vs_pca_db": "vs PCA (dB)",
+    "test_ssim": "SSIM",
+    "param_count": "Params",
+    "compression_ratio": "Compression",
+    "train_seconds": "Seconds",
+    "epochs": "Epochs",
+    "pca_psnr": "PCA PSNR (dB)",
+    "user_note": "User note",
+    "precision": "Precision",
+    "has_model": "Model",
+    "note": "Status note",
+}
+
+
+def column_label(name: str) -> str:
+    """A leaderboard column's display name: :data:`COLUMN_LABELS`, else the parameter
+    table's label, else the name."""
+    return COLUMN_LABELS.get(name) or parameter_label(name)
+
+
+def parameter_columns(frame: pd.DataFrame) -> list[str]:
+    """The configuration columns of a leaderboard (every column that is not a metric,
+    identity or note), in the table's order."""
+    own = {*FIRST_COLUMNS, *LAST_COLUMNS, "user_note"}
+    return [c for c in frame.columns if c not in own and not c.startswith("_")]
+
+
+def varying_columns(frame: pd.DataFrame) -> list[str]:
+    """The parameter columns whose value differs between the table's rows."""
+    return [c for c in parameter_columns(frame) if len({repr(v) for v in frame[c].tolist()}) > 1]
 
 
 def display_columns(frame: pd.DataFrame, with_study: bool) -> list[str]:
-    """Leaderboard columns in reading order: identity, metrics, parameters, precision, model,
+    """Leaderboard columns in reading order: identity, metrics, users' notes (when a row
+    has one), the parameters that vary, those every row shares, precision, model, status
     note."""
     first = [c for c in FIRST_COLUMNS if c in frame and (c != "study" or with_study)]
-    last = [c for c in ("precision", "has_model", "note") if c in frame]
-    middle = [c for c in frame.columns if c not in first and c not in last and c != "study"]
-    return first + middle + last
+    if "user_note" in frame and frame["user_note"].fillna("").astype(bool).any():
+        first.append("user_note")
+    last = [c for c in LAST_COLUMNS if c in frame]
+    varying = varying_columns(frame)
+    same = [c for c in parameter_columns(frame) if c not in varying]
+    return first + varying + same + last
+
+
+def settings_diff(frame: pd.DataFrame, picks: list[tuple[str, int]]) -> pd.DataFrame:
+    """The settings that differ between picked trials, one row per setting.
+
+    Args:
+        frame: The leaderboard holding the picked trials (:func:`studies_frame`).
+        picks: ``(study name, trial number)`` pairs, in the reader's order.
+
+    Returns:
+        Columns ``Setting`` (the parameter table's label) and one per picked trial
+        (``#n``, or ``study #n`` when the picks come from several studies), values as text;
+        only the parameters whose value is not the same for every picked trial. Empty
+        (with those columns) when they share every setting or fewer than 2 are found.
+    """
+    picks = list(dict.fromkeys(picks))
+    with_study = len({s for s, _ in picks}) > 1
+    rows, labels = [], []
+    for study_name, number in picks:
+        match = frame[(frame["study"] == study_name) & (frame["trial"] == number)]
+        if not match.empty:
+            rows.append(match.iloc[0])
+            labels.append(_label(study_name, number, with_study))
+    columns = ["Setting", *labels]
+    if len(rows) < 2:
+        return pd.DataFrame(columns=columns)
+    table = []
+    for name in parameter_columns(frame):
+        values = [row.get(name) for row in rows]
+        if len({repr(_cell(v)) for v in values}) > 1:
+            table.append([column_label(name), *(_cell(v) for v in values)])
+    return pd.DataFrame(table, columns=columns)
+
+
+def annotate_trial(
+    study: optuna.Study, number: int, text: str, actor: access.User | None = None
+) -> str:
+    """Writes a user's plain-text note on a trial (an empty text removes it).
+
+    The note is kept with the study (a study user attribute per trial,
+    :func:`automl_core.trials.note_attr`): Optuna refuses to change a finished trial's own
+    attributes. It is shown as written, as text, never as Markdown or HTML.
+
+    Args:
+        study: The study.
+        number: The trial's number.
+        text: The note. Surrounding white space is dropped, and control characters other
+            than line breaks and tabs.
+        actor: Who writes it (an operator or an admin). Defaults to the local admin in
+            local mode; required in shared mode.
+
+    Returns:
+        The note as stored.
+
+    Raises:
+        PermissionDenied: The actor may not annotate (a viewer, or no actor in shared mode).
+        ConfigError: The text is not a string or is longer than the ``max_note_length``
+            limit, or the study has no such trial.
+    """
+    access.check_allowed(access.resolve_actor(actor), "annotate")
+    if not isinstance(text, str):
+        raise ConfigError(f"a note must be text, got {type(text).__name__}")
+    text = text.replace("\r\n", "\n")
+    note = "".join(c for c in text if c in "\n\t" or unicodedata.category(c) != "Cc").strip()
+    limit = limits.get("max_note_length")
+    if len(note) > limit:
+        raise ConfigError(
+            f"the note is {len(note):,} characters long, more than the {limit:,} allowed "
+            f"(max_note_length, {limits.LIMITS['max_note_length'].env})"
+        )
+    store.get_trial(study, number)  # no such trial: a clear error, not a stray attribute
+    study.set_user_attr(trials.note_attr(number), note)
+    trials.touch_study(study)  # readers that cache the leaderboard see the note
+    return note

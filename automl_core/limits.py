@@ -131,6 +131,12 @@ _limit(
     "from (the best half and an even spread of the rest); the table keeps every trial",
 )
 _limit(
+    "max_note_length",
+    2_000,
+    "characters",
+    "longest note a user may write on a trial (kept as plain text with the study)",
+)
+_limit(
     "max_consecutive_failures",
     5,
     "trials",

@@ -8,7 +8,7 @@ import optuna
 import pandas as pd
 
 from automl_core.errors import ArtifactMissing
-from automl_core.trials import TrialRecord, best_record, read_trials_once
+from automl_core.trials import TrialRecord, best_record, read_trials_once, trial_notes
 
 METRIC_COLUMNS = (
     "val_mse",
@@ -27,7 +27,16 @@ VS_PCA_HELP = (
     "test PSNR minus PCA's with as many components (latent_dim), fitted on the same "
     "training split; negative = worse than a linear projection"
 )
-EMPTY_COLUMNS = ["study", "trial", "state", *METRIC_COLUMNS, "precision", "has_model", "note"]
+EMPTY_COLUMNS = [
+    "study",
+    "trial",
+    "state",
+    *METRIC_COLUMNS,
+    "user_note",
+    "precision",
+    "has_model",
+    "note",
+]
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
@@ -37,8 +46,9 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     :class:`automl_core.training.TrialMetrics` (NaN where a trial has none), ``pca_psnr``
     (PCA with ``latent_dim`` components on the same split) and ``vs_pca_db`` (test PSNR
     minus it, see :data:`VS_PCA_HELP`; NaN for trials stored before it), ``precision``
-    (the Keras policy it trained with), ``has_model`` and ``note`` (why a trial failed or
-    was pruned, or why it was retried in float32).
+    (the Keras policy it trained with), ``has_model``, ``note`` (why a trial failed or
+    was pruned, or why it was retried in float32) and ``user_note`` (what a user wrote on
+    it, :func:`automl_core.leaderboard.annotate_trial`; '' when nothing).
 
     Args:
         study: The study.
@@ -46,15 +56,19 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     Returns:
         The table; empty (with the columns) when the study has no trials.
     """
-    return records_frame(study.study_name, read_trials_once(study))
+    return records_frame(study.study_name, read_trials_once(study), trial_notes(study.user_attrs))
 
 
-def records_frame(study_name: str, records: list[TrialRecord]) -> pd.DataFrame:
+def records_frame(
+    study_name: str, records: list[TrialRecord], notes: dict[int, str] | None = None
+) -> pd.DataFrame:
     """Trial records as the table :func:`trials_frame` describes.
 
     Args:
         study_name: The study the records belong to (the ``study`` column).
         records: Its trials.
+        notes: Users' notes by trial number (:func:`automl_core.trials.trial_notes`).
+            Defaults to None (none).
 
     Returns:
         The table, best validation MSE first.
@@ -67,6 +81,7 @@ def records_frame(study_name: str, records: list[TrialRecord]) -> pd.DataFrame:
             row[column] = record.metrics.get(column, math.nan)
         # blank for trials stored before the PCA baseline was recorded
         row["vs_pca_db"] = record.vs_pca_db
+        row["user_note"] = (notes or {}).get(record.number, "")
         if record.state == "PRUNED" and record.live.get("val_loss"):
             row["val_mse"] = record.best_val_mse
             row["epochs"] = record.live.get("epoch", math.nan)

@@ -347,6 +347,13 @@ def active_parameters(config: Mapping[str, Any]) -> list[str]:
     return [name for name, spec in PARAMETERS.items() if spec.acts_on(config)]
 
 
+def parameter_label(name: str) -> str:
+    """A parameter's display name from its row of :data:`PARAMETERS` (the name itself for a
+    parameter the table does not know, e.g. one of a study made elsewhere)."""
+    spec = PARAMETERS.get(name)
+    return spec.label if spec is not None else name
+
+
 def _config_to_dict(self) -> dict[str, Any]:
     """The configuration as a JSON-ready dict."""
     return asdict(self)

@@ -50,6 +50,10 @@ RUN_HEARTBEAT_ATTR = "run_heartbeat"
 PROMOTED_ATTR = "promoted"
 # study attribute: the DARTS search's progress and result (automl_core.darts.DartsResult)
 DARTS_ATTR = "darts"
+# study attributes "trial_note:<number>": a user's plain-text note on a trial. Kept on the
+# study, not the trial: Optuna refuses to change a finished trial's user attributes
+# (UpdateFinishedTrialError), and notes are written on finished trials
+NOTE_ATTR_PREFIX = "trial_note:"
 
 
 @dataclass(frozen=True)
@@ -348,6 +352,27 @@ def fail_trial(storage: optuna.storages.BaseStorage, study_name: str, number: in
     storage.set_trial_state_values(trial_id, TrialState.FAIL)
 
 
+def note_attr(number: int) -> str:
+    """The study attribute that holds a user's note on trial ``number``."""
+    return f"{NOTE_ATTR_PREFIX}{int(number)}"
+
+
+def trial_notes(study_attrs: dict[str, Any]) -> dict[int, str]:
+    """Users' notes by trial number, read from a study's user attributes (empty ones left out).
+
+    Args:
+        study_attrs: ``study.user_attrs``.
+    """
+    notes = {}
+    for key, value in study_attrs.items():
+        number = key.removeprefix(NOTE_ATTR_PREFIX)
+        if key.startswith(NOTE_ATTR_PREFIX) and number.isdigit() and isinstance(value, str):
+            if value:
+                notes[int(number)] = value
+    return notes
+
+
 def touch_study(study: optuna.Study) -> None:
-    """Stamps a study as changed (a trial started or ended), for readers that cache it."""
+    """Stamps a study as changed (a trial started or ended, a note was written), for readers
+    that cache it."""
     study.set_user_attr(CHANGED_ATTR, f"{time.time():.6f}-{os.getpid()}")

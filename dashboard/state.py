@@ -187,24 +187,50 @@ def first_test_images(study_name: str, url: str, count: int):
     )
 
 
-BOARD_COLUMNS = {
-    "study": st.column_config.TextColumn("Study"),
-    "trial": st.column_config.NumberColumn("Trial", format="%d"),
-    "state": st.column_config.TextColumn("State"),
-    "val_mse": st.column_config.NumberColumn("Val MSE", format="%.5f"),
-    "test_psnr": st.column_config.NumberColumn("PSNR", format="%.2f dB"),
-    "test_ssim": st.column_config.NumberColumn("SSIM", format="%.3f"),
-    "param_count": st.column_config.NumberColumn("Params", format="localized"),
-    "compression_ratio": st.column_config.NumberColumn("Compression", format="%.1fx"),
-    "train_seconds": st.column_config.NumberColumn("Seconds", format="%.1f s"),
-    "epochs": st.column_config.NumberColumn("Epochs", format="%d"),
-    "learning_rate": st.column_config.NumberColumn("Learning rate", format="%.0e"),
-    "precision": st.column_config.TextColumn(
-        "Precision", help="the Keras number format the trial trained in"
-    ),
-    "has_model": st.column_config.CheckboxColumn("Model"),
-    "note": st.column_config.TextColumn("Note", width="medium"),
-}
+def _board_columns() -> dict:
+    """Column settings of every leaderboard table: the core's display names
+    (:data:`automl_core.leaderboard.COLUMN_LABELS`, the parameter table's labels), formats."""
+    from automl_core.leaderboard import column_label
+    from automl_core.results import VS_PCA_HELP
+    from automl_core.space import PARAMETERS
+
+    column = st.column_config
+    columns = {
+        name: column.Column(spec.label, help=spec.help) for name, spec in PARAMETERS.items()
+    }
+    formats = {
+        "trial": column.NumberColumn(format="%d"),
+        "val_mse": column.NumberColumn(format="%.5f"),
+        "test_psnr": column.NumberColumn(format="%.2f"),
+        "vs_pca_db": column.NumberColumn(format="%+.2f", help=VS_PCA_HELP),
+        "test_ssim": column.NumberColumn(format="%.3f"),
+        "param_count": column.NumberColumn(format="localized"),
+        "compression_ratio": column.NumberColumn(format="%.1fx"),
+        "train_seconds": column.NumberColumn(format="%.1f"),
+        "epochs": column.NumberColumn(format="%d"),
+        "pca_psnr": column.NumberColumn(
+            format="%.2f",
+            help="PCA with latent_dim components, fitted on the training split, on the test split",
+        ),
+        "learning_rate": column.NumberColumn(format="%.0e", help=PARAMETERS["learning_rate"].help),
+        "precision": column.TextColumn(help="the Keras number format the trial trained in"),
+        "has_model": column.CheckboxColumn(),
+        "user_note": column.TextColumn(
+            width="medium", help="a note a user wrote on the trial (Note on a trial, below)"
+        ),
+        "note": column.TextColumn(
+            width="medium", help="why a trial failed or was pruned, or whose result it reuses"
+        ),
+    }
+    columns.update(formats)
+    for name in ("study", "state"):
+        columns.setdefault(name, column.TextColumn())
+    for name, config in columns.items():
+        config["label"] = column_label(name)
+    return columns
+
+
+BOARD_COLUMNS = _board_columns()
 
 
 def read_board(study_names: tuple[str, ...], url: str):
@@ -232,27 +258,53 @@ def _cached_board(study_names: tuple[str, ...], url: str, version: tuple):
     return read_board(study_names, url)
 
 
+@st.cache_data(max_entries=32, show_spinner=False)
+def chart_plan(study_name: str, url: str, version: tuple):
+    """Which study charts apply and the parameters they may be drawn over
+    (:class:`automl_core.leaderboard.StudyChartPlan`); ``version`` keys the re-read."""
+    from automl_core.leaderboard import study_chart_plan
+
+    return study_chart_plan(load_study(study_name, url))
+
+
 # a resource, not data: cache_data would unpickle (and so re-validate) every trace of every
 # figure on each rerun, over a second for a 1,000-line parallel-coordinates chart; the pages
 # only hand the figures to st.plotly_chart, which copies them
 @st.cache_resource(max_entries=16, show_spinner="Drawing Optuna charts…")
-def study_figures(study_name: str, url: str, version: tuple):
-    """Optuna's figures of a study and notes on those left out; ``version`` (see
-    :func:`board_version`) keys the redraw. Shared by every session: do not modify them."""
+def study_figures(
+    study_name: str, url: str, version: tuple, params: tuple[str, ...] | None = None
+):
+    """Optuna's figures of a study over ``params`` (None: the parameters that vary) and
+    notes on those left out; ``version`` (see :func:`board_version`) keys the redraw.
+    Shared by every session: do not modify them."""
     from automl_core.charts import study_figures as draw
-    from automl_core.leaderboard import chart_sample, study_chart_plan
+    from automl_core.leaderboard import chart_axes, chart_sample
 
     study = load_study(study_name, url)
-    plan = study_chart_plan(study)
+    plan = chart_plan(study_name, url, version)
     sample = chart_sample(study)
-    figures = draw(study, plan, sample)
+    axes = chart_axes(plan, params)
+    figures = draw(study, plan, sample, axes)
     notes = list(plan.notes) + ([sample.note] if sample.note else [])
-    notes += [
-        f"{name} could not be computed for this study."
-        for name in plan.charts
-        if name not in figures
-    ]
+    for name in plan.charts:
+        if name in figures:
+            continue
+        if name == "Contour" and len(axes) == 1:
+            notes.append("Contour plots need 2 or more axes: add one above.")
+        elif not axes and name != "Contour":
+            notes.append(f"{name} needs at least one axis: pick one above.")
+        elif axes:
+            notes.append(f"{name} could not be computed for this study.")
     return figures, notes
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def pareto_table(study_name: str, url: str, version: tuple, params: tuple[str, ...] | None):
+    """The Pareto set of a multi-objective study (empty otherwise) as a table."""
+    from automl_core.leaderboard import pareto_frame
+
+    study = load_study(study_name, url)
+    return pareto_frame(study, chart_plan(study_name, url, version), params)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

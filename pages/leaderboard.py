@@ -1,4 +1,5 @@
-"""Leaderboard: every trial of one or more studies; compare picked trials; Optuna's charts."""
+"""Leaderboard: every trial of one or more studies; compare picked trials (their curves,
+reconstructions, the settings they differ in, a note); Optuna's charts over chosen axes."""
 
 from __future__ import annotations
 
@@ -16,18 +17,9 @@ from automl_core.leaderboard import (
     pca_missing_note,
     summary,
 )
-from automl_core.results import VS_PCA_HELP
-from dashboard import state
+from dashboard import board_widgets, state
 
 COMPARE_IMAGES = 8
-PCA_COLUMNS = {
-    "vs_pca_db": st.column_config.NumberColumn("vs PCA (dB)", format="%+.2f", help=VS_PCA_HELP),
-    "pca_psnr": st.column_config.NumberColumn(
-        "PCA PSNR",
-        format="%.2f dB",
-        help="PCA with latent_dim components, fitted on the training split, on the test split",
-    ),
-}
 
 
 def studies_ui(url: str) -> list[str]:
@@ -68,7 +60,7 @@ def table_ui(frame) -> list[tuple[str, int]]:
         key="board",
         on_select=_sync_compare,
         selection_mode="multi-row",
-        column_config={**state.BOARD_COLUMNS, **PCA_COLUMNS},
+        column_config=state.BOARD_COLUMNS,
     )
     st.session_state["compare"] = [c for c in st.session_state.get("compare", []) if c in labels]
     picked = st.multiselect(
@@ -105,16 +97,6 @@ def compare_ui(picks: list[tuple[str, int]], url: str) -> None:
         st.image(
             as_display_images(images), caption=[f"#{number}"] * len(images), width=72, clamp=True
         )
-
-
-def charts_ui(study_name: str, url: str) -> None:
-    """Optuna's figures for the main study, one tab each (redrawn when a trial finishes)."""
-    figures, notes = state.study_figures(study_name, url, state.board_version((study_name,), url))
-    for note in notes:
-        st.caption(note)
-    if figures:
-        for tab, (title, figure) in zip(st.tabs(list(figures)), figures.items(), strict=False):
-            tab.plotly_chart(figure, key=f"chart_{title}")
 
 
 def strategy_ui(study_name: str, url: str) -> None:
@@ -167,6 +149,8 @@ with state.shown_errors():
     if picks:
         st.subheader("Compare")
         compare_ui(picks, url)
+        board_widgets.diff_ui(board, picks)
+        board_widgets.note_ui(board, picks, url)
     st.subheader(f"Optuna charts — {names[0]}")
-    charts_ui(names[0], url)
+    board_widgets.charts_ui(names[0], url)
     strategy_ui(names[0], url)

@@ -247,7 +247,10 @@ class TestRealSearch:
         from automl_core.export import study_report
 
         report = study_report(store.load_study(*tiny_study))
-        assert "vs_pca_db" in report and "negative = worse than a linear projection" in report
+        assert (
+            "<th>vs PCA (dB)</th>" in report
+            and "negative = worse than a linear projection" in report
+        )
         assert "Against PCA: Trial #" in report and "PCA (same components)" in report
 
 

@@ -104,8 +104,12 @@ class TestStudyCharts:
             "Optimization history",
             "Parallel coordinates",
             "Parameter importances",
+            "Slice",
         )
-        assert not plan.notes and not plan.multi_objective
+        assert plan.varying == ("filters",) and not plan.multi_objective
+        assert plan.notes == (
+            "Contour plots need at least 2 parameters that vary; only Filters does.",
+        )
 
     def test_plan_without_finished_trials_says_why(self):
         plan = leaderboard.study_chart_plan(optuna.create_study())
@@ -117,6 +121,7 @@ class TestStudyCharts:
         plan = leaderboard.study_chart_plan(one)
         assert plan.charts == ("Optimization history",)
         assert "at least 2 finished trials" in plan.notes[0]
+        assert plan.parameters == ("filters",) and plan.varying == ()
 
     def test_figures_follow_the_plan(self, study):
         plan = leaderboard.study_chart_plan(study)
@@ -215,6 +220,7 @@ class TestChartSample:
             "Optimization history",
             "Parallel coordinates",
             "Parameter importances",
+            "Slice",
         ]
         history = figures["Optimization history"]
         assert len(history.data[0].x) == 93 and min(history.data[1].y) == every[0]
