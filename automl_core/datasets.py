@@ -90,23 +90,39 @@ class Dataset:
 
 @dataclass(frozen=True)
 class DatasetEntry:
-    """One registry entry: how to load the full array of a named dataset."""
+    """One registry entry: how to load the full array of a named dataset.
+
+    Attributes:
+        load: ``() -> (x, y, class_names)``.
+        description: One line for people.
+        offline: Whether the loader works without a network.
+        size: ``((H, W, C), images)`` when known without loading (a dataset that must be
+            downloaded first), else None.
+    """
 
     load: Callable[[], tuple[np.ndarray, np.ndarray | None, tuple[str, ...] | None]]
     description: str
     offline: bool
+    size: tuple[tuple[int, int, int], int] | None = None
 
 
 DATASETS: dict[str, DatasetEntry] = {}
 
 
-def register_dataset(name: str, description: str, offline: bool):
+def register_dataset(
+    name: str,
+    description: str,
+    offline: bool,
+    size: tuple[tuple[int, int, int], int] | None = None,
+):
     """Decorator that adds a loader ``() -> (x, y, class_names)`` to the registry.
 
     Args:
         name: The name users type (``--dataset NAME``, the sidebar).
         description: One line shown by ``python -m automl_core datasets``.
         offline: Whether the loader works without a network.
+        size: ``((H, W, C), images)``, for a dataset whose loader downloads: what the
+            Search page's estimate reads without downloading. Defaults to None.
 
     Returns:
         The decorator, which returns the loader unchanged.
@@ -114,7 +130,10 @@ def register_dataset(name: str, description: str, offline: bool):
 
     def add(loader):
         DATASETS[name] = DatasetEntry(
-            load=functools.lru_cache(maxsize=1)(loader), description=description, offline=offline
+            load=functools.lru_cache(maxsize=1)(loader),
+            description=description,
+            offline=offline,
+            size=size,
         )
         return loader
 
@@ -204,14 +223,23 @@ _FASHION = (
     "Ankle boot",
 )
 _CIFAR = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-register_dataset("mnist", "70,000 28x28 MNIST digits (downloaded once)", offline=False)(
-    _keras_loader("mnist", tuple(str(d) for d in range(10)))
-)
-register_dataset("fashion-mnist", "70,000 28x28 Zalando clothes (downloaded once)", offline=False)(
-    _keras_loader("fashion_mnist", _FASHION)
-)
 register_dataset(
-    "cifar10", "60,000 32x32 RGB photos in 10 classes (downloaded once)", offline=False
+    "mnist",
+    "70,000 28x28 MNIST digits (downloaded once)",
+    offline=False,
+    size=((28, 28, 1), 70_000),
+)(_keras_loader("mnist", tuple(str(d) for d in range(10))))
+register_dataset(
+    "fashion-mnist",
+    "70,000 28x28 Zalando clothes (downloaded once)",
+    offline=False,
+    size=((28, 28, 1), 70_000),
+)(_keras_loader("fashion_mnist", _FASHION))
+register_dataset(
+    "cifar10",
+    "60,000 32x32 RGB photos in 10 classes (downloaded once)",
+    offline=False,
+    size=((32, 32, 3), 60_000),
 )(_keras_loader("cifar10", _CIFAR))
 
 
@@ -1247,12 +1275,52 @@ def _split_indices(
     order = np.random.default_rng(seed).permutation(n)
     if max_images is not None:
         order = order[:max_images]
-    n = len(order)
+    n_train, n_val, n_test = split_sizes(name, len(order), val_fraction, test_fraction)
+    return np.split(order, [n_train, n_train + n_val])
+
+
+def split_sizes(
+    name: str,
+    n: int,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    max_images: int | None = None,
+) -> tuple[int, int, int]:
+    """How many of ``n`` images the train, validation and test splits hold.
+
+    Raises:
+        DatasetError: Fewer than 3 images to split.
+    """
+    n = min(n, max_images) if max_images is not None else n
     n_val = max(1, round(n * val_fraction))
     n_test = max(1, round(n * test_fraction))
     if n - n_val - n_test < 1:
         raise DatasetError(f"dataset '{name}' has {n} images; at least 3 are needed to split it")
-    return np.split(order, [n - n_val - n_test, n - n_test])
+    return n - n_val - n_test, n_val, n_test
+
+
+def dataset_size(source: str) -> tuple[tuple[int, int, int], int]:
+    """One image's (H, W, C) and the number of images, read as cheaply as the source allows.
+
+    A dataset that downloads is not downloaded (its registry entry knows its size), an
+    ``.npz`` is read from its headers only; other sources are loaded (a registry loader
+    keeps its arrays, a folder or ``.zip`` is memory-mapped from its decoded cache).
+
+    Raises:
+        DatasetError: See :func:`load_arrays`.
+    """
+    entry = DATASETS.get(source)
+    if entry is not None and entry.size is not None:
+        return entry.size
+    path = Path(source).expanduser()
+    if entry is None and path.is_file() and path.suffix.lower() == ".npz":
+        with _open_npz(path) as archive:
+            _, headers = _npz_headers(archive, source)
+            _check_npz_headers(headers, source)
+            shape = tuple(int(d) for d in headers["x"][0])
+        return (shape[1], shape[2], shape[3] if len(shape) == 4 else 1), shape[0]
+    x, _, _ = load_arrays(source)
+    return tuple(int(d) for d in x.shape[1:]), len(x)  # type: ignore[return-value]
 
 
 def split_arrays(

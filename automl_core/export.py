@@ -234,7 +234,17 @@ def trial_bundle(study: optuna.Study, number: int | None = None) -> tuple[str, b
             archive.writestr(f"filters/{layer.layer}.npy", _npy_bytes(layer.kernels))
         archive.writestr("tflite_check.json", json.dumps([c.to_dict() for c in checks], indent=2))
         archive.writestr("README.md", _bundle_readme(study.study_name, number, checks, layers))
-    return f"{study.study_name}-trial-{number}.zip", buffer.getvalue()
+    return bundle_name(study.study_name, number), buffer.getvalue()
+
+
+def bundle_name(study_name: str, number: int) -> str:
+    """The file name of a trial's bundle: ``<study>-trial-<n>.zip``."""
+    return f"{study_name}-trial-{number}.zip"
+
+
+def report_name(study_name: str) -> str:
+    """The file name of a study's report: ``<study>-report.html``."""
+    return f"{study_name}-report.html"
 
 
 # --- the study report --------------------------------------------------------------------
@@ -481,7 +491,7 @@ def export_study(
         ) from None
     name, data = trial_bundle(study, trial)
     bundle = folder / name
-    report = folder / f"{study.study_name}-report.html"
+    report = folder / report_name(study.study_name)
     _write_whole(bundle, data)
     try:
         _write_whole(report, study_report(study).encode("utf-8"))

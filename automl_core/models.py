@@ -246,7 +246,10 @@ def multiply_accumulates(model: keras.Model) -> int:
         elif isinstance(layer, layers.Dense):
             total += math.prod(layer.kernel.shape)
         elif isinstance(layer, layers.MultiHeadAttention):
-            tokens, width = (int(d) for d in layer.get_build_config()["query_shape"][1:])
+            built = layer.get_build_config()
+            # Keras 3.10+ nests the shapes under shapes_dict
+            query = built.get("query_shape") or built["shapes_dict"]["query_shape"]
+            tokens, width = (int(d) for d in query[1:])
             inner = layer.get_config()["num_heads"] * layer.get_config()["key_dim"]
             # q, k, v and output projections, then scores and the weighted sum
             total += 4 * tokens * width * inner + 2 * tokens * tokens * inner

@@ -35,6 +35,9 @@ from automl_core.precision import (
 )
 
 PROBE_IMAGES = 1024
+# the probe's model and image shape (a ModelConfig's fields; its other fields are defaults)
+PROBE_MODEL = {"num_conv_layers": 2, "filters": 32, "latent_dim": 32, "batch_size": 64}
+PROBE_SHAPE = (28, 28, 1)
 PROBE_EPOCHS = 3  # the first epoch traces; the other two are timed
 # policies are measured in turn this many times and each keeps its best: a machine's load
 # changes within seconds, and a speed-up near the threshold must not be a chance reading
@@ -104,8 +107,8 @@ def measure_policies(
     if gpus:
         details = tf.config.experimental.get_device_details(gpus[0])
         device = str(details.get("device_name") or "gpu")
-    config = ModelConfig(num_conv_layers=2, filters=32, latent_dim=32, batch_size=64)
-    x = np.random.default_rng(0).random((images, 28, 28, 1), dtype=np.float32)
+    config = ModelConfig(**PROBE_MODEL)
+    x = np.random.default_rng(0).random((images, *PROBE_SHAPE), dtype=np.float32)
     speeds: dict[str, float] = {}
     errors: dict[str, str] = {}
     measured = policies or _policies_to_measure("cpu" if not gpus else "gpu")
@@ -115,7 +118,7 @@ def measure_policies(
         keras.utils.set_random_seed(0)
         try:
             with policy_scope(policy):
-                models = build_autoencoder(config, (28, 28, 1))
+                models = build_autoencoder(config, PROBE_SHAPE)
                 compile_autoencoder(models, config)
                 fitted = fit_autoencoder(
                     models.autoencoder,

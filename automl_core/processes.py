@@ -23,6 +23,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -53,6 +54,16 @@ WORKER_RUN_ENV = "AUTOML_WORKER_RUN"
 # lines of native start-up noise (absl, oneDNN, TF's C++ logging) that say nothing to a user
 _NOISE_PREFIXES = ("I0000", "W0000", "WARNING: All log")
 _NOISE_SNIPPETS = ("absl::InitializeLog", "oneDNN custom operations")
+# the lines of a search's output that say what happened: its start and number format, each
+# trial, the end of the space, the best trial, warnings and errors (not the leaderboard
+# table, the best configuration's listing nor filter matrices, which the pages show better)
+_SUMMARY_LINE = re.compile(
+    r"^(study |Precision |trial |Best trial|the search space is exhausted|nothing to train"
+    r"|stopped|error|Traceback|WARNING|Warning)"
+    r"|^(\S.*\s)?[\w.]*(Error|Exception|Warning):"
+)
+# the most of a log :func:`log_text` returns (its end)
+LOG_TEXT_BYTES = 2 * 1024 * 1024
 
 
 def log_lines(path: Path | str) -> list[str]:
@@ -896,6 +907,43 @@ def log_tail(study: str, lines: int = 15, actor: access.User | None = None) -> s
     if record is None:
         return ""
     return "\n".join(log_lines(record.log)[-lines:])
+
+
+def summary_lines(lines: list[str]) -> list[str]:
+    """The lines of a search's output that say what happened (see ``_SUMMARY_LINE``)."""
+    return [line for line in lines if _SUMMARY_LINE.match(line)]
+
+
+def log_summary(study: str, lines: int = 15, actor: access.User | None = None) -> str:
+    """The last lines of a launched search's output that say what happened: its start, each
+    trial's result, the best trial, warnings and errors.
+
+    Before any such line (a search still starting), the last lines of its output as they
+    are. Same access as :func:`log_tail`.
+    """
+    actor = access.resolve_actor(actor)
+    record = read_record(study)
+    access.check_allowed(actor, "view_log", record.owner if record else actor.name)
+    if record is None:
+        return ""
+    everything = log_lines(record.log)
+    return "\n".join((summary_lines(everything) or everything)[-lines:])
+
+
+def log_text(study: str, actor: access.User | None = None) -> str:
+    """A launched search's whole output, as written (its last :data:`LOG_TEXT_BYTES`); ''
+    when there is none. Same access as :func:`log_tail`."""
+    actor = access.resolve_actor(actor)
+    record = read_record(study)
+    access.check_allowed(actor, "view_log", record.owner if record else actor.name)
+    if record is None:
+        return ""
+    try:
+        with open(record.log, "rb") as stream:
+            stream.seek(max(0, os.fstat(stream.fileno()).st_size - LOG_TEXT_BYTES))
+            return stream.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
 
 
 def launch_owner(study: str) -> str | None:

@@ -7,6 +7,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import pandas as pd
+
 from automl_core import access, processes, store
 from automl_core.errors import StorageError
 from automl_core.settings import study_settings
@@ -45,6 +47,19 @@ class SearchProgress:
         if not self.budget:
             return 0.0
         return min(1.0, self.done / self.budget)
+
+    @property
+    def finished(self) -> bool:
+        """Whether the whole trial budget is done, even while the search process still winds
+        down (prints its leaderboard, stops its workers)."""
+        return self.exists and bool(self.budget) and self.done >= self.budget  # type: ignore[operator]
+
+    @property
+    def status(self) -> str:
+        """``finished`` (the budget is done), ``running`` or ``stopped`` (ended before it)."""
+        if self.finished:
+            return "finished"
+        return "running" if self.running else "stopped"
 
 
 def search_progress(
@@ -116,3 +131,47 @@ def elapsed_text(seconds: float) -> str:
     if hours:
         return f"{hours}h {minutes:02d}m"
     return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+# the live table's columns: the trial's fields, how each reads, and its heading
+_LIVE_NUMBERS = {
+    "val_mse": ("Val MSE", "{:.5f}"),
+    "test_psnr": ("PSNR", "{:.2f} dB"),
+    "test_ssim": ("SSIM", "{:.3f}"),
+    "train_seconds": ("Seconds", "{:.1f} s"),
+}
+MISSING = "—"
+
+
+def live_table(board: pd.DataFrame, now: SearchProgress) -> pd.DataFrame:
+    """The trials of a running search as a table of text, for a live view.
+
+    A number a trial does not have yet reads ``—``, never None or NaN, and a running trial's
+    note says which epoch it is in.
+
+    Args:
+        board: The study's leaderboard (:func:`automl_core.results.trials_frame`).
+        now: The search's progress (its running trials' epochs).
+
+    Returns:
+        Columns ``Trial`` (int), ``State``, ``Val MSE``, ``PSNR``, ``SSIM``, ``Seconds`` and
+        ``Note`` (text), in the board's order.
+    """
+    running = {live["trial"]: live for live in now.live}
+    rows = []
+    for row in board.to_dict("records"):
+        trial = int(row["trial"])
+        out: dict[str, Any] = {"Trial": trial, "State": str(row.get("state") or MISSING)}
+        for column, (heading, form) in _LIVE_NUMBERS.items():
+            value = row.get(column)
+            finite = isinstance(value, (int, float)) and math.isfinite(value)
+            out[heading] = form.format(value) if finite else MISSING
+        note = row.get("note")
+        note = note if isinstance(note, str) else ""
+        if trial in running and not note:
+            live = running[trial]
+            note = f"training: epoch {live['epoch'] or 1} of {live['max_epochs'] or '?'}"
+        out["Note"] = note
+        rows.append(out)
+    columns = ["Trial", "State", *(h for h, _ in _LIVE_NUMBERS.values()), "Note"]
+    return pd.DataFrame(rows, columns=columns)

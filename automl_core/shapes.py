@@ -95,6 +95,59 @@ def estimate_parameters(config: ModelConfig, input_shape: tuple[int, int, int]) 
     return encoder + decoder + 2 * features * config.latent_dim + config.latent_dim + features
 
 
+def estimate_work(config: ModelConfig, input_shape: tuple[int, int, int]) -> int:
+    """Multiply-accumulates of one image's forward pass, computed without building the model.
+
+    The same count as :func:`automl_core.models.multiply_accumulates` over the convolutions,
+    dense layers and attention (close to it, not exact: it is the unit of a time estimate
+    made before TensorFlow is imported).
+
+    Args:
+        config: The architecture.
+        input_shape: One image's (H, W, C).
+
+    Returns:
+        Multiply-accumulates per image.
+    """
+    height, width, channels = (int(d) for d in input_shape)
+    k, f = config.kernel_size, config.filters
+    kind = blocks.CONVOLUTIONS[config.convolution].parameters
+
+    def per_position(cin: int, cout: int) -> int:  # a convolution's weights minus its biases
+        return kind(k, cin, cout) - cout
+
+    down, up = blocks.resampling(config)
+    total, h, w, cin = 0, height, width, channels
+    for _ in range(config.num_conv_layers):
+        half = math.ceil(h / 2) * math.ceil(w / 2)
+        positions = half if down.in_convolution else h * w
+        total += positions * per_position(cin, f)
+        if config.residual:
+            total += positions * (per_position(f, f) + cin * f)
+        h, w, cin = math.ceil(h / 2), math.ceil(w / 2), f
+    positions, latent = h * w, config.latent_dim
+    if config.attention:
+        inner = blocks.ATTENTION_HEADS * max(1, f // blocks.ATTENTION_HEADS)
+        total += 4 * positions * f * inner + 2 * positions * positions * inner
+    if config.bottleneck == "conv":
+        total += 2 * positions * f * (latent // positions)
+    else:
+        codes = 2 if config.objective == "variational" else 1
+        total += (codes + 1) * positions * f * latent  # the code and the decoder's dense
+        if config.linear_path:
+            total += 2 * height * width * channels * latent
+    for _ in range(config.num_conv_layers):
+        if up.in_convolution:  # transposed: every input position spreads a k x k kernel
+            total += h * w * k * k * f * f
+        h, w = 2 * h, 2 * w
+        if not up.in_convolution:
+            total += h * w * per_position(f, f)
+        if config.residual:
+            total += h * w * per_position(f, f)
+    total += height * width * k * k * f * channels  # the reconstruction
+    return int(total)
+
+
 def check_fits(config: ModelConfig, input_shape: tuple[int, int, int]) -> None:
     """Checks, without building anything, that a configuration can be built for the images.
 

@@ -670,6 +670,51 @@ class SearchSpace:
         return ModelConfig(**values)
 
 
+def value_text(value: Any) -> str:
+    """How a parameter's value reads for people: text as is, on / off, numbers short."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return value if isinstance(value, str) else f"{value:g}"
+
+
+@dataclass(frozen=True)
+class VaryingParameter:
+    """One parameter a space searches over, as a summary shows it.
+
+    Attributes:
+        name: The parameter's name.
+        label: Its display name (:attr:`ParameterSpec.label`).
+        values: Its choices (``16, 32, 64``) or its range (``0.0001 – 0.01, log``).
+        count: How many choices, or None for a range.
+    """
+
+    name: str
+    label: str
+    values: str
+    count: int | None
+
+
+def varying_parameters(space: SearchSpace) -> list[VaryingParameter]:
+    """The parameters of ``space`` with more than one value (a range counts), in table order.
+
+    The others hold one value each and do not change from trial to trial.
+    """
+    rows = []
+    for name, parameter in space.parameters.items():
+        label = PARAMETERS[name].label
+        if isinstance(parameter, Range):
+            text = f"{value_text(parameter.low)} – {value_text(parameter.high)}"
+            if parameter.log:
+                text += ", log scale"
+            if parameter.step is not None:
+                text += f", step {value_text(parameter.step)}"
+            rows.append(VaryingParameter(name, label, text, None))
+        elif len(parameter.values) > 1:
+            text = ", ".join(value_text(v) for v in parameter.values)
+            rows.append(VaryingParameter(name, label, text, len(parameter.values)))
+    return rows
+
+
 def load_space(path: str | Path) -> SearchSpace:
     """Reads a search space from a JSON or YAML file.
 

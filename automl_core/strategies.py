@@ -93,6 +93,11 @@ class Strategy:
         """Whether trials report each epoch so the pruner may stop them."""
         return not self.multi_objective
 
+    @property
+    def stops_early(self) -> bool:
+        """Whether a pruner stops poor trials before their last epoch."""
+        return self.prunes and self.make_pruner is not _no_pruning
+
 
 STRATEGIES: dict[str, Strategy] = {}
 
@@ -272,7 +277,8 @@ def _successive_halving_in_thirds(context: StrategyContext) -> optuna.pruners.Ba
 @register_strategy(
     "tpe-cost-asha",
     "multi-fidelity: cost-aware TPE proposals, each first trained on ~4,000 images (a share "
-    "of a large data set); only the best third at each rung (x3 each) trains on",
+    "of a large data set); at each rung, three times longer than the last, only the best "
+    "third goes on training",
     make_pruner=_successive_halving_in_thirds,
     reports_per_epoch=REPORTS_PER_EPOCH,
 )

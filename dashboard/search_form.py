@@ -1,4 +1,5 @@
-"""Sidebar widgets of the Search page: dataset, search space, strategy, budget, study name.
+"""The Search page's form: the sidebar's dataset, strategy, budget and study name, and the
+main area's search space and the summary of what a launch will run.
 
 Each ``*_ui()`` reads widgets and returns plain values (or None plus an ``st.error``); the
 page turns them into one :class:`automl_core.settings.SearchSettings`.
@@ -6,17 +7,31 @@ page turns them into one :class:`automl_core.settings.SearchSettings`.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
 
+import pandas as pd
 import streamlit as st
 
 from automl_core import limits, settings, store, uploads
 from automl_core.datasets import DATASETS, load_notes
 from automl_core.errors import AutoMLError
+from automl_core.estimate import (
+    SearchEstimate,
+    TimedTrial,
+    duration_text,
+    estimate_search,
+    expected_policy,
+    past_timings,
+)
 from automl_core.precision import PRECISIONS, SPEEDUP_THRESHOLD, default_precision
-from automl_core.space import PARAMETERS
+from automl_core.space import PARAMETERS, value_text, varying_parameters
 from automl_core.strategies import DEFAULT_STRATEGY, STRATEGIES, default_space
-from dashboard import auth
+from dashboard import auth, state
+
+# the search space's widgets sit in this many columns per tab
+SPACE_COLUMNS = 3
 
 UPLOAD_CHOICE = "Upload a file…"
 
@@ -29,10 +44,11 @@ def dataset_ui() -> str | None:
         names,
         key="dataset",
         index=0,
-        format_func=lambda n: n if n == UPLOAD_CHOICE else f"{n} — {DATASETS[n].description}",
         help="Registry datasets, or your own .npz (x, optional y) or .zip of images.",
     )
     if choice != UPLOAD_CHOICE:
+        # the box holds the name only (a description there is cut); it reads whole below
+        st.sidebar.caption(f"{DATASETS[choice].description}.")
         return choice
     upload = st.sidebar.file_uploader(
         f"Images (.npz or .zip, at most {limits.get('max_upload_bytes') // limits.MIB} MB)",
@@ -69,13 +85,6 @@ def upload_ui(name: str, data: bytes) -> str | None:
     for message in messages:
         st.sidebar.info(f"{message}.", icon=":material/info:")
     return value
-
-
-def _option_text(value) -> str:
-    """How a choice reads in a widget: text as is, on / off for switches, numbers short."""
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    return value if isinstance(value, str) else f"{value:g}"
 
 
 def _default_choices(strategy: str) -> dict[str, list]:
@@ -123,7 +132,7 @@ def _parameter_ui(name: str, strategy: str) -> list | dict:
         # set through the session state after a change of strategy kind
         default=None if key in st.session_state else _default_choices(strategy)[name],
         key=key,
-        format_func=_option_text,
+        format_func=value_text,
         help=spec.help,
     )
 
@@ -131,22 +140,22 @@ def _parameter_ui(name: str, strategy: str) -> list | dict:
 def space_ui(strategy: str = DEFAULT_STRATEGY) -> tuple[dict, list[str]]:
     """The search space and a list of problems (an empty choice names its parameter).
 
-    One sidebar section per group of the parameter table; the first is open, the others
-    (blocks, objective and loss, training recipe) start folded with their defaults. The
-    choices start from the strategy's default space.
+    In the main area, one tab per group of the parameter table (model, training, blocks,
+    objective and loss), its widgets in columns. The choices start from the strategy's
+    default space.
     """
     spec, problems = {}, []
     groups = list(dict.fromkeys(p.group for p in PARAMETERS.values()))
-    for index, group in enumerate(groups):
-        title = "Search space" if index == 0 else f"Search space: {group.lower()}"
-        with st.sidebar.expander(title, expanded=index == 0):
-            for name, parameter in PARAMETERS.items():
-                if parameter.group != group:
-                    continue
+    for tab, group in zip(st.tabs(groups), groups, strict=True):
+        names = [name for name, p in PARAMETERS.items() if p.group == group]
+        columns = tab.columns(SPACE_COLUMNS)
+        for index, name in enumerate(names):
+            with columns[index % SPACE_COLUMNS]:
                 value = _parameter_ui(name, strategy)
-                if isinstance(value, list) and not value:
-                    problems.append(f"Choose at least one value for {name} ({parameter.label}).")
-                spec[name] = value
+            if isinstance(value, list) and not value:
+                label = PARAMETERS[name].label
+                problems.append(f"Choose at least one value for {name} ({label}).")
+            spec[name] = value
     return spec, problems
 
 
@@ -171,12 +180,17 @@ def strategy_ui() -> str:
         names,
         index=names.index(DEFAULT_STRATEGY),
         key="strategy",
-        format_func=lambda n: f"{n} — {STRATEGIES[n].description}",
         on_change=_on_strategy_change,
     )
-    # the select box cuts long descriptions; the chosen one is shown whole
-    st.sidebar.caption(STRATEGIES[choice].description)
+    # the box holds the name only (a description there is cut); the chosen one reads whole
+    st.sidebar.caption(strategy_sentence(choice))
     return choice
+
+
+def strategy_sentence(name: str) -> str:
+    """A strategy's description as a sentence: capitalised, ending with a full stop."""
+    text = STRATEGIES[name].description.strip()
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
 def budget_ui() -> Budget:
@@ -192,7 +206,14 @@ def budget_ui() -> Budget:
             "when a time limit is set.",
         )
         minutes = st.number_input(
-            "Time limit, minutes (0 = none)", 0.0, 24 * 60.0, 0.0, step=1.0, key="minutes"
+            "Time limit, minutes",
+            min_value=1,
+            max_value=24 * 60,
+            value=None,
+            step=1,
+            key="minutes",
+            placeholder="no limit",
+            help="Stop the search after this many minutes; empty: no time limit.",
         )
         max_epochs = st.number_input("Max epochs per trial", 1, 500, 10, key="max_epochs")
         workers = st.number_input("Worker processes", 1, 8, 1, key="workers")
@@ -215,7 +236,7 @@ def budget_ui() -> Budget:
         )
     return Budget(
         int(trials) or None,
-        float(minutes) * 60 or None,
+        float(minutes) * 60 if minutes else None,
         int(max_epochs),
         int(workers),
         int(seed),
@@ -245,3 +266,63 @@ def study_name_ui(dataset: str | None, strategy: str) -> str | None:
     except AutoMLError as exc:
         st.sidebar.error(str(exc))
         return None
+
+
+@st.cache_data(ttl=60, max_entries=4, show_spinner="Reading past trials' timings…")
+def _past_timings(url: str, policy: str) -> list[TimedTrial]:
+    """This machine's past trials on the storage (re-read every minute: new trials teach
+    the estimate), shared by every change of the form."""
+    return past_timings(url, policy)
+
+
+@st.cache_data(ttl=60, max_entries=32, show_spinner=False)
+def _estimate(settings_json: str, workers: int, url: str) -> SearchEstimate:
+    """The time estimate of a search, from the settings' JSON (its cache key)."""
+    chosen = settings.SearchSettings.from_dict(json.loads(settings_json))
+    timed = _past_timings(url, expected_policy(chosen.precision, store.runs_home()))
+    return estimate_search(chosen, url, workers, timed=timed)
+
+
+def summary_ui(chosen: settings.SearchSettings, workers: int) -> None:
+    """What a launch will run: the space's size, the budget, the time it should take, and
+    which parameters vary with their values."""
+    space = chosen.search_space()
+    size = space.grid_size()
+    cells = st.columns(4)
+    cells[0].metric(
+        "Grid configurations"
+        if STRATEGIES[chosen.strategy].needs_grid
+        else "Distinct configurations",
+        "—" if size is None else f"{size:,}",
+        help="How many different configurations the space holds; — when a parameter is a range",
+    )
+    cells[1].metric("Trial budget", f"{chosen.trial_budget():,}")
+    # the study's name changes nothing in the estimate: left out of its cache key
+    key = json.dumps(dataclasses.replace(chosen, study="estimate").to_dict(), sort_keys=True)
+    try:
+        estimate = _estimate(key, workers, state.storage_url())
+    except AutoMLError as exc:
+        st.caption(f"No time estimate: {exc}")
+    else:
+        cells[2].metric(
+            "Per trial", f"~{duration_text(estimate.trial_seconds)}", help=estimate.basis
+        )
+        cells[3].metric(
+            "Whole search", f"~{duration_text(estimate.total_seconds)}", help=estimate.basis
+        )
+        line = estimate.text()
+        st.caption(" ".join([line[:1].upper() + line[1:] + ".", *estimate.notes()]))
+    rows = varying_parameters(space)
+    if not rows:
+        st.caption("Every parameter holds one value: the search trains one configuration.")
+        return
+    table = pd.DataFrame(
+        {
+            "Parameter": [r.label for r in rows],
+            "Values": [r.values for r in rows],
+            "Choices": [str(r.count) if r.count is not None else "range" for r in rows],
+        }
+    )
+    fixed = len(space.parameters) - len(rows)
+    st.caption(f"What varies ({len(rows)} parameters; the other {fixed} hold one value each):")
+    st.dataframe(table, hide_index=True, key="space_summary")

@@ -3,20 +3,24 @@ admins also delete studies here."""
 
 from __future__ import annotations
 
+import functools
+
 import streamlit as st
 
 from automl_core import access, store
-from automl_core.export import study_report, trial_bundle
+from automl_core.export import bundle_name, report_name, study_report, trial_bundle
 from dashboard import auth, state
 
 
-@st.cache_data(max_entries=8, show_spinner="Converting to TFLite and checking it…")
-def bundle(study_name: str, trial: int, url: str) -> tuple[str, bytes]:
+# the downloads' data is made when a button is clicked, in a thread of its own: no spinner
+# there (Streamlit commands do nothing outside a script run), and cached for the next click
+@st.cache_data(max_entries=8, show_spinner=False)
+def bundle(study_name: str, trial: int, url: str) -> bytes:
     """A trial's bundle (cached: a model's files do not change once trained)."""
-    return trial_bundle(state.load_study(study_name, url), trial)
+    return trial_bundle(state.load_study(study_name, url), trial)[1]
 
 
-@st.cache_data(max_entries=8, show_spinner="Drawing the report…")
+@st.cache_data(max_entries=8, show_spinner=False)
 def report(study_name: str, url: str, version: tuple) -> str:
     """A study's HTML report, redrawn when a trial is added or finishes."""
     return study_report(state.load_study(study_name, url))
@@ -50,25 +54,36 @@ with state.shown_errors():
     user = auth.current_user()
     left, right = st.columns(2)
     trial = state.trial_picker(study)
+    # one click each: the file is made when its button is clicked (a few seconds for the
+    # TFLite conversion), and downloading does not rerun the page, so both buttons stay
     with left:
         st.subheader("Trial bundle")
         if trial is None:
             st.info("No trial of this study has a model yet.")
-        elif st.button("Prepare the trial's .zip", key="make_bundle"):
-            name, data = bundle(study, trial, url)
+        else:
             st.download_button(
-                f"Download {name}", data, name, "application/zip", key="download_bundle"
+                f"Download {bundle_name(study, trial)}",
+                functools.partial(bundle, study, trial, url),
+                bundle_name(study, trial),
+                "application/zip",
+                key="download_bundle",
+                on_click="ignore",
+                icon=":material/download:",
+                help="Made when you click: the models are converted to TFLite and checked "
+                "against Keras, which takes a few seconds.",
             )
     with right:
         st.subheader("Study report")
-        if st.button("Prepare the HTML report", key="make_report"):
-            text = report(study, url, state.board_version((study,), url))
-            st.download_button(
-                f"Download {study}-report.html",
-                text,
-                f"{study}-report.html",
-                "text/html",
-                key="download_report",
-            )
+        st.download_button(
+            f"Download {report_name(study)}",
+            functools.partial(report, study, url, state.board_version((study,), url)),
+            report_name(study),
+            "text/html",
+            key="download_report",
+            on_click="ignore",
+            icon=":material/download:",
+            help="Made when you click: one HTML page with the leaderboard, the charts and the "
+            "best trial's images.",
+        )
     if access.allowed(user, "delete"):
         delete_ui(study, user)

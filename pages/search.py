@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
 import streamlit as st
@@ -11,19 +12,20 @@ from automl_core.charts import loss_curves_figure
 from automl_core.errors import AutoMLError
 from automl_core.leaderboard import live_curves
 from automl_core.settings import SearchSettings
-from automl_core.strategies import get_strategy
 from dashboard import auth, search_form, state
 
 LIVE_SECONDS = 2.0
 
 
 def settings_ui() -> tuple[SearchSettings | None, int, list[str]]:
-    """Reads the sidebar; returns (settings or None, workers, problems to show)."""
+    """Reads the sidebar (dataset, strategy, budget, name) and the main area's search space;
+    returns (settings or None, workers, problems to show)."""
     dataset = search_form.dataset_ui()
     strategy = search_form.strategy_ui()
-    space, problems = search_form.space_ui(strategy)
     budget = search_form.budget_ui()
     name = search_form.study_name_ui(dataset, strategy)
+    st.subheader("Search space")
+    space, problems = search_form.space_ui(strategy)
     if dataset is None:
         problems.append("Choose a dataset (or upload a valid file).")
     if name is None:
@@ -47,24 +49,6 @@ def settings_ui() -> tuple[SearchSettings | None, int, list[str]]:
     except AutoMLError as exc:
         return None, budget.workers, [str(exc)]
     return settings, budget.workers, []
-
-
-def summary_ui(settings: SearchSettings) -> None:
-    """Grid size and budget of the search about to launch."""
-    size = settings.search_space().grid_size()
-    left, middle, right = st.columns(3)
-    label = (
-        "Grid configurations"
-        if get_strategy(settings.strategy).needs_grid
-        else "Distinct configurations"
-    )
-    left.metric(
-        label,
-        "—" if size is None else f"{size:,}",
-        help="How many different configurations the space holds; — when a parameter is a range",
-    )
-    middle.metric("Trial budget", f"{settings.trial_budget():,}")
-    right.metric("Max epochs", settings.max_epochs)
 
 
 def launch_ui(settings: SearchSettings | None, workers: int, problems: list[str]) -> None:
@@ -105,7 +89,8 @@ def live_ui(study: str) -> None:
         if record and owner != user.name and user != access.LOCAL_ADMIN:
             head.caption(f"launched by {owner}")
         may_stop = access.allowed(user, "stop", owner)
-        if now.running and may_stop and stop.button("Stop", key="stop", type="secondary"):
+        stoppable = now.running and not now.finished
+        if stoppable and may_stop and stop.button("Stop", key="stop", type="secondary"):
             with st.spinner("Stopping the search and its workers…"):
                 processes.stop_search(study, actor=user, storage_url=state.storage_url())
             st.rerun()
@@ -119,8 +104,9 @@ def live_ui(study: str) -> None:
             )
         else:
             budget = now.budget or max(now.done, 1)
-            status = "running" if now.running else "stopped" if now.done < budget else "finished"
-            st.progress(now.fraction, text=f"{now.done} / {budget} trials · {status} · {elapsed}")
+            st.progress(
+                now.fraction, text=f"{now.done} / {budget} trials · {now.status} · {elapsed}"
+            )
             st.caption(" · ".join(f"{k.lower()}: {v}" for k, v in sorted(now.states.items())))
             for live in now.live:
                 epochs = live["max_epochs"] or "?"
@@ -132,48 +118,57 @@ def live_ui(study: str) -> None:
                     )
             board = state.read_board((study,), state.storage_url())
             if not board.empty:
-                columns = [
-                    c
-                    for c in (
-                        "trial",
-                        "state",
-                        "val_mse",
-                        "test_psnr",
-                        "test_ssim",
-                        "train_seconds",
-                        "note",
-                    )
-                    if c in board
-                ]
                 st.dataframe(
-                    board[columns],
+                    progress.live_table(board, now),
                     hide_index=True,
                     key="live_board",
-                    column_config=state.BOARD_COLUMNS,
+                    column_config={"Trial": st.column_config.NumberColumn(format="%d")},
                 )
-            if not now.running and now.done >= budget:
+            if now.finished:
                 st.success(f"Search finished with {now.done} trials: open the Leaderboard.")
+                if now.running:
+                    st.caption("The search process is printing its summary and stopping.")
             elif not now.running:
                 st.warning(
                     f"Search stopped after {now.done} of {budget} trials; launch the "
                     "same study name again to resume it."
                 )
         if access.allowed(user, "view_log", owner):
-            with st.expander("Log"):
-                text = processes.log_tail(study, actor=user)
-                st.code(text or "(no output yet)", language=None)
+            log_ui(study, user)
+
+
+def log_ui(study: str, user: access.User) -> None:
+    """The search's output: what happened (trials, the best, warnings, errors), or all of it."""
+    with st.expander("Log"):
+        full = st.toggle("Whole output", key="log_full", help="Every line, not only results")
+        text = (
+            processes.log_tail(study, lines=200, actor=user)
+            if full
+            else processes.log_summary(study, actor=user)
+        )
+        st.code(text or "(no output yet)", language=None)
+        st.download_button(
+            "Download the log",
+            functools.partial(processes.log_text, study, user),
+            f"{study}.log",
+            "text/plain",
+            key="download_log",
+            on_click="ignore",
+            icon=":material/download:",
+        )
 
 
 state.ensure_routed(__file__)
 st.title("Search")
 st.caption(
-    "Choose a dataset and a search space in the sidebar, then launch. The search runs "
-    "in its own process: reloading or closing this tab does not stop it."
+    "Choose a dataset, a strategy and a budget in the sidebar and the search space below, "
+    "then launch. The search runs in its own process: reloading or closing this tab does "
+    "not stop it."
 )
 with state.shown_errors():
     settings, workers, problems = settings_ui()
     if settings is not None:
-        summary_ui(settings)
+        search_form.summary_ui(settings, workers)
     launch_ui(settings, workers, problems)
     watched = st.session_state.get("watch") or next(
         iter(processes.running_studies(state.storage_url())), None
