@@ -14,6 +14,7 @@ import contextlib
 import functools
 import itertools
 import json
+import logging
 import os
 import random
 import re
@@ -54,6 +55,8 @@ _URL_SCHEME = re.compile(r"\s*[A-Za-z][A-Za-z0-9+.-]*:/*")
 _PASSWORD_IN_QUERY = re.compile(r"([?&]password=)[^&\s]*", re.IGNORECASE)
 
 _OPEN_LOCK = threading.Lock()
+
+logger = logging.getLogger(__name__)
 
 
 def _heartbeat_settings() -> tuple[int, int]:
@@ -476,9 +479,16 @@ def trial_artifact_dir(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> 
     for root in roots:
         if root and (Path(root) / relative / "model.keras").is_file():
             return Path(root) / relative
+    # the folders go to the log, not the message: a page shows it to any visitor
+    logger.warning(
+        "model file of trial %s of study %r missing; looked in %s",
+        trial.number,
+        study.study_name,
+        ", ".join(str(Path(r) / relative) for r in roots if r),
+    )
     raise ArtifactMissing(
         f"the model file of trial {trial.number} of study {study.study_name!r} is missing "
-        f"(looked in {', '.join(str(Path(r) / relative) for r in roots if r)})"
+        "from the runs folder's artifacts"
     )
 
 

@@ -8,8 +8,29 @@ import functools
 import streamlit as st
 
 from automl_core import access, store
+from automl_core.errors import AutoMLError, file_problem
 from automl_core.export import bundle_name, report_name, study_report, trial_bundle
 from dashboard import auth, state
+
+
+@st.cache_resource(show_spinner=False)
+def failures() -> dict[tuple, str]:
+    """Why the last try to make a download failed, by (study, what): the file is made in a
+    thread of its own, where no message can reach the page, so the page's next run says it."""
+    return {}
+
+
+def _told(key: tuple, make):
+    """``make()``, with a failure kept in :func:`failures` (one line, no path) for the page."""
+    try:
+        data = make()
+    except (AutoMLError, OSError) as exc:
+        failures()[key] = (
+            str(exc) if isinstance(exc, AutoMLError) else file_problem(exc, with_path=False)
+        )
+        raise
+    failures().pop(key, None)
+    return data
 
 
 # the downloads' data is made when a button is clicked, in a thread of its own: no spinner
@@ -17,13 +38,23 @@ from dashboard import auth, state
 @st.cache_data(max_entries=8, show_spinner=False)
 def bundle(study_name: str, trial: int, url: str) -> bytes:
     """A trial's bundle (cached: a model's files do not change once trained)."""
-    return trial_bundle(state.load_study(study_name, url), trial)[1]
+    return _told(
+        (study_name, f"trial {trial}"),
+        lambda: trial_bundle(state.load_study(study_name, url), trial)[1],
+    )
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def report(study_name: str, url: str, version: tuple) -> str:
     """A study's HTML report, redrawn when a trial is added or finishes."""
-    return study_report(state.load_study(study_name, url))
+    return _told((study_name, "report"), lambda: study_report(state.load_study(study_name, url)))
+
+
+def failure_ui(study: str, what: str) -> None:
+    """The last failure to make this download, if it failed."""
+    message = failures().get((study, what))
+    if message:
+        st.error(f"The last try to make this file failed: {message}", icon=":material/error:")
 
 
 def delete_ui(study: str, user: access.User) -> None:
@@ -55,7 +86,7 @@ with state.shown_errors():
     left, right = st.columns(2)
     trial = state.trial_picker(study)
     # one click each: the file is made when its button is clicked (a few seconds for the
-    # TFLite conversion), and downloading does not rerun the page, so both buttons stay
+    # TFLite conversion); the page then reruns to tell a failure, and both buttons stay
     with left:
         st.subheader("Trial bundle")
         if trial is None:
@@ -67,11 +98,12 @@ with state.shown_errors():
                 bundle_name(study, trial),
                 "application/zip",
                 key="download_bundle",
-                on_click="ignore",
+                on_click="rerun",
                 icon=":material/download:",
                 help="Made when you click: the models are converted to TFLite and checked "
                 "against Keras, which takes a few seconds.",
             )
+            failure_ui(study, f"trial {trial}")
     with right:
         st.subheader("Study report")
         st.download_button(
@@ -80,10 +112,11 @@ with state.shown_errors():
             report_name(study),
             "text/html",
             key="download_report",
-            on_click="ignore",
+            on_click="rerun",
             icon=":material/download:",
             help="Made when you click: one HTML page with the leaderboard, the charts and the "
             "best trial's images.",
         )
+        failure_ui(study, "report")
     if access.allowed(user, "delete"):
         delete_ui(study, user)

@@ -436,6 +436,32 @@ def EXPORT_PAGE_FETCHING():  # noqa: N802 - a page, named like the page paths it
         st.download_button = real
 
 
+def EXPORT_PAGE_FAILING():  # noqa: N802 - a page, named like the page paths it stands beside
+    """The Export page, each download's file made during the run and its failure swallowed,
+    as the server's download thread would swallow it."""
+    import runpy
+    from pathlib import Path
+
+    import streamlit as st
+
+    import automl_core
+
+    real = st.download_button
+
+    def fetching(label, data, *args, **kwargs):
+        try:
+            data()
+        except Exception:  # the download fails in the browser; the page must say why
+            pass
+        return real(label, data, *args, **kwargs)
+
+    st.download_button = fetching
+    try:
+        runpy.run_path(str(Path(automl_core.__file__).parent.parent / "pages" / "export.py"))
+    finally:
+        st.download_button = real
+
+
 class TestExportPage:
     def test_one_click_per_download_and_every_button_stays(self, tiny_copy):
         at = _run("pages/export.py")
@@ -443,10 +469,11 @@ class TestExportPage:
         assert not at.exception and not at.error
         assert not [b for b in at.button if b.key in ("make_bundle", "make_report")]
         zip_name = f"tiny-trial-{at.selectbox(key='trial').value}.zip"
-        for _ in range(2):  # a download does not rerun the page; a rerun keeps them too
+        for _ in range(2):  # a rerun after a download keeps both buttons
             buttons = {b.proto.label: b.proto for b in at.get("download_button")}
             assert set(buttons) == {f"Download {zip_name}", "Download tiny-report.html"}
-            assert all(p.deferred_file_id and p.ignore_rerun for p in buttons.values())
+            # made on the click; the page then reruns, to tell a failure
+            assert all(p.deferred_file_id and not p.ignore_rerun for p in buttons.values())
             at.run()
 
     @pytest.mark.slow
@@ -460,6 +487,23 @@ class TestExportPage:
         archive = zipfile.ZipFile(io.BytesIO(made["Download tiny-trial-0.zip"]))
         assert {"model.keras", "encoder.tflite", "config.json"} <= set(archive.namelist())
         assert "<html" in made["Download tiny-report.html"][:2000].lower()
+
+    @pytest.mark.slow
+    def test_a_file_that_cannot_be_made_is_told_on_the_page(self, tiny_copy):
+        from automl_core import store
+
+        study = store.load_study("tiny", store.default_storage_url())
+        folder = store.trial_artifact_dir(study, store.get_trial(study, 0))
+        (folder / "model.keras").unlink()  # the model file is gone
+        at = AppTest.from_function(EXPORT_PAGE_FAILING, default_timeout=TIMEOUT)
+        at.query_params["study"] = "tiny"
+        at.query_params["trial"] = "0"
+        at.run()
+        assert not at.exception
+        told = " | ".join(e.value for e in at.error)
+        assert "The last try to make this file failed" in told
+        assert str(folder) not in told  # no server path
+        assert len(at.get("download_button")) == 2  # both buttons stay
 
 
 @pytest.mark.e2e
