@@ -41,7 +41,7 @@ from automl_core.settings import SearchSettings, study_settings
 from automl_core.shapes import check_fits, estimate_work
 from automl_core.space import PARAMETERS, ModelConfig, Range, SearchSpace
 from automl_core.strategies import REPORTS_PER_EPOCH, first_rung_thirds, get_strategy
-from automl_core.trials import read_trials
+from automl_core.trials import read_trials_once
 
 # configurations drawn from a space to average its work over
 WORK_SAMPLES = 128
@@ -405,7 +405,7 @@ def past_timings(
             )[0]
         except AutoMLError:
             continue
-        for record in read_trials(study):
+        for record in read_trials_once(study):  # a one-off read: in bulk where it can
             if not record.cost or record.worker.rpartition(":")[0] != host:
                 continue
             try:
