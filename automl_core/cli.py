@@ -620,21 +620,6 @@ def _cmd_filters(args) -> int:
     return 0
 
 
-def _study_dataset(study):
-    """The dataset a study was searched on, split as its search split it."""
-    from automl_core.datasets import load_dataset
-    from automl_core.settings import study_settings
-
-    settings = study_settings(study)
-    return load_dataset(
-        settings.dataset,
-        settings.seed,
-        settings.val_fraction,
-        settings.test_fraction,
-        settings.max_images,
-    )
-
-
 def _class_names(labels, class_names) -> list[str] | None:
     """Each image's class name (its label when the classes have no names), or None."""
     if labels is None:
@@ -673,7 +658,9 @@ def _cmd_anomalies(args) -> int:
     number = best_trial(study).number if args.trial is None else args.trial
     model = store.load_trial_model(study, number)
     input_shape = tuple(int(d) for d in model.input_shape[1:])
-    data = _study_dataset(study)
+    from automl_core.settings import study_dataset
+
+    data = study_dataset(study)
     images, names, what = _images_to_score(args, data, input_shape)
     # the same scores as the Reconstructions page: encode, decode, reconstruction_scores
     scores = inspect.reconstruction_errors(model, images)

@@ -543,19 +543,12 @@ def search_architecture(
     return DartsResult(records, derived, params, val_mse, time.perf_counter() - started, done=True)
 
 
-def _load_study_data(study: optuna.Study):
-    """The dataset of a study created by this tool (its stored settings)."""
-    from automl_core.datasets import load_dataset
-    from automl_core.settings import study_settings
+def _study_dataset(study: optuna.Study):
+    """The dataset of a study created by this tool (:func:`settings.study_dataset`)."""
+    # imported here: settings imports the strategy registry, which imports this module
+    from automl_core.settings import study_dataset
 
-    settings = study_settings(study)
-    return load_dataset(
-        settings.dataset,
-        settings.seed,
-        settings.val_fraction,
-        settings.test_fraction,
-        settings.max_images,
-    )
+    return study_dataset(study)
 
 
 class DartsSampler(optuna.samplers.BaseSampler):
@@ -589,7 +582,7 @@ class DartsSampler(optuna.samplers.BaseSampler):
         self._reference = reference_values(space)
         self._epochs = int(epochs)
         self._seed = 0 if seed is None else int(seed)
-        self._load_data = load_data or _load_study_data
+        self._load_data = load_data or _study_dataset
         self._precision = precision
         self._tpe = optuna.samplers.TPESampler(
             seed=seed, n_startup_trials=3, multivariate=True, constant_liar=True

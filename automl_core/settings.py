@@ -147,6 +147,25 @@ def study_settings(study: optuna.Study) -> SearchSettings:
     return SearchSettings.from_dict(stored)
 
 
+def study_dataset(study: optuna.Study):
+    """The dataset a study was searched on, split as its search split it.
+
+    Raises:
+        StorageError: The study holds no settings of this tool.
+        DatasetError: The dataset cannot be loaded here.
+    """
+    from automl_core.datasets import load_dataset
+
+    settings = study_settings(study)
+    return load_dataset(
+        settings.dataset,
+        settings.seed,
+        settings.val_fraction,
+        settings.test_fraction,
+        settings.max_images,
+    )
+
+
 def stored_settings(study_name: str, storage_url: str | None = None) -> SearchSettings | None:
     """The settings of an existing study, or None when the storage has no study of that name.
 

@@ -153,17 +153,9 @@ def load_model(study_name: str, trial_number: int, url: str):
 @st.cache_resource(max_entries=8, show_spinner="Loading dataset…")
 def load_study_dataset(study_name: str, url: str):
     """The dataset a study was searched on, split as the search split it (read-only, shared)."""
-    from automl_core.datasets import load_dataset
-    from automl_core.settings import study_settings
+    from automl_core.settings import study_dataset
 
-    settings = study_settings(load_study(study_name, url))
-    return load_dataset(
-        settings.dataset,
-        settings.seed,
-        settings.val_fraction,
-        settings.test_fraction,
-        settings.max_images,
-    )
+    return study_dataset(load_study(study_name, url))
 
 
 @st.cache_data(max_entries=32, show_spinner="Loading test images…")

@@ -79,3 +79,27 @@ def tiny_study(tiny_study_home, monkeypatch):
     monkeypatch.delenv("AUTOML_STORAGE", raising=False)
     monkeypatch.delenv("AUTOML_ARTIFACTS", raising=False)
     return "tiny", f"sqlite:///{tiny_study_home / 'studies.db'}"
+
+
+POSTGRES_URL = os.environ.get(
+    "AUTOML_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """The test PostgreSQL server's URL; skips where none answers, fails under CI (which
+    starts one: the many-machines path must be checked on every landing)."""
+    try:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+        engine.dispose()
+    except Exception as exc:  # no server, no driver
+        reason = f"no PostgreSQL server answers at {POSTGRES_URL} ({type(exc).__name__})"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}: CI starts PostgreSQL (.ci/run), so this test must run there")
+        pytest.skip(reason)
+    return POSTGRES_URL

@@ -29,13 +29,13 @@ def _texts(elements) -> str:
 @pytest.fixture
 def trained(tiny_study):
     """(model, study dataset, trial number) of the tiny study's best trial."""
-    from automl_core.cli import _study_dataset
     from automl_core.results import best_trial
+    from automl_core.settings import study_dataset
 
     name, url = tiny_study
     study = store.load_study(name, url, create=False)
     number = best_trial(study).number
-    return store.load_trial_model(study, number), _study_dataset(study), number
+    return store.load_trial_model(study, number), study_dataset(study), number
 
 
 class TestDenoisingScores:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import uuid
 
 import optuna
@@ -13,10 +12,6 @@ from optuna.trial import TrialState, create_trial
 
 from automl_core import bulk_read, results, store
 from automl_core.trials import read_trials, read_trials_once
-
-POSTGRES_URL = os.environ.get(
-    "AUTOML_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 
 
 def _trials() -> list:
@@ -128,33 +123,15 @@ def test_an_unknown_schema_falls_back(tmp_path, monkeypatch):
     assert [r.number for r in read_trials_once(study)] == [0, 1, 2]
 
 
-def _postgres_answers() -> str | None:
-    try:
-        import sqlalchemy
-
-        engine = sqlalchemy.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
-        with engine.connect() as connection:
-            connection.exec_driver_sql("SELECT 1")
-        engine.dispose()
-        return None
-    except Exception as exc:  # no server, no driver
-        return f"no PostgreSQL server answers at {POSTGRES_URL} ({type(exc).__name__})"
-
-
 @pytest.mark.postgres
-def test_postgresql_bulk_read_equals_optuna():
-    reason = _postgres_answers()
-    if reason and os.environ.get("CI"):
-        pytest.fail(f"{reason}: CI starts PostgreSQL (.ci/run), so this test must run there")
-    if reason:
-        pytest.skip(reason)
+def test_postgresql_bulk_read_equals_optuna(postgres_url):
     name = f"bulk-{uuid.uuid4().hex[:8]}"
-    storage = store.open_storage(POSTGRES_URL)
+    storage = store.open_storage(postgres_url)
     try:
         study = optuna.create_study(
             study_name=name, storage=storage, directions=["minimize", "maximize"]
         )
         study.add_trials(_trials())
-        _same(store.load_study(name, POSTGRES_URL))
+        _same(store.load_study(name, postgres_url))
     finally:
         optuna.delete_study(study_name=name, storage=storage)

@@ -221,34 +221,11 @@ def test_ctrl_c_stops_the_search_and_a_rerun_resumes(runs_dir):
     assert len([t for t in study.get_trials() if t.state == COMPLETE]) >= 2
 
 
-POSTGRES_URL = os.environ.get(
-    "AUTOML_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
-
-
-def _postgres_answers() -> str | None:
-    try:
-        import sqlalchemy
-
-        engine = sqlalchemy.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
-        with engine.connect() as connection:
-            connection.exec_driver_sql("SELECT 1")
-        engine.dispose()
-        return None
-    except Exception as exc:  # no server, no driver
-        return f"no PostgreSQL server answers at {POSTGRES_URL} ({type(exc).__name__})"
-
-
 @pytest.mark.postgres
-def test_two_workers_share_a_study_over_postgresql(runs_dir):
-    reason = _postgres_answers()
-    if reason and os.environ.get("CI"):
-        pytest.fail(f"{reason}: CI starts PostgreSQL (.ci/run), so this test must run there")
-    if reason:
-        pytest.skip(reason)
+def test_two_workers_share_a_study_over_postgresql(runs_dir, postgres_url):
     name = f"pg-{uuid.uuid4().hex[:8]}"
     try:
-        study = run_search(_settings(study=name, trials=4), storage_url=POSTGRES_URL, workers=2)
+        study = run_search(_settings(study=name, trials=4), storage_url=postgres_url, workers=2)
         complete = [t for t in study.get_trials() if t.state == COMPLETE]
         assert 4 <= len(complete) <= 5
         assert len({t.number for t in complete}) == len(complete)
@@ -256,6 +233,6 @@ def test_two_workers_share_a_study_over_postgresql(runs_dir):
             assert store.load_trial_model(study, trial.number) is not None
     finally:
         try:
-            optuna.delete_study(study_name=name, storage=store.open_storage(POSTGRES_URL))
+            optuna.delete_study(study_name=name, storage=store.open_storage(postgres_url))
         except KeyError:
             pass
