@@ -126,11 +126,13 @@ def _parameter_ui(name: str, strategy: str) -> list | dict:
         )
         return {"low": low, "high": high, "log": spec.log}
     key = f"param_{name}"
+    # the choices are held in the session state alone (set on first show and on a change of
+    # strategy kind): no run passes a default that disagrees with what the user chose
+    if key not in st.session_state:
+        st.session_state[key] = _default_choices(strategy)[name]
     return st.multiselect(
         spec.label,
         options,
-        # set through the session state after a change of strategy kind
-        default=None if key in st.session_state else _default_choices(strategy)[name],
         key=key,
         format_func=value_text,
         help=spec.help,

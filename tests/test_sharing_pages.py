@@ -441,11 +441,16 @@ def test_shared_dashboard_in_chromium(shared_server):
         page.wait_for_timeout(800)
         expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=60_000)
 
+    def settle(page) -> None:
+        """Waits for the rerun a widget change started, so the next change does not cut it."""
+        page.wait_for_timeout(400)
+        expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=60_000)
+
     def number(page, label: str, value: int) -> None:
         field = page.get_by_label(label, exact=True)
         field.fill(str(value))
         field.press("Enter")
-        page.wait_for_timeout(400)
+        settle(page)
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -472,13 +477,16 @@ def test_shared_dashboard_in_chromium(shared_server):
         sidebar = alice.get_by_test_id("stSidebar")
         sidebar.get_by_test_id("stSelectbox").filter(has_text="Dataset").locator("input").click()
         alice.get_by_role("option").filter(has_text="digits").first.click()
+        settle(alice)
         sidebar.get_by_test_id("stSelectbox").filter(has_text="Strategy").locator("input").click()
         alice.get_by_role("option").filter(has_text="random").first.click()
+        settle(alice)
         number(alice, "Trials", 50)
         number(alice, "Max epochs per trial", 1)
         name = sidebar.get_by_test_id("stTextInput").filter(has_text="Study name").locator("input")
         name.fill("shared-e2e")
         name.press("Enter")
+        settle(alice)
         alice.get_by_role("button", name="Launch search").click()
         expect(alice.get_by_text("Study shared-e2e")).to_be_visible()
         expect(alice.get_by_role("button", name="Stop")).to_be_visible()
