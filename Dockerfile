@@ -34,7 +34,7 @@ RUN useradd --uid "${APP_UID}" --user-group --create-home --home-dir /home/autom
     && mkdir -p /data/runs /data/artifacts \
     && chown -R automl:automl /data \
     && python -m compileall -q automl_core dashboard pages app.py \
-    && python -c "from automl_core.latent import warm_up_umap; warm_up_umap()" \
+    && python -c "from automl_core.analysis.latent import warm_up_umap; warm_up_umap()" \
     && chown -R automl:automl "${NUMBA_CACHE_DIR}"
 # (the warm-up compiles UMAP's numba kernels into NUMBA_CACHE_DIR, a folder the serving user
 # may write, so the dashboard's first UMAP loads them instead of compiling for a minute)

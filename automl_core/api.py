@@ -22,16 +22,22 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from automl_core import cli, store
+from automl_core import cli
+from automl_core.analysis.export import export_study
+from automl_core.analysis.leaderboard import display_columns
 from automl_core.errors import ConfigError
-from automl_core.export import export_study
-from automl_core.leaderboard import display_columns
-from automl_core.processes import check_workers
-from automl_core.results import best_trial, trials_frame
-from automl_core.search import TrialCallback, check_search, run_search
-from automl_core.settings import SearchSettings, settings_conflict, stored_settings
-from automl_core.space import SearchSpace, load_space
-from automl_core.strategies import DEFAULT_STRATEGY, default_space
+from automl_core.model.space import SearchSpace, load_space
+from automl_core.search.runner import TrialCallback, check_search, run_search
+from automl_core.search.strategies import default_space
+from automl_core.search.workers import check_workers
+from automl_core.storage import store
+from automl_core.storage.results import best_trial, trials_frame
+from automl_core.storage.settings import (
+    DEFAULT_STRATEGY,
+    SearchSettings,
+    settings_conflict,
+    stored_settings,
+)
 
 __all__ = ["search", "results", "load_model", "export"]
 

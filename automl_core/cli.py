@@ -11,6 +11,9 @@ from collections.abc import Sequence
 
 from automl_core.errors import AutoMLError, ConfigError, file_problem
 
+# Each command imports what it uses inside its function: `--help`, `datasets`, `leaderboard`
+# and the other reading commands never import TensorFlow (seconds on a slow machine).
+
 # TensorFlow's C++ start-up logging off for every command and, inherited, for the workers
 # (unless the user set a level); see _quiet_tensorflow_import for the lines it still prints
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -106,10 +109,10 @@ def _add_table_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from automl_core.precision import PRECISION_ENV, PRECISIONS, SPEEDUP_THRESHOLD
-    from automl_core.settings import SECOND_OBJECTIVES
-    from automl_core.space import PARAMETERS
-    from automl_core.strategies import DEFAULT_STRATEGY, STRATEGIES
+    from automl_core.model.precision import PRECISION_ENV, PRECISIONS, SPEEDUP_THRESHOLD
+    from automl_core.model.space import PARAMETERS
+    from automl_core.search.strategies import STRATEGIES
+    from automl_core.storage.settings import DEFAULT_STRATEGY, SECOND_OBJECTIVES
 
     parser = argparse.ArgumentParser(
         prog="python -m automl_core",
@@ -301,8 +304,9 @@ def _check_count(name: str, value: int | None, low: int = 1, high: int | None = 
 def _space_from_args(args, base: dict | None = None, strategy: str | None = None) -> dict:
     """The search space from ``--space`` and the per-parameter flags, over ``base`` (the
     strategy's default space when None)."""
-    from automl_core.space import PARAMETERS, SearchSpace, load_space, parse_parameter_text
-    from automl_core.strategies import DEFAULT_STRATEGY, default_space
+    from automl_core.model.space import PARAMETERS, SearchSpace, load_space, parse_parameter_text
+    from automl_core.search.strategies import default_space
+    from automl_core.storage.settings import DEFAULT_STRATEGY
 
     if args.space:
         spec = load_space(args.space).to_dict()
@@ -326,7 +330,7 @@ def _format_number(value) -> str:
 def _print_trial(study, trial) -> None:
     """One line per finished trial: number, the parameters that vary and act, its metrics."""
     from automl_core.console import study_varying, trial_line
-    from automl_core.trials import TrialRecord
+    from automl_core.storage.trials import TrialRecord
 
     print(trial_line(TrialRecord.from_frozen(trial), study_varying(study)), flush=True)
 
@@ -337,13 +341,13 @@ def _print_leaderboard(
     """The study's trials, best first: a table fitting 100 columns (every column with
     ``wide``), or every column as CSV or JSON records."""
     from automl_core.console import leaderboard_table, study_varying
-    from automl_core.results import trials_frame
+    from automl_core.storage.results import trials_frame
 
     frame = trials_frame(study)
     if top is not None:
         frame = frame.head(top)
     if form != "table":  # every column, in reading order, full precision
-        from automl_core.leaderboard import display_columns
+        from automl_core.analysis.leaderboard import display_columns
 
         frame = frame[display_columns(frame, with_study=True)]
         if form == "csv":
@@ -357,7 +361,7 @@ def _print_leaderboard(
     if top is None and table.hidden:
         print(f"not shown: {', '.join(table.hidden)} (--wide shows every column)")
     if top is None and "vs_pca_db" in frame and frame["vs_pca_db"].notna().any():
-        from automl_core.results import VS_PCA_HELP
+        from automl_core.storage.results import VS_PCA_HELP
 
         print(f"vs_pca_db: {VS_PCA_HELP}")
 
@@ -376,12 +380,12 @@ def _json_records(frame) -> str:
 
 def _print_best(study) -> None:
     """The best trial's metrics, how it compares with PCA, and its configuration."""
+    from automl_core.analysis.leaderboard import pca_verdict
     from automl_core.console import DEFAULT_WIDTH as WIDTH
     from automl_core.console import wrapped_pairs
-    from automl_core.leaderboard import pca_verdict
-    from automl_core.results import best_trial
-    from automl_core.space import active_parameters
-    from automl_core.trials import TrialRecord
+    from automl_core.model.space import active_parameters
+    from automl_core.storage.results import best_trial
+    from automl_core.storage.trials import TrialRecord
 
     trial = best_trial(study)
     record = TrialRecord.from_frozen(trial)
@@ -419,9 +423,9 @@ def _print_pareto(study) -> None:
 
 def _print_filters(study, number: int | None = None, all_channels: bool = False) -> None:
     """The learned filters of each encoder layer of a trial's model (the best by default)."""
-    from automl_core import store
-    from automl_core.inspect import encoder_filters, format_filters
-    from automl_core.results import best_trial
+    from automl_core.analysis.inspect import encoder_filters, format_filters
+    from automl_core.storage import store
+    from automl_core.storage.results import best_trial
 
     number = best_trial(study).number if number is None else store.get_trial(study, number).number
     model = store.load_trial_model(study, number)
@@ -436,11 +440,15 @@ def _print_best_and_filters(study, number: int | None = None, all_channels: bool
 
 
 def _cmd_search(args) -> int:
-    from automl_core.processes import stop_on_interrupt
-    from automl_core.search import check_search, run_search
-    from automl_core.settings import SearchSettings, settings_conflict, stored_settings
-    from automl_core.space import PARAMETERS
-    from automl_core.strategies import DEFAULT_STRATEGY
+    from automl_core.model.space import PARAMETERS
+    from automl_core.search.runner import check_search, run_search
+    from automl_core.search.workers import stop_on_interrupt
+    from automl_core.storage.settings import (
+        DEFAULT_STRATEGY,
+        SearchSettings,
+        settings_conflict,
+        stored_settings,
+    )
 
     _check_count("seed", args.seed, low=0, high=MAX_SEED)
     given = {
@@ -490,7 +498,7 @@ def _cmd_search(args) -> int:
         view.trial_done(trial)
 
     def on_start(study):
-        from automl_core.settings import study_precision
+        from automl_core.storage.settings import study_precision
 
         print(study_precision(study).summary(), flush=True)
         view.start(study)
@@ -512,7 +520,7 @@ def _cmd_search(args) -> int:
         return 130
     finally:
         view.close()
-    from automl_core.search import exhausted_message
+    from automl_core.search.runner import exhausted_message
 
     ended = exhausted_message(study)
     if ended:
@@ -554,7 +562,7 @@ class _SearchView:
     def start(self, study) -> None:
         """Reads the study's space and budget once its settings are stored."""
         from automl_core.console import EpochProgress
-        from automl_core.settings import study_settings
+        from automl_core.storage.settings import study_settings
 
         settings = study_settings(study)
         self.varying = settings.search_space().varying()
@@ -565,7 +573,7 @@ class _SearchView:
 
     def trial_done(self, trial) -> None:
         from automl_core.console import trial_line
-        from automl_core.trials import TrialRecord
+        from automl_core.storage.trials import TrialRecord
 
         line = trial_line(TrialRecord.from_frozen(trial), self.varying)
         if self.epochs is None:
@@ -583,8 +591,8 @@ class _SearchView:
 
 
 def _cmd_worker(args) -> int:
-    from automl_core.processes import stop_on_interrupt
-    from automl_core.search import run_worker
+    from automl_core.search.runner import run_worker
+    from automl_core.search.workers import stop_on_interrupt
 
     _check_count("seed_offset", args.seed_offset, low=0, high=MAX_SEED)
     _check_count("max_trials", args.max_trials)
@@ -604,7 +612,7 @@ def _cmd_worker(args) -> int:
 
 
 def _cmd_leaderboard(args) -> int:
-    from automl_core import store
+    from automl_core.storage import store
 
     _check_count("top", args.top)
     study = store.load_study(args.study, args.storage, create=False)
@@ -613,7 +621,7 @@ def _cmd_leaderboard(args) -> int:
 
 
 def _cmd_filters(args) -> int:
-    from automl_core import store
+    from automl_core.storage import store
 
     study = store.load_study(args.study, args.storage, create=False)
     _print_best_and_filters(study, args.trial, args.all_channels)
@@ -630,8 +638,8 @@ def _class_names(labels, class_names) -> list[str] | None:
 
 def _images_to_score(args, data, input_shape: tuple[int, ...]):
     """``(images, class name per image or None, what they are)`` for ``anomalies``."""
-    from automl_core.datasets import load_arrays
     from automl_core.errors import DatasetError
+    from automl_core.model.datasets import load_arrays
 
     if args.data is None:
         names = _class_names(data.y_test, data.class_names)
@@ -648,8 +656,9 @@ def _images_to_score(args, data, input_shape: tuple[int, ...]):
 def _cmd_anomalies(args) -> int:
     import pandas as pd
 
-    from automl_core import inspect, store
-    from automl_core.results import best_trial
+    from automl_core.analysis import inspect
+    from automl_core.storage import store
+    from automl_core.storage.results import best_trial
 
     _check_count("trial", args.trial, low=0)
     if not 0.0 <= args.percentile <= 100.0:  # also NaN
@@ -658,7 +667,7 @@ def _cmd_anomalies(args) -> int:
     number = best_trial(study).number if args.trial is None else args.trial
     model = store.load_trial_model(study, number)
     input_shape = tuple(int(d) for d in model.input_shape[1:])
-    from automl_core.settings import study_dataset
+    from automl_core.storage.settings import study_dataset
 
     data = study_dataset(study)
     images, names, what = _images_to_score(args, data, input_shape)
@@ -695,7 +704,7 @@ def _cmd_anomalies(args) -> int:
 
 
 def _cmd_datasets(args) -> int:
-    from automl_core.datasets import DATASETS, load_dataset
+    from automl_core.model.datasets import DATASETS, load_dataset
 
     for name, entry in DATASETS.items():
         where = "offline" if entry.offline else "download"
@@ -711,7 +720,7 @@ def _cmd_datasets(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from automl_core.export import export_study
+    from automl_core.analysis.export import export_study
 
     _check_count("trial", args.trial, low=0)
     bundle, report = export_study(args.study, args.out, args.trial, args.storage)
@@ -720,9 +729,9 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_precision(args) -> int:
-    from automl_core import store
-    from automl_core.precision import PrecisionChoice, choose_policy
-    from automl_core.precision_probe import cached_probe, probe_cache_path, run_probe
+    from automl_core.model.precision import PrecisionChoice, choose_policy
+    from automl_core.model.precision_probe import cached_probe, probe_cache_path, run_probe
+    from automl_core.storage import store
 
     home = store.runs_home()
     result = None if args.measure else cached_probe(home)
@@ -746,7 +755,7 @@ def _cmd_precision(args) -> int:
 def _cmd_hash_password(args) -> int:
     import getpass
 
-    from automl_core.access import hash_password
+    from automl_core.hosting.access import hash_password
 
     if sys.stdin.isatty():
         password = getpass.getpass("Password: ")
@@ -785,7 +794,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from automl_core import store
+    from automl_core.storage import store
 
     try:
         return COMMANDS[args.command](args)

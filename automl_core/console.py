@@ -16,12 +16,12 @@ from typing import Any, TextIO
 import optuna
 import pandas as pd
 
+from automl_core.analysis.leaderboard import display_columns
 from automl_core.errors import StorageError
-from automl_core.leaderboard import display_columns
-from automl_core.results import records_frame
-from automl_core.settings import study_settings
-from automl_core.space import PARAMETERS, active_parameters
-from automl_core.trials import BudgetCount, TrialRecord
+from automl_core.model.space import PARAMETERS, active_parameters
+from automl_core.storage.results import records_frame
+from automl_core.storage.settings import study_settings
+from automl_core.storage.trials import BudgetCount, TrialRecord
 
 # the CLI's tables fit a terminal this wide unless --wide asks for every column
 DEFAULT_WIDTH = 100
@@ -58,7 +58,7 @@ def study_varying(study: optuna.Study) -> list[str] | None:
 
 def shown_parameters(config: dict[str, Any], varying: list[str] | None) -> list[str]:
     """The parameters a trial's line names: those that vary in the study's space and act on
-    the configuration (:func:`automl_core.space.active_parameters`), in table order.
+    the configuration (:func:`automl_core.model.space.active_parameters`), in table order.
 
     Args:
         config: The trial's configuration.
@@ -270,10 +270,10 @@ def leaderboard_table(
     and the training seconds, then the parameters that vary in the study's space under
     their short names (``-`` where one does not act on a row's configuration), in table
     order for as long as they fit, then the note cut to the room left. The wide one holds
-    every column of :func:`automl_core.results.trials_frame` under its full name.
+    every column of :func:`automl_core.storage.results.trials_frame` under its full name.
 
     Args:
-        frame: The leaderboard (:func:`automl_core.results.trials_frame`), best first.
+        frame: The leaderboard (:func:`automl_core.storage.results.trials_frame`), best first.
         varying: The parameters that vary in the study's space (:func:`study_varying`);
             None: those whose values differ between the rows.
         wide: Every column, whatever the width. Defaults to False.

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from automl_core.errors import ConfigError
 
 MIB = 2**20
+# reconstructions of the first test images saved beside a trial's model (preview.npy)
+PREVIEW_IMAGES = 10
 
 
 @dataclass(frozen=True)

@@ -223,12 +223,13 @@ def run_one(spec: dict) -> dict:
     os.environ.update(spec["env"])
     from PIL import Image
 
-    from automl_core import datasets, uploads
     from automl_core.errors import AutoMLError
+    from automl_core.hosting import uploads
+    from automl_core.model import datasets
 
     Image.init()
     if spec["how"] == "activation":
-        from automl_core import inspect
+        from automl_core.analysis import inspect
     data = Path(spec["path"]).read_bytes() if spec["how"] != "load" else b""
     resettable = True
     try:

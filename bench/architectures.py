@@ -77,8 +77,8 @@ def run_arm(dataset: str, space: dict, budget: float, home: Path, study: str) ->
     started = time.perf_counter()
     subprocess.run(command, env=env, cwd=ROOT, capture_output=True, check=False)
     elapsed = time.perf_counter() - started
-    from automl_core import store
-    from automl_core.results import trials_frame
+    from automl_core.storage import store
+    from automl_core.storage.results import trials_frame
 
     frame = trials_frame(store.load_study(study, f"sqlite:///{home / 'studies.db'}"))
     done = frame[frame["state"] == "COMPLETE"]
@@ -97,8 +97,8 @@ def pca_psnr(dataset: str, sizes: list[int]) -> dict[int, float]:
     """Mean test PSNR of PCA with k components fit on the training split, per k."""
     from sklearn.decomposition import PCA
 
-    from automl_core.datasets import load_dataset
-    from automl_core.metrics import reconstruction_scores
+    from automl_core.model.datasets import load_dataset
+    from automl_core.model.metrics import reconstruction_scores
 
     data = load_dataset(dataset, seed=0)
     train = data.x_train.reshape(len(data.x_train), -1)
@@ -149,7 +149,7 @@ def main() -> None:
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for dataset in args.datasets.split(","):
-        from automl_core.datasets import load_arrays
+        from automl_core.model.datasets import load_arrays
 
         values = int(np.prod(load_arrays(dataset)[0].shape[1:]))
         pca = pca_psnr(dataset, LATENT_SIZES)

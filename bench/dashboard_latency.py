@@ -46,9 +46,9 @@ def build_study(n_trials: int) -> bool:
     import numpy as np
     import optuna
 
-    from automl_core import store
-    from automl_core.settings import SearchSettings
-    from automl_core.space import DEFAULT_SPACE, SearchSpace
+    from automl_core.model.space import DEFAULT_SPACE, SearchSpace
+    from automl_core.storage import store
+    from automl_core.storage.settings import SearchSettings
 
     url = store.default_storage_url()
     demo = ROOT / "assets" / "demo"  # the demo rows measure the bundled 8-trial study

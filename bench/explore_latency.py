@@ -37,10 +37,10 @@ def main() -> None:
     import keras
     import streamlit as st
 
-    from automl_core import charts, inspect, latent
-    from automl_core.datasets import load_dataset
-    from automl_core.models import build_autoencoder
-    from automl_core.space import ModelConfig
+    from automl_core.analysis import charts, inspect, latent
+    from automl_core.model.datasets import load_dataset
+    from automl_core.model.models import build_autoencoder
+    from automl_core.model.space import ModelConfig
 
     data = load_dataset("mnist-5k", seed=0)
     images = np.concatenate([data.x_train, data.x_val, data.x_test])

@@ -39,13 +39,13 @@ CHILD = """
 import json, sys, time, warnings
 t0 = time.perf_counter()
 sys.path.insert(0, {root!r})
-from automl_core import latent
+from automl_core.analysis import latent
 child = latent.start_umap_warm_up() if {warm!r} else None
 import numpy as np
-from automl_core import inspect
-from automl_core.datasets import load_dataset
-from automl_core.models import build_autoencoder
-from automl_core.space import ModelConfig
+from automl_core.analysis import inspect
+from automl_core.model.datasets import load_dataset
+from automl_core.model.models import build_autoencoder
+from automl_core.model.space import ModelConfig
 data = load_dataset("mnist-5k", seed=0)
 images = np.concatenate([data.x_train, data.x_val, data.x_test])
 model = build_autoencoder(ModelConfig(num_conv_layers=2, filters=16, latent_dim=16),

@@ -50,9 +50,9 @@ def run_search(dataset: str, latent: int, budget: float, home: Path) -> dict:
     started = time.perf_counter()
     finished = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, check=False)
     elapsed = time.perf_counter() - started
-    from automl_core import store
-    from automl_core.results import best_trial, trials_frame
-    from automl_core.trials import TrialRecord
+    from automl_core.storage import store
+    from automl_core.storage.results import best_trial, trials_frame
+    from automl_core.storage.trials import TrialRecord
 
     loaded = store.load_study(study, f"sqlite:///{home / 'studies.db'}")
     frame = trials_frame(loaded)

@@ -86,14 +86,14 @@ def main() -> None:
     )
     from architectures import pca_psnr
 
-    from automl_core.datasets import load_dataset
-    from automl_core.space import ModelConfig
-    from automl_core.training import train_autoencoder
+    from automl_core.model.datasets import load_dataset
+    from automl_core.model.space import ModelConfig
+    from automl_core.model.training import train_autoencoder
 
     sizes = [int(k) for k in args.sizes.split(",")]
     data = load_dataset(args.dataset, seed=0)
     pca = pca_psnr(args.dataset, sizes)
-    from automl_core.baseline import fit_pca, pca_reconstruct
+    from automl_core.model.baseline import fit_pca, pca_reconstruct
 
     pca_val_mse = {
         k: float(

@@ -3,7 +3,7 @@
 Every arm searches the same space (1-3 conv layers, 8/16/32/64 filters, relu/elu/sigmoid/
 tanh, latent 8/16/32/64, learning rate 1e-4..1e-2 log; batch 64, Adam, at most 20 epochs)
 on the same arrays (``mnist-5k`` split 3,900 train / 1,000 validation / 100 test, seed 0),
-builds its models with the same builder (:func:`automl_core.models.build_autoencoder`) and
+builds its models with the same builder (:func:`automl_core.model.models.build_autoencoder`) and
 is ranked by the same number: the best validation MSE it found. Each arm is its own Python
 process and its wall-clock budget is counted from that process's start (imports, data
 loading and start-up are the arm's own cost); arms run one after another, so they share
@@ -71,9 +71,9 @@ def child(arm: str, budget: float, seed: int, strategy: str, home: str) -> dict:
     os.environ["AUTOML_HOME"] = home
     sys.path.insert(0, str(ROOT))
     if arm == "ours":
-        from automl_core.search import run_search
-        from automl_core.settings import SearchSettings
-        from automl_core.trials import read_trials
+        from automl_core.search.runner import run_search
+        from automl_core.storage.settings import SearchSettings
+        from automl_core.storage.trials import read_trials
 
         scope = {
             "T0": t0,
@@ -98,9 +98,9 @@ def _keras_tuner_arm(arm: str, budget: float, seed: int, t0: float, home: str) -
     import keras
     import keras_tuner as kt
 
-    from automl_core.datasets import load_dataset
-    from automl_core.models import build_autoencoder
-    from automl_core.space import ModelConfig
+    from automl_core.model.datasets import load_dataset
+    from automl_core.model.models import build_autoencoder
+    from automl_core.model.space import ModelConfig
 
     data = load_dataset("mnist-5k", seed=0, **SPLIT)
     deadline = t0 + budget
@@ -209,11 +209,11 @@ def main() -> None:
     parser.add_argument("--strategy", default=None, help="ours: defaults to DEFAULT_STRATEGY")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from automl_core.strategies import DEFAULT_STRATEGY
+    from automl_core.storage.settings import DEFAULT_STRATEGY
 
     strategy = args.strategy or DEFAULT_STRATEGY
     arms = args.arms.split(",")
-    from automl_core.precision_probe import resolve_precision
+    from automl_core.model.precision_probe import resolve_precision
 
     probe_home = Path(tempfile.mkdtemp(prefix="peers-probe-"))
     started = time.perf_counter()

@@ -61,8 +61,8 @@ def run_one(strategy: str, space: dict, budget: float | None, home: Path) -> dic
     code = f"""
 import json, sys
 sys.path.insert(0, {str(ROOT)!r})
-from automl_core.search import run_search
-from automl_core.settings import SearchSettings
+from automl_core.search.runner import run_search
+from automl_core.storage.settings import SearchSettings
 settings = SearchSettings(study={strategy!r}, dataset="mnist-5k", space=json.loads({json.dumps(space)!r}),
     strategy={strategy!r}, trials={None if budget else None}, timeout={budget!r},
     max_epochs={MAX_EPOCHS}, seed=0, val_fraction={SPLIT["val_fraction"]},
@@ -80,7 +80,7 @@ run_search(settings)
         return {"strategy": strategy, "refused": lines[-1] if lines else "no message"}
     import optuna
 
-    from automl_core import store
+    from automl_core.storage import store
 
     storage = optuna.storages.RDBStorage(f"sqlite:///{home / strategy / 'studies.db'}")
     study = optuna.load_study(study_name=strategy, storage=storage)
@@ -119,7 +119,7 @@ def runnable_strategies() -> list[str]:
     """Every registered strategy but the grid whose optional extra is installed."""
     import importlib.util
 
-    from automl_core.strategies import STRATEGIES
+    from automl_core.search.strategies import STRATEGIES
 
     return [
         name
@@ -143,8 +143,8 @@ def memory_over_trials(n_trials: int = 50, trials_per_process: int | None = None
     code = f"""
 import glob, sys
 sys.path.insert(0, {str(ROOT)!r})
-from automl_core.search import run_search
-from automl_core.settings import SearchSettings
+from automl_core.search.runner import run_search
+from automl_core.storage.settings import SearchSettings
 peak = 0.0
 def field(pid, name):
     try:
@@ -176,7 +176,7 @@ run_search(SearchSettings(study="memory", dataset="digits", space=space, strateg
 
 def main() -> None:
     """Runs the grid, then each strategy for the budget, then the memory check; prints tables."""
-    from automl_core.strategies import DEFAULT_STRATEGY
+    from automl_core.storage.settings import DEFAULT_STRATEGY
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=300.0)

@@ -38,19 +38,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import keras  # noqa: E402
 
-from automl_core import store  # noqa: E402
-from automl_core.datasets import load_dataset  # noqa: E402
-from automl_core.fit_loop import fit_autoencoder  # noqa: E402
-from automl_core.metrics import reconstruction_scores  # noqa: E402
-from automl_core.models import build_autoencoder  # noqa: E402
-from automl_core.precision import policy_scope  # noqa: E402
-from automl_core.precision_probe import resolve_precision  # noqa: E402
-from automl_core.space import ModelConfig  # noqa: E402
-from automl_core.training import (  # noqa: E402
+from automl_core.model.datasets import load_dataset  # noqa: E402
+from automl_core.model.fit_loop import fit_autoencoder  # noqa: E402
+from automl_core.model.metrics import reconstruction_scores  # noqa: E402
+from automl_core.model.models import build_autoencoder  # noqa: E402
+from automl_core.model.precision import policy_scope  # noqa: E402
+from automl_core.model.precision_probe import resolve_precision  # noqa: E402
+from automl_core.model.space import ModelConfig  # noqa: E402
+from automl_core.model.training import (  # noqa: E402
     compile_autoencoder,
     reconstruct,
     train_autoencoder,
 )
+from automl_core.storage import store  # noqa: E402
 
 
 class EpochTimer(keras.callbacks.Callback):

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 
 import streamlit as st
 
-from automl_core import access
 from automl_core.errors import AutoMLError
+from automl_core.hosting import access
 
 USER_KEY = "_access_user"
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from automl_core import access, limits
+from automl_core import limits
+from automl_core.analysis.leaderboard import StudyChartPlan, annotate_trial, settings_diff
 from automl_core.errors import AutoMLError
-from automl_core.leaderboard import StudyChartPlan, annotate_trial, settings_diff
-from automl_core.space import parameter_label
+from automl_core.hosting import access
+from automl_core.model.space import parameter_label
 from dashboard import auth, state
 
 PARETO_SET = "Pareto set"

@@ -15,8 +15,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from automl_core import baseline, inspect, latent, limits, metrics, store
+from automl_core import limits
+from automl_core.analysis import inspect, latent
 from automl_core.errors import AutoMLError, DatasetError
+from automl_core.model import baseline, metrics
+from automl_core.storage import store
 from dashboard import state
 
 SHOWN_TRIAL_NUMBERS = 20  # in the "trials with a model" list of a warning
@@ -40,7 +43,7 @@ def trials_table(study: str, url: str) -> pd.DataFrame:
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def _trials_table(study: str, url: str, version: tuple) -> pd.DataFrame:
-    from automl_core.results import trials_frame
+    from automl_core.storage.results import trials_frame
 
     return trials_frame(state.load_study(study, url))
 

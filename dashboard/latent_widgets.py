@@ -3,7 +3,7 @@ Thumbnails toggle, chart selection, the picked image beside the map and the bott
 sliders.
 
 Each reads widgets and returns plain values; the numbers behind them come from
-:mod:`automl_core.latent`.
+:mod:`automl_core.analysis.latent`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import re
 import numpy as np
 import streamlit as st
 
-from automl_core import charts, inspect, latent, metrics
+from automl_core.analysis import charts, inspect, latent
 from automl_core.errors import ConfigError
+from automl_core.model import metrics
 from dashboard import inspect_widgets as iw
 
 MAX_SLIDERS = 32

@@ -2,7 +2,7 @@
 main area's search space and the summary of what a launch will run.
 
 Each ``*_ui()`` reads widgets and returns plain values (or None plus an ``st.error``); the
-page turns them into one :class:`automl_core.settings.SearchSettings`.
+page turns them into one :class:`automl_core.storage.settings.SearchSettings`.
 """
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
-from automl_core import limits, settings, store, uploads
-from automl_core.datasets import DATASETS, load_notes
-from automl_core.errors import AutoMLError
-from automl_core.estimate import (
+from automl_core import limits
+from automl_core.analysis.estimate import (
     SearchEstimate,
     TimedTrial,
     duration_text,
@@ -25,9 +23,14 @@ from automl_core.estimate import (
     expected_policy,
     past_timings,
 )
-from automl_core.precision import PRECISIONS, SPEEDUP_THRESHOLD, default_precision
-from automl_core.space import PARAMETERS, value_text, varying_parameters
-from automl_core.strategies import DEFAULT_STRATEGY, STRATEGIES, default_space
+from automl_core.errors import AutoMLError
+from automl_core.hosting import uploads
+from automl_core.model.datasets import DATASETS, load_notes
+from automl_core.model.precision import PRECISIONS, SPEEDUP_THRESHOLD, default_precision
+from automl_core.model.space import PARAMETERS, value_text, varying_parameters
+from automl_core.search.strategies import STRATEGIES, default_space
+from automl_core.storage import settings, store
+from automl_core.storage.settings import DEFAULT_STRATEGY
 from dashboard import auth, state
 
 # the search space's widgets sit in this many columns per tab
@@ -175,7 +178,7 @@ class Budget:
 
 
 def strategy_ui() -> str:
-    """The search strategy (registry :data:`automl_core.search.STRATEGIES`)."""
+    """The search strategy (registry :data:`automl_core.search.runner.STRATEGIES`)."""
     names = list(STRATEGIES)
     choice = st.sidebar.selectbox(
         "Strategy",

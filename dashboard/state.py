@@ -13,8 +13,8 @@ from pathlib import Path
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from automl_core import store
 from automl_core.errors import AutoMLError, file_problem
+from automl_core.storage import store
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEMO_DIR = ASSETS / "demo"
@@ -118,7 +118,7 @@ def trial_picker(study_name: str, label: str = "Trial", key: str = "trial") -> i
     Returns:
         The chosen trial number, or None when no trial has a model (the sidebar says so).
     """
-    from automl_core.results import trials_frame
+    from automl_core.storage.results import trials_frame
 
     frame = trials_frame(load_study(study_name, storage_url()))
     finished = frame[frame["has_model"]]
@@ -153,7 +153,7 @@ def load_model(study_name: str, trial_number: int, url: str):
 @st.cache_resource(max_entries=8, show_spinner="Loading dataset…")
 def load_study_dataset(study_name: str, url: str):
     """The dataset a study was searched on, split as the search split it (read-only, shared)."""
-    from automl_core.settings import study_dataset
+    from automl_core.storage.settings import study_dataset
 
     return study_dataset(load_study(study_name, url))
 
@@ -165,8 +165,8 @@ def first_test_images(study_name: str, url: str, count: int):
     Read without loading the whole dataset into this server process (see
     ``datasets.first_test_images``): for pages that show a few images.
     """
-    from automl_core.datasets import first_test_images as read
-    from automl_core.settings import study_settings
+    from automl_core.model.datasets import first_test_images as read
+    from automl_core.storage.settings import study_settings
 
     settings = study_settings(load_study(study_name, url))
     return read(
@@ -181,10 +181,10 @@ def first_test_images(study_name: str, url: str, count: int):
 
 def _board_columns() -> dict:
     """Column settings of every leaderboard table: the core's display names
-    (:data:`automl_core.leaderboard.COLUMN_LABELS`, the parameter table's labels), formats."""
-    from automl_core.leaderboard import column_label
-    from automl_core.results import VS_PCA_HELP
-    from automl_core.space import PARAMETERS
+    (:data:`automl_core.analysis.leaderboard.COLUMN_LABELS`, the parameter table's labels), formats."""
+    from automl_core.analysis.leaderboard import column_label
+    from automl_core.model.space import PARAMETERS
+    from automl_core.storage.results import VS_PCA_HELP
 
     column = st.column_config
     columns = {
@@ -227,14 +227,14 @@ BOARD_COLUMNS = _board_columns()
 
 def read_board(study_names: tuple[str, ...], url: str):
     """The leaderboard of one or more studies, read now (for live views)."""
-    from automl_core.leaderboard import studies_frame
+    from automl_core.analysis.leaderboard import studies_frame
 
     return studies_frame([load_study(name, url) for name in study_names])
 
 
 def board_version(study_names: tuple[str, ...], url: str) -> tuple:
     """A stamp per study that changes when a trial is added or finishes (one SQL query each)."""
-    from automl_core.leaderboard import storage_version
+    from automl_core.analysis.leaderboard import storage_version
 
     return tuple(storage_version(name, url) for name in study_names)
 
@@ -253,8 +253,8 @@ def _cached_board(study_names: tuple[str, ...], url: str, version: tuple):
 @st.cache_data(max_entries=32, show_spinner=False)
 def chart_plan(study_name: str, url: str, version: tuple):
     """Which study charts apply and the parameters they may be drawn over
-    (:class:`automl_core.leaderboard.StudyChartPlan`); ``version`` keys the re-read."""
-    from automl_core.leaderboard import study_chart_plan
+    (:class:`automl_core.analysis.leaderboard.StudyChartPlan`); ``version`` keys the re-read."""
+    from automl_core.analysis.leaderboard import study_chart_plan
 
     return study_chart_plan(load_study(study_name, url))
 
@@ -269,8 +269,8 @@ def study_figures(
     """Optuna's figures of a study over ``params`` (None: the parameters that vary) and
     notes on those left out; ``version`` (see :func:`board_version`) keys the redraw.
     Shared by every session: do not modify them."""
-    from automl_core.charts import study_figures as draw
-    from automl_core.leaderboard import chart_axes, chart_sample
+    from automl_core.analysis.charts import study_figures as draw
+    from automl_core.analysis.leaderboard import chart_axes, chart_sample
 
     study = load_study(study_name, url)
     plan = chart_plan(study_name, url, version)
@@ -293,7 +293,7 @@ def study_figures(
 @st.cache_data(max_entries=16, show_spinner=False)
 def pareto_table(study_name: str, url: str, version: tuple, params: tuple[str, ...] | None):
     """The Pareto set of a multi-objective study (empty otherwise) as a table."""
-    from automl_core.leaderboard import pareto_frame
+    from automl_core.analysis.leaderboard import pareto_frame
 
     study = load_study(study_name, url)
     return pareto_frame(study, chart_plan(study_name, url, version), params)
@@ -306,7 +306,7 @@ def reconstructions(study_name: str, trial_number: int, url: str, count: int):
     Read from the preview saved with the trial when it holds enough images (no model, so no
     TensorFlow, on the landing page); otherwise the model reconstructs them.
     """
-    from automl_core.leaderboard import reconstruct
+    from automl_core.analysis.leaderboard import reconstruct
 
     images = first_test_images(study_name, url, count)
     preview = store.load_trial_preview(load_study(study_name, url), trial_number)
@@ -364,7 +364,7 @@ def follow_deep_link(pages_by_file: dict) -> None:
 def study_settings_of(study_name: str, url: str):
     """The search settings stored on a study, or None for a study made elsewhere."""
     from automl_core.errors import StorageError
-    from automl_core.settings import study_settings
+    from automl_core.storage.settings import study_settings
 
     try:
         return study_settings(load_study(study_name, url))
@@ -373,8 +373,8 @@ def study_settings_of(study_name: str, url: str):
 
 
 def study_precision_of(study_name: str, url: str):
-    """The precision a study's trials train with (:class:`automl_core.precision.PrecisionChoice`)."""
-    from automl_core.settings import study_precision
+    """The precision a study's trials train with (:class:`automl_core.model.precision.PrecisionChoice`)."""
+    from automl_core.storage.settings import study_precision
 
     return study_precision(load_study(study_name, url))
 
@@ -386,7 +386,7 @@ def dataset_notes(study_name: str, url: str) -> list[str]:
     those of this process's load of the study's dataset file or folder, e.g. "12 of 40
     images were resized to 28x28".
     """
-    from automl_core.datasets import load_notes
+    from automl_core.model.datasets import load_notes
 
     settings = study_settings_of(study_name, url)
     notes = load_notes(settings.dataset) if settings is not None else None
@@ -401,8 +401,8 @@ def strategy_views(study_name: str, url: str, version: tuple) -> list[tuple[str,
     architecture weights per cell over epochs and the derived architecture. Other
     strategies have none. ``version`` (see :func:`board_version`) keys the redraw.
     """
-    from automl_core import charts
-    from automl_core.settings import study_settings
+    from automl_core.analysis import charts
+    from automl_core.storage.settings import study_settings
 
     study = store.load_study(study_name, url, create=False)
     try:
@@ -410,12 +410,12 @@ def strategy_views(study_name: str, url: str, version: tuple) -> list[tuple[str,
     except AutoMLError:
         return []
     if strategy == "reinforce":
-        from automl_core import controller
+        from automl_core.search import controller
 
         frame = controller.controller_probabilities(study)
         return [("Controller choice probabilities", charts.controller_probabilities_figure(frame))]
     if strategy == "darts":
-        from automl_core import darts
+        from automl_core.search import darts
 
         views: list[tuple[str, object]] = [
             (
@@ -440,7 +440,7 @@ def start_warm_up() -> subprocess.Popen | None:
     """
     if os.environ.get(WARM_UP_ENV, "1") == "0":
         return None
-    from automl_core.latent import start_umap_warm_up
+    from automl_core.analysis.latent import start_umap_warm_up
 
     try:
         child = start_umap_warm_up()

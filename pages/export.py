@@ -7,9 +7,9 @@ import functools
 
 import streamlit as st
 
-from automl_core import access, store
+from automl_core.analysis.export import bundle_name, report_name, study_report, trial_bundle
 from automl_core.errors import AutoMLError, file_problem
-from automl_core.export import bundle_name, report_name, study_report, trial_bundle
+from automl_core.hosting import access, processes
 from dashboard import auth, state
 
 
@@ -63,7 +63,7 @@ def delete_ui(study: str, user: access.User) -> None:
     st.caption("Removes its trials and trained models for everyone. This cannot be undone.")
     typed = st.text_input("Type the study's name to confirm", key="delete_confirm")
     if st.button("Delete study", key="delete", type="primary", disabled=typed != study):
-        store.delete_study(study, state.storage_url(), actor=user)
+        processes.delete_study(study, state.storage_url(), actor=user)
         state.list_studies.clear()
         st.session_state.pop("study", None)
         st.success(f"Study {study!r} deleted.")

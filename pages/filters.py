@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from automl_core import charts, inspect
+from automl_core.analysis import charts, inspect
 from dashboard import inspect_widgets as iw
 from dashboard import state
 

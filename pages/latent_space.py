@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from automl_core import charts, inspect, latent
+from automl_core.analysis import charts, inspect, latent
 from automl_core.errors import AutoMLError
 from dashboard import inspect_widgets as iw
 from dashboard import latent_widgets as lw

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from automl_core.charts import loss_curves_figure
-from automl_core.errors import AutoMLError
-from automl_core.leaderboard import (
+from automl_core.analysis.charts import loss_curves_figure
+from automl_core.analysis.leaderboard import (
     STATES,
     as_display_images,
     best_pca_verdict,
@@ -17,6 +16,7 @@ from automl_core.leaderboard import (
     pca_missing_note,
     summary,
 )
+from automl_core.errors import AutoMLError
 from dashboard import board_widgets, state
 
 COMPARE_IMAGES = 8

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from automl_core import uploads
+from automl_core.analysis.leaderboard import as_display_images, summary
 from automl_core.errors import AutoMLError
-from automl_core.leaderboard import as_display_images, summary
-from automl_core.space import PARAMETERS
+from automl_core.hosting import uploads
+from automl_core.model.space import PARAMETERS
 from dashboard import state
 
 SHOWN_IMAGES = 10

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from automl_core import charts, inspect
+from automl_core.analysis import charts, inspect
 from automl_core.errors import AutoMLError
-from automl_core.results import VS_PCA_HELP
+from automl_core.storage.results import VS_PCA_HELP
 from dashboard import inspect_widgets as iw
 from dashboard import state
 

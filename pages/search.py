@@ -7,11 +7,12 @@ import time
 
 import streamlit as st
 
-from automl_core import access, processes, progress
-from automl_core.charts import loss_curves_figure
+from automl_core.analysis import progress
+from automl_core.analysis.charts import loss_curves_figure
+from automl_core.analysis.leaderboard import live_curves
 from automl_core.errors import AutoMLError
-from automl_core.leaderboard import live_curves
-from automl_core.settings import SearchSettings
+from automl_core.hosting import access, processes
+from automl_core.storage.settings import SearchSettings
 from dashboard import auth, search_form, state
 
 LIVE_SECONDS = 2.0

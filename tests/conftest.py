@@ -35,7 +35,7 @@ def runs_dir(tmp_path, monkeypatch):
 
 def _search_in(home, settings) -> None:
     """Runs a search to its end with AUTOML_HOME (inherited by its workers) set to ``home``."""
-    from automl_core.search import run_search
+    from automl_core.search.runner import run_search
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("AUTOML_HOME", str(home))
@@ -54,7 +54,7 @@ def tiny_study_home(tmp_path_factory):
 
     Session-scoped and read-only for tests: copy it (``shutil.copytree``) before writing.
     """
-    from automl_core.settings import SearchSettings
+    from automl_core.storage.settings import SearchSettings
 
     home = tmp_path_factory.mktemp("tiny_runs")
     _search_in(

@@ -11,9 +11,12 @@ import time
 import numpy as np
 import pytest
 
-from automl_core import access, limits, processes, store, uploads
+from automl_core import limits
 from automl_core.errors import ConfigError, PermissionDenied
-from automl_core.settings import SearchSettings
+from automl_core.hosting import access, processes, uploads
+from automl_core.search import workers
+from automl_core.storage import store
+from automl_core.storage.settings import SearchSettings
 
 VIEWER = access.User("vera", "viewer")
 ALICE = access.User("alice", "operator")
@@ -63,9 +66,9 @@ def _sleeper() -> subprocess.Popen:
 
 
 def _record(study: str, process: subprocess.Popen, owner: str) -> None:
-    processes.launches_dir().mkdir(parents=True, exist_ok=True)
+    workers.launches_dir().mkdir(parents=True, exist_ok=True)
     record = processes.LaunchRecord(study, process.pid, time.time(), "", [], owner)
-    (processes.launches_dir() / f"{study}.json").write_text(json.dumps(record.__dict__))
+    (workers.launches_dir() / f"{study}.json").write_text(json.dumps(record.__dict__))
 
 
 @pytest.fixture
@@ -185,7 +188,7 @@ class TestCoreActions:
     def test_viewer_cannot_launch(self, runs_dir, user):
         with pytest.raises(PermissionDenied, match="may not launch"):
             processes.launch_search(_settings(), actor=user)
-        assert not processes.launches_dir().exists()
+        assert not workers.launches_dir().exists()
 
     def test_stop_by_role_and_owner(self, running):
         process = running("s1", "alice")
@@ -214,8 +217,8 @@ class TestCoreActions:
         assert processes.log_tail("s1", actor=ADMIN) == ""
 
     def test_old_records_belong_to_the_local_user(self, runs_dir):
-        processes.launches_dir().mkdir(parents=True)
-        (processes.launches_dir() / "old.json").write_text(
+        workers.launches_dir().mkdir(parents=True)
+        (workers.launches_dir() / "old.json").write_text(
             json.dumps({"study": "old", "pid": 1, "started": 0, "log": "", "command": []})
         )
         assert processes.read_record("old").owner == "local"
@@ -223,25 +226,25 @@ class TestCoreActions:
     @pytest.mark.parametrize("user", [VIEWER, ALICE])
     def test_only_admins_delete(self, tiny_copy, user):
         with pytest.raises(PermissionDenied, match="may not delete"):
-            store.delete_study("tiny", store.default_storage_url(), actor=user)
+            processes.delete_study("tiny", store.default_storage_url(), actor=user)
         assert "tiny" in store.study_names(store.default_storage_url())
 
     def test_admin_deletes_a_study_and_its_models(self, tiny_copy):
         url = store.default_storage_url()
         folder = store.artifact_root()
         assert any(folder.iterdir())
-        store.delete_study("tiny", url, actor=ADMIN)
+        processes.delete_study("tiny", url, actor=ADMIN)
         assert "tiny" not in store.study_names(url)
         assert not any(folder.iterdir())
 
     def test_a_running_study_is_not_deleted(self, tiny_copy, running):
         running("tiny", "alice")
         with pytest.raises(ConfigError, match="is running"):
-            store.delete_study("tiny", store.default_storage_url(), actor=ADMIN)
+            processes.delete_study("tiny", store.default_storage_url(), actor=ADMIN)
 
     def test_delete_of_an_unknown_study(self, tiny_copy):
         with pytest.raises(Exception, match="no study named 'nope'"):
-            store.delete_study("nope", store.default_storage_url(), actor=ADMIN)
+            processes.delete_study("nope", store.default_storage_url(), actor=ADMIN)
 
 
 @pytest.fixture

@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 
 import automl_core
-from automl_core import api, cli, processes, store
+from automl_core import api, cli
 from automl_core.errors import ArtifactMissing, ConfigError, DatasetError, StorageError
-from automl_core.space import SearchSpace
-from automl_core.strategies import default_space
+from automl_core.model.space import SearchSpace
+from automl_core.search import workers
+from automl_core.search.strategies import default_space
+from automl_core.storage import store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,7 +35,7 @@ def _environment(**extra: str) -> dict[str, str]:
 
 def test_import_does_not_load_tensorflow(tmp_path):
     code = (
-        "import automl_core, automl_core.space, sys; "
+        "import automl_core, automl_core.model.space, sys; "
         "assert 'tensorflow' not in sys.modules, 'tensorflow'; "
         "assert 'optuna' not in sys.modules, 'optuna'; "
         "print(automl_core.__version__)"
@@ -52,12 +54,13 @@ def test_import_does_not_load_tensorflow(tmp_path):
 
 def test_the_package_offers_the_four_functions():
     assert automl_core.__all__ == ["search", "results", "load_model", "export"]
-    assert automl_core.load_model is api.load_model
-    # search, results and export are also modules of the package: the attribute is the
-    # module, callable as the API's function, with the module's own names
-    assert callable(automl_core.search) and callable(automl_core.search.run_search)
-    assert callable(automl_core.results) and callable(automl_core.results.trials_frame)
-    assert callable(automl_core.export) and callable(automl_core.export.export_study)
+    for name in automl_core.__all__:
+        assert getattr(automl_core, name) is getattr(api, name)
+    # the search layer (a folder named like search()) is still imported by its full name,
+    # and importing more of it does not rebind the package's attribute
+    from automl_core.search import darts, runner  # noqa: F401
+
+    assert automl_core.search is api.search and callable(runner.run_search)
     assert set(automl_core.__all__) <= set(dir(automl_core))
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
         automl_core.nope  # noqa: B018
@@ -105,7 +108,7 @@ def _no_process(*args, **kwargs):
 def test_bad_input_raises_the_clis_error_before_any_process(
     runs_dir, tmp_path, monkeypatch, capsys, kwargs, argv, error, message
 ):
-    monkeypatch.setattr(processes, "spawn_worker", _no_process)
+    monkeypatch.setattr(workers, "spawn_worker", _no_process)
     space_file = tmp_path / "space.json"
     space_file.write_text(json.dumps({"filters": []}), encoding="utf-8")
     with pytest.raises(error, match=message) as raised:
@@ -126,7 +129,7 @@ def test_bad_input_raises_the_clis_error_before_any_process(
     ],
 )
 def test_a_bad_space_is_refused(runs_dir, tmp_path, monkeypatch, space, message):
-    monkeypatch.setattr(processes, "spawn_worker", _no_process)
+    monkeypatch.setattr(workers, "spawn_worker", _no_process)
     (tmp_path / "empty.yaml").write_text("", encoding="utf-8")
     if isinstance(space, str):
         space = space.format(missing=tmp_path / "missing.yaml", empty=tmp_path / "empty.yaml")
@@ -146,7 +149,7 @@ def test_a_bad_space_is_refused(runs_dir, tmp_path, monkeypatch, space, message)
     ],
 )
 def test_bad_settings_are_refused(runs_dir, monkeypatch, kwargs, message):
-    monkeypatch.setattr(processes, "spawn_worker", _no_process)
+    monkeypatch.setattr(workers, "spawn_worker", _no_process)
     with pytest.raises(ConfigError, match=message):
         automl_core.search(dataset="digits", **kwargs)
 
@@ -199,8 +202,8 @@ def test_results_load_model_and_export_read_a_finished_study(tiny_study, tmp_pat
 
 
 def test_a_study_with_no_finished_trial_has_no_model(runs_dir):
-    from automl_core.search import prepare_study
-    from automl_core.settings import SearchSettings
+    from automl_core.search.runner import prepare_study
+    from automl_core.storage.settings import SearchSettings
 
     study = prepare_study(SearchSettings(study="empty", dataset="digits", space={}))
     assert automl_core.results(study).empty

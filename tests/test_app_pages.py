@@ -49,7 +49,7 @@ def _tiny_form(at: AppTest, study: str) -> AppTest:
 @pytest.fixture
 def tiny_copy(tiny_study_home, runs_dir):
     """A writable copy of the tiny study in this test's runs directory."""
-    from automl_core import store
+    from automl_core.storage import store
 
     shutil.copytree(tiny_study_home, runs_dir)
     study = store.load_study("tiny", store.default_storage_url())
@@ -154,7 +154,7 @@ class TestSearchPage:
         assert "grid search needs a list of choices" in _texts(at.error)
 
     def test_launch_is_refused_while_the_same_study_runs(self, runs_dir):
-        from automl_core import processes
+        from automl_core.hosting import processes
 
         sleeper = subprocess.Popen(
             [sys.executable, "-c", "import time; time.sleep(60)", "automl_core"],
@@ -207,7 +207,8 @@ class TestSearchPage:
 
     @pytest.mark.slow
     def test_tiny_search_from_the_page_reaches_the_leaderboard(self, runs_dir):
-        from automl_core import processes, store
+        from automl_core.hosting import processes
+        from automl_core.storage import store
 
         at = _tiny_form(_run("pages/search.py"), "page-tiny")
         assert at.metric[0].value == "2"
@@ -263,7 +264,7 @@ class TestLeaderboardPage:
         assert len(at.get("image")) == 3  # originals + two reconstructions
 
     def test_several_studies_on_one_table(self, tiny_copy):
-        from automl_core import store
+        from automl_core.storage import store
         from dashboard.state import DEMO_DIR, DEMO_STUDY
 
         store.install_study(
@@ -276,7 +277,7 @@ class TestLeaderboardPage:
         assert set(at.dataframe[0].value["study"]) == {"tiny", "demo-mnist-5k"}
 
     def test_missing_model_file_is_reported(self, tiny_copy):
-        from automl_core import store
+        from automl_core.storage import store
 
         study = store.load_study("tiny", store.default_storage_url())
         folder = store.trial_artifact_dir(study, study.trials[0])

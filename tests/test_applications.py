@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from automl_core import charts, inspect
+from automl_core.analysis import charts, inspect
 from automl_core.errors import ConfigError
-from automl_core.models import build_autoencoder
-from automl_core.space import ModelConfig
+from automl_core.model.models import build_autoencoder
+from automl_core.model.space import ModelConfig
 
 SHAPE = (8, 8, 1)
 

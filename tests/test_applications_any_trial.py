@@ -12,11 +12,13 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from automl_core import inspect, metrics, store
+from automl_core.analysis import inspect
 from automl_core.cli import main
 from automl_core.errors import ConfigError
-from automl_core.models import build_autoencoder
-from automl_core.space import ModelConfig
+from automl_core.model import metrics
+from automl_core.model.models import build_autoencoder
+from automl_core.model.space import ModelConfig
+from automl_core.storage import store
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 120
@@ -29,8 +31,8 @@ def _texts(elements) -> str:
 @pytest.fixture
 def trained(tiny_study):
     """(model, study dataset, trial number) of the tiny study's best trial."""
-    from automl_core.results import best_trial
-    from automl_core.settings import study_dataset
+    from automl_core.storage.results import best_trial
+    from automl_core.storage.settings import study_dataset
 
     name, url = tiny_study
     study = store.load_study(name, url, create=False)

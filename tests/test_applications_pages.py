@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from automl_core.settings import SearchSettings
+from automl_core.storage.settings import SearchSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 120

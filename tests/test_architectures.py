@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from automl_core.datasets import split_arrays
+from automl_core.analysis.inspect import ActivationProbe, conv_filters, layer_weights
 from automl_core.errors import ConfigError
-from automl_core.inspect import ActivationProbe, conv_filters, layer_weights
-from automl_core.models import build_autoencoder, check_fits, estimate_parameters
-from automl_core.space import PARAMETERS, ModelConfig, SearchSpace
+from automl_core.model.datasets import split_arrays
+from automl_core.model.models import build_autoencoder, check_fits, estimate_parameters
+from automl_core.model.space import PARAMETERS, ModelConfig, SearchSpace
 
 OPTIONS = [
     {"downsample": "avg-pool"},
@@ -73,7 +73,7 @@ class TestEveryOption:
 @pytest.mark.slow
 @pytest.mark.parametrize("options", OPTIONS[::3], ids=lambda o: ",".join(o))
 def test_trains_one_epoch(options):
-    from automl_core.training import train_autoencoder
+    from automl_core.model.training import train_autoencoder
 
     x = np.random.default_rng(0).random((40, 16, 16, 1)).astype(np.float32)
     data = split_arrays("noise", x, None, None, seed=0)

@@ -10,8 +10,8 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from automl_core import bulk_read, results, store
-from automl_core.trials import read_trials, read_trials_once
+from automl_core.storage import bulk_read, results, store
+from automl_core.storage.trials import read_trials, read_trials_once
 
 
 def _trials() -> list:

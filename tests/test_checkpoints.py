@@ -10,10 +10,11 @@ import numpy as np
 import optuna
 import pytest
 
-from automl_core import search, store
-from automl_core.checkpoints import EpochCheckpoint, FitState
-from automl_core.settings import SearchSettings
-from automl_core.trials import RESUMED_AT_ATTR, RETRY_ATTR
+from automl_core.model.checkpoints import EpochCheckpoint, FitState
+from automl_core.search import runner as search
+from automl_core.storage import store
+from automl_core.storage.settings import SearchSettings
+from automl_core.storage.trials import RESUMED_AT_ATTR, RETRY_ATTR
 
 IDENTITY = {"config": {"filters": 4}, "precision": "float32"}
 
@@ -86,9 +87,9 @@ class _StopAt(keras.callbacks.Callback):
 
 @pytest.mark.slow
 def test_an_interrupted_training_continues_from_its_last_epoch(tmp_path):
-    from automl_core.datasets import load_dataset
-    from automl_core.space import ModelConfig
-    from automl_core.training import train_autoencoder
+    from automl_core.model.datasets import load_dataset
+    from automl_core.model.space import ModelConfig
+    from automl_core.model.training import train_autoencoder
 
     data = load_dataset("digits", max_images=120)
     config = ModelConfig(num_conv_layers=1, filters=4, latent_dim=8, batch_size=32)

@@ -132,7 +132,7 @@ def test_sigterm_stops_the_search_and_its_worker(runs_dir):
     """``kill -TERM`` on ``search`` acts like Ctrl-C: the worker stops, its trial is queued."""
     import optuna
 
-    from automl_core import store
+    from automl_core.storage import store
 
     search = subprocess.Popen(
         [

@@ -14,17 +14,18 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState, create_trial
 
-from automl_core import console, store
+from automl_core import console
 from automl_core.cli import main
-from automl_core.settings import SearchSettings
-from automl_core.space import (
+from automl_core.model.space import (
     PARAMETERS,
     SEARCH_SPACE,
     ModelConfig,
     SearchSpace,
     active_parameters,
 )
-from automl_core.trials import TrialRecord
+from automl_core.storage import store
+from automl_core.storage.settings import SearchSettings
+from automl_core.storage.trials import TrialRecord
 
 ROOT = Path(__file__).resolve().parent.parent
 # parameters that act only on some configurations (the ``when`` rows)

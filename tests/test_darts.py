@@ -8,8 +8,10 @@ import numpy as np
 import optuna
 import pytest
 
-from automl_core import darts
-from automl_core.darts import (
+from automl_core.errors import ConfigError
+from automl_core.model.space import SearchSpace
+from automl_core.search import darts
+from automl_core.search.darts import (
     DARTS_ATTR,
     DartsResult,
     DartsSampler,
@@ -18,8 +20,6 @@ from automl_core.darts import (
     search_architecture,
     supernet_parameters,
 )
-from automl_core.errors import ConfigError
-from automl_core.space import SearchSpace
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -38,7 +38,7 @@ SPACE = SearchSpace.from_dict(
 
 @pytest.fixture(scope="module")
 def digits():
-    from automl_core.datasets import load_dataset
+    from automl_core.model.datasets import load_dataset
 
     return load_dataset("digits", seed=0, max_images=120)
 
@@ -61,8 +61,8 @@ def test_supernet_output_shape_equals_input_for_every_cell_choice(shape):
 
 @pytest.mark.parametrize("shape", [(8, 8, 1), (7, 7, 3)])
 def test_every_derived_architecture_builds_with_the_input_shape(shape):
-    from automl_core.models import build_autoencoder
-    from automl_core.space import ModelConfig
+    from automl_core.model.models import build_autoencoder
+    from automl_core.model.space import ModelConfig
 
     reference = darts.reference_values(SPACE)
     for kernel, down, up in itertools.product(
@@ -207,8 +207,8 @@ def test_the_sampler_searches_once_and_stores_the_result(digits):
 
 
 def test_a_space_with_no_operation_choices_is_refused_before_anything_trains(runs_dir):
-    from automl_core.search import check_search
-    from automl_core.settings import SearchSettings
+    from automl_core.search.runner import check_search
+    from automl_core.storage.settings import SearchSettings
 
     space = SearchSpace.from_dict({"filters": [4, 8], "latent_dim": [4, 8]})
     with pytest.raises(ConfigError, match=r"no operation choices \(kernel_size=\[3\]"):
@@ -226,8 +226,8 @@ def test_a_space_with_no_operation_choices_is_refused_before_anything_trains(run
 
 
 def test_a_super_network_too_large_for_memory_is_refused_with_its_size(runs_dir, monkeypatch):
-    from automl_core.search import check_search
-    from automl_core.settings import SearchSettings
+    from automl_core.search.runner import check_search
+    from automl_core.storage.settings import SearchSettings
 
     monkeypatch.setenv("AUTOML_MAX_MODEL_PARAMETERS", "1000")
     size = supernet_parameters(SPACE, (8, 8, 1))
@@ -246,7 +246,7 @@ def test_epochs_must_be_positive(digits):
 
 
 def test_the_heatmap_has_a_row_per_cell_choice_and_a_column_per_epoch():
-    from automl_core.charts import darts_weights_figure
+    from automl_core.analysis.charts import darts_weights_figure
 
     study = optuna.create_study()
     _stored(study, {"kernel_size": 5})
@@ -263,9 +263,9 @@ def test_the_heatmap_has_a_row_per_cell_choice_and_a_column_per_epoch():
 
 @pytest.mark.slow
 def test_the_derived_architecture_trains_as_a_normal_trial(tmp_path, search_in):
-    from automl_core import store
-    from automl_core.settings import SearchSettings
-    from automl_core.trials import read_trials
+    from automl_core.storage import store
+    from automl_core.storage.settings import SearchSettings
+    from automl_core.storage.trials import read_trials
 
     home = tmp_path / "runs"
     settings = SearchSettings(
@@ -334,7 +334,7 @@ def test_a_worker_waits_for_a_search_in_progress_and_takes_over_a_stale_one(monk
 def test_the_super_network_learns_more_than_the_mean_image_with_many_candidates():
     # without a normalisation per candidate, eight mixed cells fade the signal until the
     # super-network predicts the mean image and its architecture weights learn nothing
-    from automl_core.datasets import load_dataset
+    from automl_core.model.datasets import load_dataset
 
     space = SearchSpace.from_dict(
         {

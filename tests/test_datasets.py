@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from automl_core.datasets import DATASETS, load_dataset, offline_dataset_names
 from automl_core.errors import DatasetError
+from automl_core.model.datasets import DATASETS, load_dataset, offline_dataset_names
 
 
 @pytest.mark.parametrize("name", offline_dataset_names())

@@ -6,9 +6,9 @@ import pytest
 
 from automl_core import cli
 from automl_core.errors import ConfigError
-from automl_core.shapes import check_space_fits
-from automl_core.space import DEFAULT_SPACE, PARAMETERS, SEARCH_SPACE, SearchSpace
-from automl_core.strategies import STRATEGIES, default_space
+from automl_core.model.shapes import check_space_fits
+from automl_core.model.space import DEFAULT_SPACE, PARAMETERS, SEARCH_SPACE, SearchSpace
+from automl_core.search.strategies import STRATEGIES, default_space
 
 
 def test_grid_search_keeps_the_seeds_grid():

@@ -78,7 +78,7 @@ def server(runs_dir):
             )
         yield url
     finally:
-        from automl_core import processes
+        from automl_core.hosting import processes
 
         for study in processes.running_studies():
             processes.stop_search(study, grace_seconds=3)

@@ -11,9 +11,10 @@ import keras
 import numpy as np
 import pytest
 
-from automl_core import export, store
+from automl_core.analysis import export
+from automl_core.analysis.leaderboard import reconstruct
 from automl_core.cli import main
-from automl_core.leaderboard import reconstruct
+from automl_core.storage import store
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +103,8 @@ class TestTrialBundle:
 )
 def test_every_kind_of_model_converts_to_tflite_and_matches(options):
     """Static shapes (a batch of one) keep resize decoders on TFLite's built-in operations."""
-    from automl_core.models import build_autoencoder
-    from automl_core.space import ModelConfig
+    from automl_core.model.models import build_autoencoder
+    from automl_core.model.space import ModelConfig
 
     config = ModelConfig(**{"num_conv_layers": 2, "filters": 4, "latent_dim": 8, **options})
     built = build_autoencoder(config, (16, 16, 1))

@@ -8,9 +8,9 @@ import numpy as np
 import optuna
 import pytest
 
-from automl_core.gp_ucb import FeatureEncoder, GPUCBSampler
-from automl_core.space import SearchSpace
-from automl_core.strategies import STRATEGIES, StrategyContext
+from automl_core.model.space import SearchSpace
+from automl_core.search.gp_ucb import FeatureEncoder, GPUCBSampler
+from automl_core.search.strategies import STRATEGIES, StrategyContext
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -22,9 +22,11 @@ import pytest
 from PIL import Image, ImageFile
 from streamlit.testing.v1 import AppTest
 
-from automl_core import datasets, limits, uploads
-from automl_core.datasets import first_test_images, load_arrays, load_dataset, load_notes
+from automl_core import limits
 from automl_core.errors import DatasetError
+from automl_core.hosting import uploads
+from automl_core.model import datasets
+from automl_core.model.datasets import first_test_images, load_arrays, load_dataset, load_notes
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 120
@@ -255,7 +257,7 @@ def test_first_test_images_need_a_positive_count(count):
 def test_the_overview_shows_test_images_without_loading_the_dataset(
     tiny_study_home, runs_dir, no_demo, monkeypatch
 ):
-    from automl_core import store
+    from automl_core.storage import store
 
     shutil.copytree(tiny_study_home, runs_dir)
     study = store.load_study("tiny", store.default_storage_url())
@@ -301,7 +303,7 @@ def test_the_uploader_refuses_over_limit_files_in_the_browser(tiny_study, no_dem
 
 
 def test_an_over_limit_upload_is_refused_unread(tiny_study, no_demo, monkeypatch):
-    from automl_core import inspect
+    from automl_core.analysis import inspect
 
     def refuse(*args, **kwargs):
         raise AssertionError("an over-limit upload was decoded")

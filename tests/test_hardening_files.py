@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from automl_core import datasets, uploads
-from automl_core.datasets import LoadNotes, load_dataset, load_notes
 from automl_core.errors import DatasetError
+from automl_core.hosting import uploads
+from automl_core.model import datasets
+from automl_core.model.datasets import LoadNotes, load_dataset, load_notes
 
 # --- making files ------------------------------------------------------------------------------
 
@@ -338,7 +339,7 @@ def test_16_bit_grayscale_is_scaled_by_its_depth(tmp_path):
 
 
 def test_16_bit_grayscale_activation_upload():
-    from automl_core.inspect import image_from_bytes
+    from automl_core.analysis.inspect import image_from_bytes
 
     image = image_from_bytes(_png16(1000, size=(8, 8)), (8, 8, 1))
     np.testing.assert_allclose(image, 1000 / 65535, rtol=1e-5)

@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from automl_core import access, limits, store, uploads
+from automl_core import limits
 from automl_core.errors import ConfigError, DatasetError, PermissionDenied, StorageError
+from automl_core.hosting import access, uploads
+from automl_core.storage import store
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 90

@@ -18,9 +18,13 @@ import optuna
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from automl_core import access, limits, processes, progress, store, uploads
+from automl_core import limits
+from automl_core.analysis import progress
 from automl_core.errors import PermissionDenied
-from automl_core.settings import SearchSettings
+from automl_core.hosting import access, processes, uploads
+from automl_core.search import workers
+from automl_core.storage import store
+from automl_core.storage.settings import SearchSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 90
@@ -79,7 +83,7 @@ def _ended_launch(study: str, owner: str, log_text: str) -> processes.LaunchReco
     """The launch record of a search of ``study`` whose process has ended."""
     process = subprocess.Popen([sys.executable, "-c", "pass", "automl_core"])
     process.wait()
-    folder = processes.launches_dir()
+    folder = workers.launches_dir()
     folder.mkdir(parents=True, exist_ok=True)
     log = folder / f"{study}-test.log"
     log.write_text(log_text, encoding="utf-8")
@@ -243,8 +247,8 @@ def _no_link(text: str) -> None:
 
 
 def test_class_names_in_the_latent_figure_are_text():
-    from automl_core.charts import projection_figure
-    from automl_core.latent import Projection
+    from automl_core.analysis.charts import projection_figure
+    from automl_core.analysis.latent import Projection
 
     points = np.arange(12, dtype=np.float32).reshape(6, 2)
     projection = Projection(points=points, method="pca", params={}, notices=())
@@ -260,8 +264,8 @@ def test_class_names_in_the_latent_figure_are_text():
 
 
 def test_class_names_in_the_report_are_text(tiny_study, monkeypatch):
-    import automl_core.datasets as datasets
-    from automl_core import export
+    import automl_core.model.datasets as datasets
+    from automl_core.analysis import export
 
     real = datasets.load_dataset
 
@@ -270,7 +274,7 @@ def test_class_names_in_the_report_are_text(tiny_study, monkeypatch):
         names = tuple(f'<a href="https://evil.example/{i}">class {i}</a>' for i in range(10))
         return dataclasses.replace(data, class_names=names)
 
-    monkeypatch.setattr(datasets, "load_dataset", with_hostile_names)
+    monkeypatch.setattr(export, "load_dataset", with_hostile_names)  # the name the report uses
     report = export.study_report(store.load_study(*tiny_study))
     assert "evil.example" in report and "&lt;a href=" in report
     _no_link(report.split("<h3>Latent space</h3>", 1)[1].split("<h3>", 1)[0])
@@ -292,7 +296,7 @@ def test_deleting_the_demo_in_one_storage_keeps_the_others_models(runs_dir):
         for url in (first, second)
     }
     assert None not in keys and len(keys) == 2
-    store.delete_study(name, first)
+    processes.delete_study(name, first)
     study = store.load_study(name, second)
     finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert finished

@@ -137,7 +137,7 @@ def test_visitors_never_see_tracebacks(monkeypatch):
 @pytest.fixture
 def tiny_copy(tiny_study_home, runs_dir):
     """A writable copy of the tiny study in this test's runs directory."""
-    from automl_core import store
+    from automl_core.storage import store
 
     shutil.copytree(tiny_study_home, runs_dir)
     study = store.load_study("tiny", store.default_storage_url())
@@ -146,7 +146,7 @@ def tiny_copy(tiny_study_home, runs_dir):
 
 
 def _set_settings(study, **changes) -> None:
-    from automl_core import store
+    from automl_core.storage import store
 
     study.set_user_attr(store.SETTINGS_ATTR, {**study.user_attrs[store.SETTINGS_ATTR], **changes})
 
@@ -165,7 +165,7 @@ def test_a_one_image_test_split(page, tiny_copy, no_demo):
 
 def _write_mixed_images(folder: Path, count: int = 24) -> None:
     """``count`` 8x8 grayscale digits; 4 saved at 10x10, 3 as grayscale with alpha."""
-    from automl_core.datasets import load_arrays
+    from automl_core.model.datasets import load_arrays
 
     x, _, _ = load_arrays("digits")
     folder.mkdir(parents=True)

@@ -11,11 +11,13 @@ from types import SimpleNamespace
 import optuna
 import pytest
 
-from automl_core import processes, search, store, trials
 from automl_core.errors import ConfigError, StorageError, TrialFailure
-from automl_core.models import build_autoencoder, estimate_parameters
-from automl_core.settings import SearchSettings
-from automl_core.space import ModelConfig, SearchSpace
+from automl_core.model.models import build_autoencoder, estimate_parameters
+from automl_core.model.space import ModelConfig, SearchSpace
+from automl_core.search import runner as search
+from automl_core.search import workers
+from automl_core.storage import store, trials
+from automl_core.storage.settings import SearchSettings
 
 TINY = {"num_conv_layers": [1], "filters": [4], "latent_dim": [4, 8], "batch_size": [32]}
 
@@ -111,7 +113,7 @@ class TestFailuresCount:
 
     def test_trial_of_a_dead_worker_fails_with_the_reason_and_counts(self, runs_dir):
         pid = 999_999
-        study, number = self._study_with_running_trial(runs_dir, processes.worker_id(pid))
+        study, number = self._study_with_running_trial(runs_dir, workers.worker_id(pid))
         storage = store.open_storage(f"sqlite:///{runs_dir / 's.db'}")
         child = SimpleNamespace(pid=pid, returncode=-9)
         search._fail_trial_of_dead_worker(storage, study, child, "Killed")
@@ -210,7 +212,7 @@ def test_an_interrupt_while_a_trial_is_created_fails_it_instead_of_leaving_it_ru
     study = store.load_study("ask")
     states = {t.number: t.state.name for t in study.get_trials(deepcopy=False)}
     assert interrupted == [0] and states == {0: "FAIL"}
-    assert study.trials[0].user_attrs[trials.WORKER_ATTR] == processes.worker_id()
+    assert study.trials[0].user_attrs[trials.WORKER_ATTR] == workers.worker_id()
     assert trials.BudgetCount.of(trials.read_trials(study)).done == 0
 
 
@@ -218,7 +220,7 @@ def test_an_interrupt_hold_delivers_the_held_signal_on_release():
     seen = []
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
     try:
-        with processes.InterruptHold() as hold:
+        with workers.InterruptHold() as hold:
             os.kill(os.getpid(), signal.SIGTERM)
             assert seen == []
             hold.release()

@@ -16,9 +16,9 @@ import optuna
 import pytest
 import sqlalchemy.exc
 
-from automl_core import store
 from automl_core.cli import main
 from automl_core.errors import ConfigError, StorageError
+from automl_core.storage import store
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_URL = "postgresql://bob:s3cret@127.0.0.1:1/x"  # nothing listens on port 1
@@ -247,7 +247,7 @@ RACER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from automl_core import store
+    from automl_core.storage import store
 
     url, ready, count = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
     ready.touch()

@@ -11,9 +11,8 @@ import plotly.graph_objects as go
 import pytest
 from PIL import Image
 
-from automl_core import charts
-from automl_core.errors import ConfigError, DatasetError
-from automl_core.inspect import (
+from automl_core.analysis import charts
+from automl_core.analysis.inspect import (
     ActivationProbe,
     compression_curve,
     conv_filters,
@@ -28,9 +27,10 @@ from automl_core.inspect import (
     scores_frame,
     worst_reconstructions,
 )
-from automl_core.metrics import reconstruction_scores
-from automl_core.models import build_autoencoder
-from automl_core.space import ModelConfig
+from automl_core.errors import ConfigError, DatasetError
+from automl_core.model.metrics import reconstruction_scores
+from automl_core.model.models import build_autoencoder
+from automl_core.model.space import ModelConfig
 
 
 @pytest.fixture(scope="module", params=["pool", "strided"])

@@ -174,7 +174,7 @@ class TestReconstructionsPage:
 @pytest.fixture
 def tiny_with_failure(tiny_study_home, runs_dir):
     """A copy of the tiny study plus one failed trial (no model)."""
-    from automl_core import store
+    from automl_core.storage import store
 
     shutil.copytree(tiny_study_home, runs_dir)
     study = store.load_study("tiny", store.default_storage_url())
@@ -207,7 +207,7 @@ def test_study_without_finished_trials(tiny_with_failure, no_demo):
 @pytest.fixture(scope="module")
 def unlabelled_home(tmp_path_factory, search_in):
     """A one-trial study on 40 unlabelled RGB 8x8 images from an .npz file."""
-    from automl_core.settings import SearchSettings
+    from automl_core.storage.settings import SearchSettings
 
     home = tmp_path_factory.mktemp("unlabelled")
     x = np.random.default_rng(0).random((40, 8, 8, 3), dtype=np.float32)

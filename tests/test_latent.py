@@ -7,15 +7,15 @@ import os
 import numpy as np
 import pytest
 
-from automl_core import charts, latent
-from automl_core.errors import ConfigError
-from automl_core.latent import (
+from automl_core.analysis import charts, latent
+from automl_core.analysis.latent import (
     PROJECTIONS,
     interpolate,
     latent_projection,
     linear_probe,
     projection_params,
 )
+from automl_core.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,7 @@ def test_umap_is_imported_without_tensorflow():
     import sys
 
     code = (
-        "import sys; from automl_core.latent import import_umap; umap = import_umap(); "
+        "import sys; from automl_core.analysis.latent import import_umap; umap = import_umap(); "
         "print(hasattr(umap, 'UMAP'), 'tensorflow' in sys.modules)"
     )
     out = subprocess.run(
@@ -161,7 +161,11 @@ def test_umap_kernels_are_cached_on_disk_for_the_next_process(tmp_path):
 
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
     warm = subprocess.run(
-        [sys.executable, "-c", "from automl_core.latent import warm_up_umap; warm_up_umap()"],
+        [
+            sys.executable,
+            "-c",
+            "from automl_core.analysis.latent import warm_up_umap; warm_up_umap()",
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -177,7 +181,7 @@ def test_umap_kernels_are_cached_on_disk_for_the_next_process(tmp_path):
 def test_umap_uses_exact_neighbours_from_scikit_learn(monkeypatch):
     """UMAP gets its neighbour graph from scikit-learn for every size, so pynndescent's kernels
     are never compiled, and the map still separates two far-apart clusters."""
-    from automl_core import latent
+    from automl_core.analysis import latent
 
     rng = np.random.default_rng(0)
     points = np.concatenate([rng.normal(0, 1, (60, 4)), rng.normal(30, 1, (60, 4))])
@@ -202,7 +206,7 @@ def test_umap_uses_exact_neighbours_from_scikit_learn(monkeypatch):
 def test_dashboard_starts_one_warm_up_process_unless_turned_off(monkeypatch):
     import threading
 
-    from automl_core import latent
+    from automl_core.analysis import latent
     from dashboard import state
 
     class Child:  # stands in for the Popen of the real warm-up
@@ -235,7 +239,7 @@ def test_warm_up_child_process_runs_at_low_priority():
     """The child lowers its own priority first thing (no preexec_fn in a threaded server)."""
     import time
 
-    from automl_core import latent
+    from automl_core.analysis import latent
 
     child = latent.start_umap_warm_up()
     niceness = 0

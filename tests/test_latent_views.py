@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from automl_core import charts, latent
+from automl_core.analysis import charts, latent
+from automl_core.analysis.latent import Projection, find_points, thumbnail_indices, thumbnails
 from automl_core.errors import ConfigError
-from automl_core.latent import Projection, find_points, thumbnail_indices, thumbnails
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 120

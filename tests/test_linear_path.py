@@ -6,20 +6,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from automl_core import baseline
-from automl_core.datasets import load_dataset
+from automl_core.analysis.inspect import ActivationProbe, conv_filters
 from automl_core.errors import ConfigError
-from automl_core.inspect import ActivationProbe, conv_filters
-from automl_core.metrics import reconstruction_scores
-from automl_core.models import (
+from automl_core.model import baseline
+from automl_core.model.datasets import load_dataset
+from automl_core.model.metrics import reconstruction_scores
+from automl_core.model.models import (
     build_autoencoder,
     check_fits,
     estimate_parameters,
     has_linear_path,
     initialise_linear_path,
 )
-from automl_core.space import PARAMETERS, ModelConfig
-from automl_core.training import reconstruct, train_autoencoder
+from automl_core.model.space import PARAMETERS, ModelConfig
+from automl_core.model.training import reconstruct, train_autoencoder
 
 SHAPE = (8, 8, 1)
 
@@ -155,8 +155,8 @@ class TestTraining:
 
 class TestJudgedLikePca:
     def test_kept_weights_never_lower_the_validation_psnr(self, digits):
-        from automl_core.fit_loop import fit_autoencoder
-        from automl_core.training import compile_autoencoder
+        from automl_core.model.fit_loop import fit_autoencoder
+        from automl_core.model.training import compile_autoencoder
 
         config = _config(learning_rate=3e-3)
         models = build_autoencoder(config, digits.input_shape)

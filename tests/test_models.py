@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from automl_core.errors import ConfigError
-from automl_core.models import build_autoencoder, encoder_conv_layers
-from automl_core.space import ModelConfig
+from automl_core.model.models import build_autoencoder, encoder_conv_layers
+from automl_core.model.space import ModelConfig
 
 
 @pytest.mark.parametrize("block", ["pool", "strided"])

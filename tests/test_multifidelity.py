@@ -6,21 +6,20 @@ import numpy as np
 import optuna
 import pytest
 
-from automl_core import search
-from automl_core.datasets import load_dataset
 from automl_core.errors import StorageError
-from automl_core.pruners import PromotingHalvingPruner
-from automl_core.samplers import CostAwareTPESampler, SecondsModel
-from automl_core.search import run_search, trial_reporter
-from automl_core.settings import SearchSettings
-from automl_core.space import SearchSpace
-from automl_core.strategies import (
-    DEFAULT_STRATEGY,
+from automl_core.model.datasets import load_dataset
+from automl_core.model.space import SearchSpace
+from automl_core.search import runner as search
+from automl_core.search.pruners import PromotingHalvingPruner
+from automl_core.search.runner import run_search, trial_reporter
+from automl_core.search.samplers import CostAwareTPESampler, SecondsModel
+from automl_core.search.strategies import (
     STRATEGIES,
     StrategyContext,
     first_rung_thirds,
 )
-from automl_core.trials import COST_ATTR, PROMOTED_FROM_ATTR, read_trials
+from automl_core.storage.settings import DEFAULT_STRATEGY, SearchSettings
+from automl_core.storage.trials import COST_ATTR, PROMOTED_FROM_ATTR, read_trials
 
 SPACE = SearchSpace.from_dict({"num_conv_layers": [1, 2], "filters": [4, 8], "latent_dim": [4]})
 

@@ -12,10 +12,10 @@ import uuid
 import optuna
 import pytest
 
-from automl_core import store
-from automl_core.results import trials_frame
-from automl_core.search import prepare_study, run_search, run_worker
-from automl_core.settings import SearchSettings
+from automl_core.search.runner import prepare_study, run_search, run_worker
+from automl_core.storage import store
+from automl_core.storage.results import trials_frame
+from automl_core.storage.settings import SearchSettings
 
 pytestmark = pytest.mark.slow
 
@@ -61,9 +61,9 @@ def test_nsga2_gives_a_pareto_front(runs_dir):
 
 
 def test_cost_aware_search_with_two_workers_records_what_its_time_model_needs(runs_dir):
-    from automl_core.settings import study_settings
-    from automl_core.space import SearchSpace
-    from automl_core.strategies import STRATEGIES, StrategyContext
+    from automl_core.model.space import SearchSpace
+    from automl_core.search.strategies import STRATEGIES, StrategyContext
+    from automl_core.storage.settings import study_settings
 
     space = {**RANGE_SPACE, "num_conv_layers": [1, 2], "filters": [4, 16]}
     study = run_search(

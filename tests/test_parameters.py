@@ -8,7 +8,7 @@ import pytest
 
 from automl_core import cli
 from automl_core.errors import ConfigError
-from automl_core.space import DEFAULT_SPACE, PARAMETERS, ModelConfig, SearchSpace
+from automl_core.model.space import DEFAULT_SPACE, PARAMETERS, ModelConfig, SearchSpace
 
 
 def test_model_config_has_one_field_per_row_in_table_order():
@@ -55,7 +55,7 @@ def test_every_row_is_a_cli_flag_with_its_help():
 
 
 def test_costly_rows_drive_the_cost_model_cache_key():
-    from automl_core.models import architecture_work
+    from automl_core.model.models import architecture_work
 
     cheap = ModelConfig(num_conv_layers=1, filters=4, latent_dim=4)
     same_cost = ModelConfig(num_conv_layers=1, filters=4, latent_dim=4, learning_rate=0.01)

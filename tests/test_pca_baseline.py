@@ -16,11 +16,13 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 from streamlit.testing.v1 import AppTest
 
-from automl_core import baseline, leaderboard, results
+from automl_core.analysis import leaderboard
 from automl_core.cli import main
-from automl_core.datasets import load_dataset, split_arrays
-from automl_core.metrics import reconstruction_scores
-from automl_core.trials import METRICS_ATTR, TrialRecord
+from automl_core.model import baseline
+from automl_core.model.datasets import load_dataset, split_arrays
+from automl_core.model.metrics import reconstruction_scores
+from automl_core.storage import results
+from automl_core.storage.trials import METRICS_ATTR, TrialRecord
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 120
@@ -119,7 +121,7 @@ class TestCache:
             raise MemoryError("no room")
 
         monkeypatch.setattr(baseline, "fit_pca", broken)
-        with caplog.at_level(logging.WARNING, logger="automl_core.baseline"):
+        with caplog.at_level(logging.WARNING, logger="automl_core.model.baseline"):
             assert baseline.baseline_metrics(digits, 4) == {}
         assert "PCA baseline with 4 components left out: no room" in caplog.text
 
@@ -191,8 +193,8 @@ class TestLeaderboard:
         assert "vs_pca_db" in header and "pca_psnr" in header
 
     def test_compression_curve_has_the_pca_line(self, judged):
-        from automl_core import charts
-        from automl_core.inspect import compression_curve
+        from automl_core.analysis import charts
+        from automl_core.analysis.inspect import compression_curve
 
         frame = results.trials_frame(judged)
         curve = compression_curve(frame)
@@ -209,8 +211,8 @@ class TestLeaderboard:
 
 class TestRealSearch:
     def test_trial_metrics_hold_the_baseline(self, tiny_study):
-        from automl_core import store
-        from automl_core.settings import study_settings
+        from automl_core.storage import store
+        from automl_core.storage.settings import study_settings
 
         name, url = tiny_study
         study = store.load_study(name, url)
@@ -243,8 +245,8 @@ class TestRealSearch:
         assert ("a linear projection" in line) == below
 
     def test_report_shows_the_comparison(self, tiny_study):
-        from automl_core import store
-        from automl_core.export import study_report
+        from automl_core.analysis.export import study_report
+        from automl_core.storage import store
 
         report = study_report(store.load_study(*tiny_study))
         assert (
@@ -307,7 +309,7 @@ class TestPages:
 @pytest.fixture
 def older_study(tiny_study_home, runs_dir, no_demo):
     """Study ``old``: the tiny study's trials as stored before the PCA baseline existed."""
-    from automl_core import store
+    from automl_core.storage import store
 
     shutil.copytree(tiny_study_home, runs_dir)
     url = store.default_storage_url()

@@ -9,10 +9,10 @@ import numpy as np
 import optuna
 import pytest
 
-from automl_core import precision, precision_probe
 from automl_core.errors import ConfigError
-from automl_core.precision import PrecisionChoice, ProbeResult, choose_policy
-from automl_core.settings import SearchSettings, settings_conflict
+from automl_core.model import precision, precision_probe
+from automl_core.model.precision import PrecisionChoice, ProbeResult, choose_policy
+from automl_core.storage.settings import SearchSettings, settings_conflict
 
 
 def _probe(device="cpu", **speeds) -> ProbeResult:
@@ -171,13 +171,13 @@ def test_the_probe_measures_float32_and_bfloat16_and_caches(tmp_path, monkeypatc
 
 
 def _tiny_data():
-    from automl_core.datasets import load_dataset
+    from automl_core.model.datasets import load_dataset
 
     return load_dataset("digits", max_images=120)
 
 
 def _config(**options):
-    from automl_core.space import ModelConfig
+    from automl_core.model.space import ModelConfig
 
     return ModelConfig(**{"num_conv_layers": 1, "filters": 4, "latent_dim": 8, **options})
 
@@ -198,7 +198,7 @@ def _config(**options):
     ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()),
 )
 def test_every_objective_and_loss_trains_under_bfloat16(options):
-    from automl_core.training import train_autoencoder
+    from automl_core.model.training import train_autoencoder
 
     trained = train_autoencoder(_config(**options), _tiny_data(), 1, precision="mixed_bfloat16")
     assert trained.precision == "mixed_bfloat16" and not trained.precision_fallback
@@ -211,8 +211,9 @@ def test_every_objective_and_loss_trains_under_bfloat16(options):
 def test_a_bfloat16_trial_saves_a_float32_model_that_reconstructs_and_exports(tmp_path):
     import keras
 
-    from automl_core import export, store
-    from automl_core.training import reconstruct, train_autoencoder
+    from automl_core.analysis import export
+    from automl_core.model.training import reconstruct, train_autoencoder
+    from automl_core.storage import store
 
     data = _tiny_data()
     trained = train_autoencoder(_config(), data, 2, precision="mixed_bfloat16")
@@ -247,7 +248,7 @@ def test_a_bfloat16_trial_saves_a_float32_model_that_reconstructs_and_exports(tm
 
 @pytest.mark.slow
 def test_bfloat16_and_float32_reach_the_same_error():
-    from automl_core.training import train_autoencoder
+    from automl_core.model.training import train_autoencoder
 
     data = _tiny_data()
     errors = {
@@ -261,7 +262,7 @@ def test_bfloat16_and_float32_reach_the_same_error():
 def test_a_non_finite_mixed_loss_is_retried_in_float32(monkeypatch):
     import keras
 
-    from automl_core import fit_loop, training
+    from automl_core.model import fit_loop, training
 
     real = fit_loop.fit_autoencoder
     policies = []
@@ -272,7 +273,7 @@ def test_a_non_finite_mixed_loss_is_retried_in_float32(monkeypatch):
             raise fit_loop.Diverged("diverged: loss became nan at epoch 0.33")
         return real(model, *args, **kwargs)
 
-    monkeypatch.setattr(fit_loop, "fit_autoencoder", diverging_in_mixed)
+    monkeypatch.setattr(training, "fit_autoencoder", diverging_in_mixed)  # the name training calls
     trained = training.train_autoencoder(_config(), _tiny_data(), 1, precision="mixed_bfloat16")
     assert policies == ["mixed_bfloat16", "float32"]
     assert trained.precision == "float32"
@@ -282,21 +283,21 @@ def test_a_non_finite_mixed_loss_is_retried_in_float32(monkeypatch):
 
 @pytest.mark.slow
 def test_a_loss_that_diverges_in_float32_too_fails_the_trial(monkeypatch):
-    from automl_core import fit_loop, training
     from automl_core.errors import TrialFailure
+    from automl_core.model import fit_loop, training
 
     def always(*args, **kwargs):
         raise fit_loop.Diverged("diverged: loss became inf at epoch 1.00")
 
-    monkeypatch.setattr(fit_loop, "fit_autoencoder", always)
+    monkeypatch.setattr(training, "fit_autoencoder", always)  # the name training calls
     with pytest.raises(TrialFailure, match="also after mixed_bfloat16"):
         training.train_autoencoder(_config(), _tiny_data(), 1, precision="mixed_bfloat16")
 
 
 @pytest.mark.slow
 def test_darts_trains_its_super_network_under_bfloat16():
-    from automl_core.darts import search_architecture
-    from automl_core.space import SearchSpace
+    from automl_core.model.space import SearchSpace
+    from automl_core.search.darts import search_architecture
 
     space = SearchSpace.from_dict(
         {"num_conv_layers": [1], "filters": [4], "latent_dim": [8], "kernel_size": [3, 5]}
@@ -313,7 +314,7 @@ def _frozen(number: int, policy: str | None, seconds: float) -> optuna.trial.Fro
 
 
 def test_the_cost_model_learns_from_timings_of_its_own_precision():
-    from automl_core.samplers import same_precision
+    from automl_core.search.samplers import same_precision
 
     old = _frozen(0, None, 8.0)  # stored before precision was recorded: float32
     fast = _frozen(1, "mixed_bfloat16", 2.0)
@@ -325,8 +326,8 @@ def test_the_cost_model_learns_from_timings_of_its_own_precision():
 
 
 def test_the_leaderboard_shows_each_trials_precision():
-    from automl_core.results import records_frame
-    from automl_core.trials import TrialRecord
+    from automl_core.storage.results import records_frame
+    from automl_core.storage.trials import TrialRecord
 
     records = [
         TrialRecord(0, "COMPLETE", artifact_dir="a", precision="mixed_bfloat16"),
@@ -345,8 +346,8 @@ def test_the_leaderboard_shows_each_trials_precision():
 
 @pytest.mark.slow
 def test_cli_search_trains_in_the_given_precision_and_says_so(runs_dir, capsys):
-    from automl_core import store
     from automl_core.cli import main
+    from automl_core.storage import store
 
     common = ["search", "--dataset", "digits", "--max-images", "120", "--max-epochs", "1"]
     common += ["--strategy", "grid", "--num-conv-layers", "1", "--filters", "4"]
@@ -399,7 +400,7 @@ class TestPages:
     def test_search_page_offers_precision_under_advanced(self, runs_dir):
         from streamlit.testing.v1 import AppTest
 
-        from automl_core.precision import PRECISIONS
+        from automl_core.model.precision import PRECISIONS
         from tests.test_app_pages import ROOT, TIMEOUT
 
         at = AppTest.from_file(str(ROOT / "pages/search.py"), default_timeout=TIMEOUT).run()
@@ -410,7 +411,7 @@ class TestPages:
         assert not at.exception and not at.button(key="launch").disabled
 
     def test_the_launched_command_carries_the_precision(self, tmp_path):
-        from automl_core.processes import build_command
+        from automl_core.hosting.processes import build_command
 
         command = build_command(SearchSettings(study="s", precision="bfloat16"), tmp_path, 1)
         assert command[command.index("--precision") + 1] == "bfloat16"
@@ -418,8 +419,8 @@ class TestPages:
     def test_overview_shows_the_studys_precision_and_the_probe(self, runs_dir):
         from streamlit.testing.v1 import AppTest
 
-        from automl_core import store
-        from automl_core.settings import STUDY_PRECISION_ATTR
+        from automl_core.storage import store
+        from automl_core.storage.settings import STUDY_PRECISION_ATTR
         from tests.test_app_pages import ROOT, TIMEOUT
 
         at = AppTest.from_file(str(ROOT / "pages/overview.py"), default_timeout=TIMEOUT).run()

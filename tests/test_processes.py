@@ -12,9 +12,12 @@ import time
 import numpy as np
 import pytest
 
-from automl_core import processes, progress, search
+from automl_core.analysis import progress
 from automl_core.errors import ConfigError
-from automl_core.settings import SearchSettings
+from automl_core.hosting import processes
+from automl_core.search import runner as search
+from automl_core.search import workers
+from automl_core.storage.settings import SearchSettings
 
 TINY = {
     "num_conv_layers": [1],
@@ -41,15 +44,15 @@ def _sleeper(seconds: int = 60, with_child: bool = False) -> subprocess.Popen:
 
 
 def _record(study: str, process: subprocess.Popen) -> None:
-    processes.launches_dir().mkdir(parents=True, exist_ok=True)
+    workers.launches_dir().mkdir(parents=True, exist_ok=True)
     record = {
         "study": study,
         "pid": process.pid,
         "started": time.time(),
-        "log": str(processes.launches_dir() / f"{study}.log"),
+        "log": str(workers.launches_dir() / f"{study}.log"),
         "command": [],
     }
-    (processes.launches_dir() / f"{study}.json").write_text(json.dumps(record))
+    (workers.launches_dir() / f"{study}.json").write_text(json.dumps(record))
 
 
 class TestLaunchRecords:
@@ -124,7 +127,7 @@ def test_command_line_carries_every_setting(tmp_path):
 
 def test_storage_url_travels_in_the_environment_not_the_command_line(runs_dir):
     url = "postgresql://bob:s3cret@db.invalid/automl"
-    env = processes._child_environment(url)
+    env = workers.child_environment(url)
     assert env["AUTOML_STORAGE"] == url and env["AUTOML_HOME"] == str(runs_dir)
 
 
@@ -143,7 +146,7 @@ def test_two_launches_at_once_start_one_search(runs_dir, monkeypatch):
         started.append(process)
         return process
 
-    monkeypatch.setattr("automl_core.search.check_search", fake_check)
+    monkeypatch.setattr(processes, "check_search", fake_check)
     monkeypatch.setattr(processes.subprocess, "Popen", fake_popen)
     settings = SearchSettings(study="twice", dataset="digits", space=TINY, trials=1)
 

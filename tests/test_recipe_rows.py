@@ -7,11 +7,11 @@ import keras
 import numpy as np
 import pytest
 
-from automl_core import recipes
-from automl_core.datasets import split_arrays
 from automl_core.errors import ConfigError
-from automl_core.space import PARAMETERS, ModelConfig, SearchSpace
-from automl_core.training import make_optimizer, train_autoencoder
+from automl_core.model import recipes
+from automl_core.model.datasets import split_arrays
+from automl_core.model.space import PARAMETERS, ModelConfig, SearchSpace
+from automl_core.model.training import make_optimizer, train_autoencoder
 
 SHAPE = (16, 16, 1)
 ROWS = ("momentum", "weight_decay", "rotation", "crop", "color_jitter")
@@ -103,7 +103,7 @@ class TestAugmentation:
 
 class TestPsnrLoss:
     def test_is_minus_each_images_psnr(self):
-        from automl_core.metrics import reconstruction_scores
+        from automl_core.model.metrics import reconstruction_scores
 
         x = _images(4)
         noisy = np.clip(x + np.random.default_rng(1).normal(0, 0.05, x.shape), 0, 1).astype("f4")

@@ -8,12 +8,12 @@ import keras
 import numpy as np
 import pytest
 
-from automl_core import recipes
-from automl_core.datasets import split_arrays
 from automl_core.errors import ConfigError
-from automl_core.models import build_autoencoder, check_fits, estimate_parameters
-from automl_core.space import PARAMETERS, ModelConfig
-from automl_core.training import make_optimizer
+from automl_core.model import recipes
+from automl_core.model.datasets import split_arrays
+from automl_core.model.models import build_autoencoder, check_fits, estimate_parameters
+from automl_core.model.space import PARAMETERS, ModelConfig
+from automl_core.model.training import make_optimizer
 
 SHAPE = (16, 16, 1)
 
@@ -80,7 +80,7 @@ class TestDenoising:
 
     def test_targets_are_clean(self):
         """The model is fit on (x, x): the noise is inside the model, so the target is x."""
-        from automl_core.training import train_autoencoder
+        from automl_core.model.training import train_autoencoder
 
         data = split_arrays("noise", _images(30), None, None, seed=0)
         trained = train_autoencoder(_config(objective="denoising"), data, max_epochs=1)
@@ -96,7 +96,7 @@ def test_sparse_code_carries_an_l1_penalty():
 
 @pytest.mark.parametrize("loss", sorted(recipes.LOSSES))
 def test_each_loss_trains_and_ranks_by_validation_mse(loss):
-    from automl_core.training import train_autoencoder
+    from automl_core.model.training import train_autoencoder
 
     data = split_arrays("noise", _images(30), None, None, seed=0)
     trained = train_autoencoder(_config(loss=loss, ssim_weight=0.3), data, max_epochs=1)
@@ -169,7 +169,7 @@ class TestAugmentation:
         assert not np.allclose(out, x)
 
     def test_trains_with_augmentation(self):
-        from automl_core.training import train_autoencoder
+        from automl_core.model.training import train_autoencoder
 
         data = split_arrays("noise", _images(30), None, None, seed=0)
         trained = train_autoencoder(_config(augment=True), data, max_epochs=2)

@@ -6,7 +6,9 @@ import numpy as np
 import optuna
 import pytest
 
-from automl_core.controller import (
+from automl_core.errors import ConfigError
+from automl_core.model.space import SearchSpace
+from automl_core.search.controller import (
     RANGE_LEVELS,
     ControllerState,
     ReinforceSampler,
@@ -14,9 +16,7 @@ from automl_core.controller import (
     controller_probabilities,
     replay,
 )
-from automl_core.errors import ConfigError
-from automl_core.space import SearchSpace
-from automl_core.strategies import STRATEGIES, StrategyContext
+from automl_core.search.strategies import STRATEGIES, StrategyContext
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -169,7 +169,7 @@ def test_a_space_with_nothing_to_decide_gives_an_empty_chart():
 
 
 def test_the_chart_has_one_line_per_value_and_a_panel_per_parameter():
-    from automl_core.charts import controller_probabilities_figure
+    from automl_core.analysis.charts import controller_probabilities_figure
 
     study = optuna.create_study(sampler=ReinforceSampler(SPACE, seed=0))
     study.optimize(_synthetic, n_trials=3)
@@ -184,8 +184,8 @@ def test_the_chart_has_one_line_per_value_and_a_panel_per_parameter():
 
 
 def test_the_search_refuses_an_unusable_range_before_anything_trains(runs_dir):
-    from automl_core.search import check_search
-    from automl_core.settings import SearchSettings
+    from automl_core.search.runner import check_search
+    from automl_core.storage.settings import SearchSettings
 
     settings = SearchSettings(
         study="rl",

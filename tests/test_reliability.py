@@ -12,11 +12,14 @@ from pathlib import Path
 import optuna
 import pytest
 
-from automl_core import processes, search, store
 from automl_core.errors import ConfigError
-from automl_core.settings import SearchSettings
-from automl_core.space import SearchSpace
-from automl_core.strategies import StrategyContext, get_strategy
+from automl_core.hosting import processes
+from automl_core.model.space import SearchSpace
+from automl_core.search import runner as search
+from automl_core.search import workers
+from automl_core.search.strategies import StrategyContext, get_strategy
+from automl_core.storage import store
+from automl_core.storage.settings import SearchSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID = {"num_conv_layers": [1, 2], "filters": [4], "activation": ["relu"], "latent_dim": [4, 8]}
@@ -76,19 +79,19 @@ class TestWorkerCount:
 
     def test_the_named_limit_at_its_value(self, monkeypatch):
         monkeypatch.setenv("AUTOML_MAX_WORKERS", "2")
-        monkeypatch.setattr(processes, "machine_worker_cap", lambda: (8, "test"))
-        assert processes.check_workers(2) == 2
+        monkeypatch.setattr(workers, "machine_worker_cap", lambda: (8, "test"))
+        assert workers.check_workers(2) == 2
         with pytest.raises(ConfigError, match="AUTOML_MAX_WORKERS"):
-            processes.check_workers(3)
+            workers.check_workers(3)
 
     def test_the_machine_caps_workers_by_cores_and_memory(self, monkeypatch):
         monkeypatch.setattr(os, "cpu_count", lambda: 2)
-        cap, why = processes.machine_worker_cap()
+        cap, why = workers.machine_worker_cap()
         assert 1 <= cap <= 4 and why
-        monkeypatch.setattr(processes, "machine_worker_cap", lambda: (4, "2 CPU cores"))
-        assert processes.check_workers(4) == 4
+        monkeypatch.setattr(workers, "machine_worker_cap", lambda: (4, "2 CPU cores"))
+        assert workers.check_workers(4) == 4
         with pytest.raises(ConfigError, match="at most 4 \\(2 CPU cores\\)"):
-            processes.check_workers(5)
+            workers.check_workers(5)
 
     def test_the_cli_names_the_value(self, runs_dir, capsys):
         from automl_core.cli import main
@@ -123,19 +126,19 @@ def test_an_interrupt_reaches_a_worker_started_with_sigint_ignored(runs_dir, mon
 
 
 def test_supervisor_gone_reads_the_parent(monkeypatch):
-    monkeypatch.setenv(processes.SUPERVISOR_PID_ENV, str(os.getppid()))
-    assert not processes.supervisor_gone()
-    monkeypatch.setenv(processes.SUPERVISOR_PID_ENV, str(os.getppid() + 100_000))
-    assert processes.supervisor_gone()
-    monkeypatch.delenv(processes.SUPERVISOR_PID_ENV)
-    assert not processes.supervisor_gone()  # not started by a supervisor
+    monkeypatch.setenv(workers.SUPERVISOR_PID_ENV, str(os.getppid()))
+    assert not workers.supervisor_gone()
+    monkeypatch.setenv(workers.SUPERVISOR_PID_ENV, str(os.getppid() + 100_000))
+    assert workers.supervisor_gone()
+    monkeypatch.delenv(workers.SUPERVISOR_PID_ENV)
+    assert not workers.supervisor_gone()  # not started by a supervisor
 
 
 SUPERVISOR = """
 import sys, time
 sys.path.insert(0, {root!r})
-from automl_core import processes
-child = processes.spawn_worker("orphan", None, 0, run="never-prepared")
+from automl_core.search import workers
+child = workers.spawn_worker("orphan", None, 0, run="never-prepared")
 print(child.pid, flush=True)
 time.sleep(600)
 """
@@ -155,13 +158,13 @@ def test_a_worker_ends_when_its_supervisor_is_killed(runs_dir):
     supervisor.kill()
     supervisor.wait()
     deadline = time.time() + 60
-    while time.time() < deadline and processes.process_alive(worker):
+    while time.time() < deadline and workers.process_alive(worker):
         try:
             os.waitpid(worker, os.WNOHANG)  # not our child: only reaped by init
         except ChildProcessError:
             pass
         time.sleep(0.2)
-    assert not processes.process_alive(worker) or _is_zombie(worker)
+    assert not workers.process_alive(worker) or _is_zombie(worker)
 
 
 def _is_zombie(pid: int) -> bool:
@@ -172,7 +175,7 @@ def _is_zombie(pid: int) -> bool:
 
 
 def test_stale_caches_of_dead_runs_are_swept(runs_dir):
-    host = processes.run_token().split(".")[0]
+    host = workers.run_token().split(".")[0]
     cache = runs_dir / "cache"
     cache.mkdir(parents=True)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -186,13 +189,13 @@ def test_stale_caches_of_dead_runs_are_swept(runs_dir):
     }
     for path in files.values():
         path.write_bytes(b"x")
-    removed = processes.sweep_stale_caches()
+    removed = workers.sweep_stale_caches()
     assert set(removed) == {files["dead"], files["dead_partial"]}
     assert all(files[k].exists() for k in ("live", "other_host", "legacy"))
 
 
 def test_a_run_token_names_its_process():
-    host, pid, random = processes.run_token().split(".")
+    host, pid, random = workers.run_token().split(".")
     assert host.isalnum() and int(pid) == os.getpid() and len(random) == 12
 
 
@@ -285,7 +288,7 @@ class TestHostileSpaces:
     )
 
     def test_a_yaml_alias_bomb_is_refused_before_it_expands(self, tmp_path):
-        from automl_core.space import load_space
+        from automl_core.model.space import load_space
 
         path = tmp_path / "bomb.yaml"
         path.write_text(self.BOMB)
@@ -296,7 +299,7 @@ class TestHostileSpaces:
         assert time.perf_counter() - started < 5  # refused, not expanded (generous bound)
 
     def test_plain_yaml_still_loads(self, tmp_path):
-        from automl_core.space import load_space
+        from automl_core.model.space import load_space
 
         path = tmp_path / "space.yaml"
         path.write_text("filters: [8, 16]\nlearning_rate: {low: 0.0001, high: 0.01, log: true}\n")
@@ -305,7 +308,7 @@ class TestHostileSpaces:
     def test_a_space_file_at_the_size_limit_is_read_and_above_it_refused(
         self, tmp_path, monkeypatch
     ):
-        from automl_core.space import load_space
+        from automl_core.model.space import load_space
 
         monkeypatch.setenv("AUTOML_MAX_SPACE_FILE_BYTES", "64")
         path = tmp_path / "space.json"
@@ -348,7 +351,7 @@ def test_stop_fails_and_queues_a_trial_whose_worker_ignored_the_interrupt(runs_d
     after the grace period; its trial must not stay RUNNING."""
     import json
 
-    from automl_core.trials import RETRY_ATTR, WORKER_ATTR
+    from automl_core.storage.trials import RETRY_ATTR, WORKER_ATTR
 
     stubborn = subprocess.Popen(
         [
@@ -365,12 +368,12 @@ def test_stop_fails_and_queues_a_trial_whose_worker_ignored_the_interrupt(runs_d
     settings = SearchSettings(study="stubborn", dataset="digits", strategy="random")
     study = search.prepare_study(settings)
     trial = study.ask({"filters": optuna.distributions.CategoricalDistribution([4, 8])})
-    trial.set_user_attr(WORKER_ATTR, processes.worker_id(stubborn.pid))
-    host = processes.run_token().split(".")[0]
-    cache = processes.run_cache_path("stubborn", f"{host}.{stubborn.pid}.abcdef")
+    trial.set_user_attr(WORKER_ATTR, workers.worker_id(stubborn.pid))
+    host = workers.run_token().split(".")[0]
+    cache = workers.run_cache_path("stubborn", f"{host}.{stubborn.pid}.abcdef")
     cache.parent.mkdir(parents=True)
     cache.write_bytes(b"x")
-    log = processes.launches_dir() / "stubborn.log"
+    log = workers.launches_dir() / "stubborn.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     record = processes.LaunchRecord("stubborn", stubborn.pid, time.time(), str(log))
     processes._record_path("stubborn").write_text(json.dumps(record.__dict__))
@@ -392,18 +395,18 @@ class TestOneLiveRun:
         return settings, search.prepare_study(settings)
 
     def _mark(self, study, token, age=0.0):
-        from automl_core.trials import RUN_ATTR, RUN_HEARTBEAT_ATTR
+        from automl_core.storage.trials import RUN_ATTR, RUN_HEARTBEAT_ATTR
 
         study.set_user_attr(RUN_ATTR, token)
         study.set_user_attr(RUN_HEARTBEAT_ATTR, time.time() - age)
 
     def test_a_second_search_of_a_running_study_is_refused(self, prepared):
         settings, study = prepared
-        host = processes.run_token().split(".")[0]
+        host = workers.run_token().split(".")[0]
         self._mark(study, f"{host}.{os.getpid()}.abc")
         with pytest.raises(ConfigError, match="a search of study 'busy' is already running"):
             search.run_search(settings)
-        assert not (processes.launches_dir().parent / "logs").exists()  # nothing spawned
+        assert not (workers.launches_dir().parent / "logs").exists()  # nothing spawned
 
     def test_a_run_on_another_machine_counts_while_its_heartbeat_is_fresh(self, prepared):
         _, study = prepared
@@ -416,12 +419,12 @@ class TestOneLiveRun:
         _, study = prepared
         dead = subprocess.Popen([sys.executable, "-c", "pass"])
         dead.wait()
-        host = processes.run_token().split(".")[0]
+        host = workers.run_token().split(".")[0]
         self._mark(study, f"{host}.{dead.pid}.abc")
         assert search.live_run("busy") is None
 
     def test_a_finished_search_says_it_is_over(self, tiny_study):
-        from automl_core.trials import RUN_ATTR, RUN_HEARTBEAT_ATTR
+        from automl_core.storage.trials import RUN_ATTR, RUN_HEARTBEAT_ATTR
 
         study = store.load_study(*tiny_study)
         assert study.user_attrs[RUN_ATTR] and study.user_attrs[RUN_HEARTBEAT_ATTR] is None
@@ -430,14 +433,14 @@ class TestOneLiveRun:
 
 class TestExportFailsClosed:
     def test_an_export_folder_under_a_file_is_refused(self, tiny_study, tmp_path):
-        from automl_core.export import ExportError, export_study
+        from automl_core.analysis.export import ExportError, export_study
 
         (tmp_path / "passwd").write_text("root:x:0:0")
         with pytest.raises(ExportError, match="cannot make the export folder .*passwd/x"):
             export_study(tiny_study[0], tmp_path / "passwd" / "x", storage_url=tiny_study[1])
 
     def test_a_full_disk_leaves_no_partial_file(self, tiny_study, tmp_path, monkeypatch):
-        from automl_core import export
+        from automl_core.analysis import export
 
         out = tmp_path / "out"
         real = Path.write_bytes
@@ -497,7 +500,7 @@ class TestExhaustedSpace:
 
     @pytest.mark.slow
     def test_a_small_space_is_trained_once_and_the_search_says_it_is_exhausted(self, runs_dir):
-        from automl_core.trials import read_trials
+        from automl_core.storage.trials import read_trials
 
         settings = SearchSettings(
             study="small",
@@ -517,7 +520,7 @@ class TestExhaustedSpace:
         assert "each of its 2 configurations" in search.exhausted_message(study)
 
     def test_an_untried_configuration_is_queued_after_a_repeat(self, runs_dir):
-        from automl_core.trials import read_trials
+        from automl_core.storage.trials import read_trials
 
         settings = SearchSettings(study="q", dataset="digits", space=self.SPACE, trials=5)
         study = search.prepare_study(settings)
@@ -535,7 +538,7 @@ class TestExhaustedSpace:
         assert search.queue_an_untried_configuration(study, space, read_trials(study), 1) is None
 
     def test_a_configuration_stopped_at_its_rung_is_not_trained_again(self):
-        from automl_core.trials import TrialRecord, stopped_twin
+        from automl_core.storage.trials import TrialRecord, stopped_twin
 
         config = {"filters": 4}
         records = [
@@ -547,7 +550,7 @@ class TestExhaustedSpace:
         assert records[1].note == "same configuration as trial 0, stopped at its rung"
 
     def test_repeats_do_not_use_up_a_finite_budget_but_do_an_infinite_one(self):
-        from automl_core.trials import BudgetCount, TrialRecord
+        from automl_core.storage.trials import BudgetCount, TrialRecord
 
         records = [
             TrialRecord(0, "COMPLETE", artifact_dir="a"),

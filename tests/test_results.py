@@ -10,8 +10,9 @@ import pytest
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 
-from automl_core import charts, leaderboard, results
+from automl_core.analysis import charts, leaderboard
 from automl_core.errors import ArtifactMissing
+from automl_core.storage import results
 
 DIST = {"filters": CategoricalDistribution([4, 8, 16])}
 
@@ -144,7 +145,7 @@ class TestStudyCharts:
 
 class TestStorageVersion:
     def test_stamp_changes_when_a_trial_starts_or_ends(self, runs_dir):
-        from automl_core import store, trials
+        from automl_core.storage import store, trials
 
         url = f"sqlite:///{runs_dir / 'v.db'}"
         study = optuna.create_study(study_name="v", storage=store.open_storage(url))
@@ -169,7 +170,7 @@ class TestStorageVersion:
     ):
         """No stamp (a study not made by our search): one SQL count, not every trial read;
         the count still changes when a trial finishes."""
-        from automl_core import store
+        from automl_core.storage import store
 
         url = f"sqlite:///{runs_dir / 'v.db'}"
         study = optuna.create_study(study_name="v", storage=store.open_storage(url))
@@ -229,7 +230,7 @@ class TestChartSample:
 def test_listing_studies_reads_no_trials(runs_dir, monkeypatch):
     """The sidebar lists studies on every page: that must not read every trial of every
     study (Optuna's study summaries do; at 10,000 trials that took most of a minute)."""
-    from automl_core import store
+    from automl_core.storage import store
 
     url = store.default_storage_url()
     for name in ("first", "second"):

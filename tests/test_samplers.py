@@ -8,9 +8,9 @@ import numpy as np
 import optuna
 import pytest
 
-from automl_core.samplers import PRIOR_OVERHEAD_WORK, CostAwareTPESampler
-from automl_core.space import SearchSpace
-from automl_core.strategies import STRATEGIES, StrategyContext
+from automl_core.model.space import SearchSpace
+from automl_core.search.samplers import PRIOR_OVERHEAD_WORK, CostAwareTPESampler
+from automl_core.search.strategies import STRATEGIES, StrategyContext
 
 SPACE = SearchSpace.from_dict(
     {

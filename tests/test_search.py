@@ -7,15 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from automl_core import store
-from automl_core.datasets import load_dataset
 from automl_core.errors import ConfigError, StorageError
-from automl_core.results import best_trial, trials_frame
-from automl_core.search import run_search
-from automl_core.settings import SearchSettings
-from automl_core.space import ModelConfig
-from automl_core.strategies import STRATEGIES, get_strategy
-from automl_core.training import train_autoencoder
+from automl_core.model.datasets import load_dataset
+from automl_core.model.space import ModelConfig
+from automl_core.model.training import train_autoencoder
+from automl_core.search.runner import run_search
+from automl_core.search.strategies import STRATEGIES, get_strategy
+from automl_core.storage import store
+from automl_core.storage.results import best_trial, trials_frame
+from automl_core.storage.settings import SearchSettings
 
 TINY = {"num_conv_layers": [1], "filters": [4], "latent_dim": [4, 8], "batch_size": [32]}
 
@@ -127,7 +127,7 @@ def test_workers_and_budget_values(runs_dir):
 
 
 def test_worker_for_missing_study(runs_dir):
-    from automl_core.search import run_worker
+    from automl_core.search.runner import run_worker
 
     with pytest.raises(StorageError, match="no study named 'ghost'"):
         run_worker("ghost")

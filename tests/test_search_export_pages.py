@@ -21,10 +21,13 @@ from streamlit.testing.v1 import AppTest
 from test_e2e import CHROMIUM, CHROMIUM_ARGS
 from test_e2e import server as dashboard_server  # noqa: F401  (a fixture: a real server)
 
-from automl_core import estimate as est
-from automl_core import processes, progress, store
-from automl_core.settings import SearchSettings
-from automl_core.space import PARAMETERS, ModelConfig, SearchSpace, varying_parameters
+from automl_core.analysis import estimate as est
+from automl_core.analysis import progress
+from automl_core.hosting import processes
+from automl_core.model.space import PARAMETERS, ModelConfig, SearchSpace, varying_parameters
+from automl_core.search import workers
+from automl_core.storage import store
+from automl_core.storage.settings import SearchSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 90
@@ -139,8 +142,8 @@ class TestEstimate:
         ],
     )
     def test_work_without_keras_equals_the_built_models(self, config):
-        from automl_core.models import build_autoencoder, multiply_accumulates
-        from automl_core.shapes import estimate_work
+        from automl_core.model.models import build_autoencoder, multiply_accumulates
+        from automl_core.model.shapes import estimate_work
 
         model = ModelConfig(**config)
         built = build_autoencoder(model, (28, 28, 1)).autoencoder
@@ -270,7 +273,7 @@ class TestSearchForm:
         assert [t.label for t in at.tabs] == ["Model", "Training", "Blocks", "Objective and loss"]
 
     def test_strategy_and_dataset_read_whole(self, runs_dir):
-        from automl_core.strategies import STRATEGIES
+        from automl_core.search.strategies import STRATEGIES
 
         at = _run("pages/search.py")
         box = at.selectbox(key="strategy")
@@ -332,11 +335,11 @@ def live_search(runs_dir):
         [sys.executable, "-c", "import time; time.sleep(60)", "automl_core"],
         start_new_session=True,
     )
-    processes.launches_dir().mkdir(parents=True, exist_ok=True)
-    log = processes.launches_dir() / "live.log"
+    workers.launches_dir().mkdir(parents=True, exist_ok=True)
+    log = workers.launches_dir() / "live.log"
     log.write_text(LOG)
     record = processes.LaunchRecord("live", process.pid, time.time(), str(log))
-    (processes.launches_dir() / "live.json").write_text(json.dumps(record.__dict__))
+    (workers.launches_dir() / "live.json").write_text(json.dumps(record.__dict__))
     yield study, running
     process.kill()
     process.wait()
@@ -383,8 +386,8 @@ class TestLiveView:
         assert "0.12 -0.33" in _texts(at.code)
 
     def test_the_log_is_for_its_owner_and_admins(self, live_search):
-        from automl_core import access
         from automl_core.errors import PermissionDenied
+        from automl_core.hosting import access
 
         viewer = access.User("visitor", "viewer")
         for read in (processes.log_summary, processes.log_text):
@@ -490,7 +493,7 @@ class TestExportPage:
 
     @pytest.mark.slow
     def test_a_file_that_cannot_be_made_is_told_on_the_page(self, tiny_copy):
-        from automl_core import store
+        from automl_core.storage import store
 
         study = store.load_study("tiny", store.default_storage_url())
         folder = store.trial_artifact_dir(study, store.get_trial(study, 0))

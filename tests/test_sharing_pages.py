@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from automl_core import access, processes, store
+from automl_core.hosting import access, processes
+from automl_core.search import workers
+from automl_core.storage import store
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 90
@@ -93,11 +95,11 @@ def alices_search(runs_dir):
         [sys.executable, "-c", "import time; time.sleep(60)", "automl_core"],
         start_new_session=True,
     )
-    processes.launches_dir().mkdir(parents=True, exist_ok=True)
-    log = processes.launches_dir() / "busy.log"
+    workers.launches_dir().mkdir(parents=True, exist_ok=True)
+    log = workers.launches_dir() / "busy.log"
     log.write_text("alice's secret log line\n")
     record = processes.LaunchRecord("busy", process.pid, time.time(), str(log), [], "alice")
-    (processes.launches_dir() / "busy.json").write_text(json.dumps(record.__dict__))
+    (workers.launches_dir() / "busy.json").write_text(json.dumps(record.__dict__))
     yield process
     process.kill()
     process.wait()
@@ -175,7 +177,7 @@ class TestSearchPage:
         assert not at.exception
         assert "visitor (viewer) may not launch" in _texts(at.error)
         assert processes.running_studies() == []
-        assert not list(processes.launches_dir().glob("*.json"))
+        assert not list(workers.launches_dir().glob("*.json"))
 
     def test_another_operator_sees_progress_but_no_stop_nor_log(self, shared, alices_search):
         at = shared("pages/search.py", BOB).run()

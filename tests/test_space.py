@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from automl_core.errors import ConfigError
-from automl_core.space import (
+from automl_core.model.space import (
     DEFAULT_SPACE,
     Choice,
     ModelConfig,

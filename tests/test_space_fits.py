@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from automl_core import search
 from automl_core.errors import ConfigError
-from automl_core.settings import SearchSettings
-from automl_core.shapes import check_space_fits
-from automl_core.space import SearchSpace
+from automl_core.model.shapes import check_space_fits
+from automl_core.model.space import SearchSpace
+from automl_core.search import runner as search
+from automl_core.storage.settings import SearchSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 

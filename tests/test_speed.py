@@ -6,11 +6,11 @@ import keras
 import numpy as np
 import pytest
 
-from automl_core.datasets import load_dataset
-from automl_core.fit_loop import BatchOrder, Diverged, fit_autoencoder
-from automl_core.models import build_autoencoder
-from automl_core.space import ModelConfig
-from automl_core.training import compile_autoencoder, reconstruct, train_autoencoder
+from automl_core.model.datasets import load_dataset
+from automl_core.model.fit_loop import BatchOrder, Diverged, fit_autoencoder
+from automl_core.model.models import build_autoencoder
+from automl_core.model.space import ModelConfig
+from automl_core.model.training import compile_autoencoder, reconstruct, train_autoencoder
 
 CONFIG = ModelConfig(num_conv_layers=1, filters=4, latent_dim=4, batch_size=16)
 

@@ -7,10 +7,11 @@ import importlib.util
 import optuna
 import pytest
 
-from automl_core import strategies
 from automl_core.errors import ConfigError
-from automl_core.space import SearchSpace
-from automl_core.strategies import STRATEGIES, StrategyContext, get_strategy
+from automl_core.model.space import SearchSpace
+from automl_core.search import strategies
+from automl_core.search.strategies import STRATEGIES, StrategyContext, get_strategy
+from automl_core.storage.settings import DEFAULT_STRATEGY
 
 SPACE = SearchSpace.from_dict({"filters": [4, 8], "latent_dim": [4, 8]})
 CONTEXT = StrategyContext(SPACE, seed=0, input_shape=(8, 8, 1), max_epochs=3)
@@ -32,7 +33,7 @@ class TestEveryStrategy:
 
 
 def test_default_is_registered():
-    assert strategies.DEFAULT_STRATEGY in STRATEGIES
+    assert DEFAULT_STRATEGY in STRATEGIES
 
 
 def test_unknown_strategy_lists_the_known_ones():

@@ -18,9 +18,12 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 from streamlit.testing.v1 import AppTest
 
-from automl_core import access, charts, export, leaderboard, limits, results, store, trials
+from automl_core import limits
+from automl_core.analysis import charts, export, leaderboard
 from automl_core.errors import ConfigError, PermissionDenied
-from automl_core.space import PARAMETERS
+from automl_core.hosting import access
+from automl_core.model.space import PARAMETERS
+from automl_core.storage import results, store, trials
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 90

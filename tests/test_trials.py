@@ -9,8 +9,8 @@ import pytest
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 
-from automl_core import trials
-from automl_core.trials import BudgetCount, TrialRecord
+from automl_core.storage import trials
+from automl_core.storage.trials import BudgetCount, TrialRecord
 
 DIST = {"filters": CategoricalDistribution([4, 8])}
 

@@ -8,8 +8,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from automl_core import search, uploads
 from automl_core.errors import DatasetError
+from automl_core.hosting import uploads
+from automl_core.search import runner as search
 
 
 def _npz_bytes(**arrays) -> bytes:

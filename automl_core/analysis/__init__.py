@@ -1,0 +1,1 @@
+"""The analysis layer: inspection, latent maps, leaderboard tables, charts, progress, export."""

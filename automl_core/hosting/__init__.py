@@ -1,0 +1,1 @@
+"""The hosting layer: launching and stopping searches, access (modes, roles), uploads."""

@@ -1,0 +1,1 @@
+"""The model layer: the search space, blocks, recipes, models, training and datasets."""

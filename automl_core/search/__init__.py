@@ -1,0 +1,1 @@
+"""The search layer: strategies, samplers, pruners, the objective, workers and the supervisor."""

@@ -1,0 +1,1 @@
+"""The storage layer: studies and artifacts, trial records, run settings, result tables."""
