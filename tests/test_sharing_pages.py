@@ -472,23 +472,37 @@ def test_shared_dashboard_in_chromium(shared_server):
         log_in(page, "carol", "guess-two")
         log_in(page, "carol")
         expect(page.get_by_text("too many failed logins for 'carol'")).to_be_visible()
+
         # an operator logs in and launches a tiny search
-        alice = open_page(browser, "search")
-        log_in(alice, "alice")
-        expect(alice.get_by_text("Signed in as alice (operator)")).to_be_visible()
-        sidebar = alice.get_by_test_id("stSidebar")
-        sidebar.get_by_test_id("stSelectbox").filter(has_text="Dataset").locator("input").click()
-        alice.get_by_role("option").filter(has_text="digits").first.click()
-        settle(alice)
-        sidebar.get_by_test_id("stSelectbox").filter(has_text="Strategy").locator("input").click()
-        alice.get_by_role("option").filter(has_text="random").first.click()
-        settle(alice)
-        number(alice, "Trials", 50)
-        number(alice, "Max epochs per trial", 1)
-        name = sidebar.get_by_test_id("stTextInput").filter(has_text="Study name").locator("input")
-        name.fill("shared-e2e")
-        name.press("Enter")
-        settle(alice)
+        def operator_form():
+            page = open_page(browser, "search")
+            log_in(page, "alice")
+            expect(page.get_by_text("Signed in as alice (operator)")).to_be_visible()
+            sidebar = page.get_by_test_id("stSidebar")
+            sidebar.get_by_test_id("stSelectbox").filter(has_text="Dataset").locator(
+                "input"
+            ).click()
+            page.get_by_role("option").filter(has_text="digits").first.click()
+            settle(page)
+            sidebar.get_by_test_id("stSelectbox").filter(has_text="Strategy").locator(
+                "input"
+            ).click()
+            page.get_by_role("option").filter(has_text="random").first.click()
+            settle(page)
+            number(page, "Trials", 50)
+            number(page, "Max epochs per trial", 1)
+            name = sidebar.get_by_test_id("stTextInput").filter(has_text="Study name")
+            name.locator("input").fill("shared-e2e")
+            name.locator("input").press("Enter")
+            settle(page)
+            return page
+
+        alice = operator_form()
+        if alice.get_by_text("Choose at least one value").count():
+            # a known, rare race on Streamlit 1.67 (open on issue 21's note): quick reruns left
+            # the space's choices empty; a fresh session fills the form once more
+            alice.close()
+            alice = operator_form()
         alice.get_by_role("button", name="Launch search").click()
         expect(alice.get_by_text("Study shared-e2e")).to_be_visible()
         expect(alice.get_by_role("button", name="Stop")).to_be_visible()
