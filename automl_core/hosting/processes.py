@@ -14,7 +14,6 @@ Logs are read through :func:`automl_core.search.workers.log_lines`, which drops 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -37,6 +36,7 @@ from automl_core.search.workers import (
     check_workers,
     child_environment,
     launches_dir,
+    launches_lock,
     log_lines,
     requeue_orphans,
     sweep_stale_caches,
@@ -250,27 +250,15 @@ def _launch_lock(study: str):
     see no running search. An ``flock`` on a per-study lock file serialises them, so the
     second sees the first's record and is refused.
     """
-    folder = launches_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{store.validate_study_name(study)}.lock", "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with launches_lock(f"{store.validate_study_name(study)}.lock"):
+        yield
 
 
 @contextlib.contextmanager
 def _all_launches_lock():
     """Holds the lock every launch takes, so quotas counted across studies stay true."""
-    folder = launches_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".all.lock", "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with launches_lock(".all.lock"):
+        yield
 
 
 def check_quotas(settings: SearchSettings, workers: int, actor: access.User) -> SearchSettings:

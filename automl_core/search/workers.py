@@ -386,9 +386,17 @@ def study_run_lock(study: str):
     """Holds an exclusive lock on starting a search of ``study`` on this machine, so that of
     two searches started together the second sees the first's run (see
     :func:`automl_core.search.runner.live_run`)."""
+    with launches_lock(f"{store.validate_study_name(study)}.run.lock"):
+        yield
+
+
+@contextlib.contextmanager
+def launches_lock(filename: str):
+    """Holds an exclusive ``flock`` on ``<runs>/launches/<filename>``, across threads and
+    processes of this machine (the launch and run locks of searches)."""
     folder = launches_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{store.validate_study_name(study)}.run.lock", "a+b") as handle:
+    with open(folder / filename, "a+b") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
