@@ -27,21 +27,13 @@ from automl_core.analysis.export import export_study
 from automl_core.analysis.leaderboard import display_columns
 from automl_core.errors import ConfigError
 from automl_core.model.space import SearchSpace, load_space
-from automl_core.search.runner import TrialCallback, check_search, run_search
-from automl_core.search.strategies import default_space
+from automl_core.search.preflight import check_search, resolve_settings
+from automl_core.search.runner import TrialCallback, run_search
 from automl_core.search.workers import check_workers
 from automl_core.storage import store
 from automl_core.storage.results import best_trial, trials_frame
-from automl_core.storage.settings import (
-    DEFAULT_STRATEGY,
-    SearchSettings,
-    settings_conflict,
-    stored_settings,
-)
 
 __all__ = ["search", "results", "load_model", "export"]
-
-DEFAULT_DATASET = "mnist-5k"
 
 # a space: parameter names to choices or ranges (as a --space file holds), a SearchSpace,
 # or the path of a JSON / YAML file
@@ -120,22 +112,23 @@ def search(
         >>> len(study.trials)
         2
     """
+    cli._check_count("seed", _integer("seed", seed), low=0, high=cli.MAX_SEED)
     with store.storage_errors(storage):
-        settings = _search_settings(
-            study=study,
-            storage=storage,
-            space=space,
-            given={
+        settings = resolve_settings(
+            {
+                "study": study,
                 "dataset": None if dataset is None else os.fspath(dataset),
                 "strategy": strategy,
                 "trials": _integer("trials", trials),
                 "timeout": _number("timeout", timeout),
                 "max_epochs": _integer("max_epochs", max_epochs),
-                "seed": _integer("seed", seed),
+                "seed": seed,
                 "max_images": _integer("max_images", max_images),
                 "second_objective": second_objective,
                 "precision": precision,
             },
+            storage,
+            None if space is None else (lambda base: _space_dict(space)),
         )
         check_workers(workers)
         check_search(settings, storage)  # bad input fails here, before any process starts
@@ -247,38 +240,12 @@ def export(
         return export_study(study, out, trial, storage)
 
 
-def _search_settings(
-    study: str | None, storage: str | None, space: SpaceLike | None, given: dict[str, Any]
-) -> SearchSettings:
-    """The settings of a new search, or of a resumed one over its stored settings (what the
-    CLI's ``search`` builds from its flags)."""
-    cli._check_count("seed", given["seed"], low=0, high=cli.MAX_SEED)
-    given = {key: value for key, value in given.items() if value is not None}
-    stored = stored_settings(study, storage) if study else None
-    if stored is not None:
-        values = {**stored.to_dict(), **given}
-        if space is not None:
-            values["space"] = _space_dict(space)
-        settings = SearchSettings.from_dict(values)
-        conflict = settings_conflict(settings, stored.to_dict())
-        if conflict:
-            raise ConfigError(conflict)
-        return settings
-    dataset = given.setdefault("dataset", DEFAULT_DATASET)
-    strategy = given.setdefault("strategy", DEFAULT_STRATEGY)
-    name = study or f"{os.path.basename(dataset).split('.')[0]}-{strategy}"
-    return SearchSettings(study=name, space=_space_dict(space, strategy), **given)
-
-
-def _space_dict(space: SpaceLike | None, strategy: str | None = None) -> dict[str, Any]:
-    """A checked space as plain values, from a mapping, a space, a file, or the strategy's
-    default."""
+def _space_dict(space: SpaceLike) -> dict[str, Any]:
+    """A checked space as plain values, from a mapping, a space or a file."""
     if isinstance(space, str | os.PathLike):
         return load_space(space).to_dict()
     if isinstance(space, SearchSpace):
         return space.to_dict()
-    if space is None:
-        space = default_space(strategy or DEFAULT_STRATEGY)
     return SearchSpace.from_dict(dict(space) if isinstance(space, Mapping) else space).to_dict()
 
 

@@ -115,12 +115,20 @@ def _build_parser() -> argparse.ArgumentParser:
     from automl_core.storage.settings import DEFAULT_STRATEGY, SECOND_OBJECTIVES
 
     parser = argparse.ArgumentParser(
-        prog="python -m automl_core",
+        # the console script says its own name; `python -m automl_core` says that
+        prog="automl" if os.path.basename(sys.argv[0]) == "automl" else "python -m automl_core",
         description="AutoML search over convolutional autoencoders.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
     search = commands.add_parser("search", help="run or resume a search")
+    search.add_argument(
+        "--settings",
+        default=None,
+        metavar="FILE",
+        help="a whole search as one JSON document (the one a dashboard launch writes, "
+        "SearchSettings.to_json); flags given beside it override its values",
+    )
     search.add_argument(
         "--dataset",
         default=None,
@@ -301,17 +309,33 @@ def _check_count(name: str, value: int | None, low: int = 1, high: int | None = 
     raise ConfigError(f"{name} must be {kind}, got {name}={value}")
 
 
-def _space_from_args(args, base: dict | None = None, strategy: str | None = None) -> dict:
-    """The search space from ``--space`` and the per-parameter flags, over ``base`` (the
-    strategy's default space when None)."""
+def _settings_file(path: str) -> dict:
+    """The values of a ``--settings`` file (checked as a whole search's settings)."""
+    from automl_core import limits
+    from automl_core.storage.settings import SearchSettings
+
+    if not os.path.isfile(path):
+        raise ConfigError(f"settings file '{path}' does not exist")
+    limit = limits.get("max_space_file_bytes")  # a space is most of a search's settings
+    size = os.path.getsize(path)
+    if size > limit:
+        raise ConfigError(
+            f"settings file '{path}' is {size:,} bytes, more than the {limit:,} allowed "
+            "(AUTOML_MAX_SPACE_FILE_BYTES)"
+        )
+    with open(path, "rb") as handle:
+        text = handle.read().decode("utf-8", errors="replace")
+    return SearchSettings.from_json(text, f"settings file '{path}'").to_dict()
+
+
+def _space_from_args(args, base: dict) -> dict:
+    """The search space from ``--space`` and the per-parameter flags, over ``base``."""
     from automl_core.model.space import PARAMETERS, SearchSpace, load_space, parse_parameter_text
-    from automl_core.search.strategies import default_space
-    from automl_core.storage.settings import DEFAULT_STRATEGY
 
     if args.space:
         spec = load_space(args.space).to_dict()
     else:
-        spec = dict(base or default_space(strategy or DEFAULT_STRATEGY))
+        spec = dict(base)
     for name in PARAMETERS:
         text = getattr(args, f"param_{name}")
         if text is not None:
@@ -441,48 +465,32 @@ def _print_best_and_filters(study, number: int | None = None, all_channels: bool
 
 def _cmd_search(args) -> int:
     from automl_core.model.space import PARAMETERS
-    from automl_core.search.runner import check_search, run_search
+    from automl_core.search.preflight import check_search, resolve_settings
+    from automl_core.search.runner import run_search
     from automl_core.search.workers import stop_on_interrupt
-    from automl_core.storage.settings import (
-        DEFAULT_STRATEGY,
-        SearchSettings,
-        settings_conflict,
-        stored_settings,
-    )
 
     _check_count("seed", args.seed, low=0, high=MAX_SEED)
-    given = {
-        key: getattr(args, key)
-        for key in (
-            "dataset",
-            "strategy",
-            "trials",
-            "timeout",
-            "max_epochs",
-            "seed",
-            "max_images",
-            "second_objective",
-            "precision",
-        )
-        if getattr(args, key) is not None
-    }
-    stored = stored_settings(args.study, args.storage) if args.study else None
-    if stored is not None:
-        # a resume: the stored settings are the defaults; check_search refuses a flag that
-        # contradicts one, naming both values
-        values = {**stored.to_dict(), **given}
-        if args.space or any(getattr(args, f"param_{n}") is not None for n in PARAMETERS):
-            values["space"] = _space_from_args(args, stored.space)
-        settings = SearchSettings.from_dict(values)
-        conflict = settings_conflict(settings, stored.to_dict())
-        if conflict:
-            raise ConfigError(conflict)
-    else:
-        dataset = given.setdefault("dataset", "mnist-5k")
-        strategy = given.setdefault("strategy", DEFAULT_STRATEGY)
-        study_name = args.study or f"{os.path.basename(str(dataset)).split('.')[0]}-{strategy}"
-        space = _space_from_args(args, strategy=strategy)
-        settings = SearchSettings(study=study_name, space=space, **given)
+    given = _settings_file(args.settings) if args.settings else {}
+    for key in (
+        "study",
+        "dataset",
+        "strategy",
+        "trials",
+        "timeout",
+        "max_epochs",
+        "seed",
+        "max_images",
+        "second_objective",
+        "precision",
+    ):
+        if getattr(args, key) is not None:
+            given[key] = getattr(args, key)
+    space_named = args.space or any(getattr(args, f"param_{n}") is not None for n in PARAMETERS)
+    # a resume takes the stored settings as its defaults and refuses a flag that
+    # contradicts one, naming both values
+    settings = resolve_settings(
+        given, args.storage, (lambda base: _space_from_args(args, base)) if space_named else None
+    )
     check_search(settings, args.storage)  # bad input fails here, before any line is printed
     print(
         f"study {settings.study}: dataset {settings.dataset}, strategy {settings.strategy}, "

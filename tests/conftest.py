@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
@@ -79,6 +80,18 @@ def tiny_study(tiny_study_home, monkeypatch):
     monkeypatch.delenv("AUTOML_STORAGE", raising=False)
     monkeypatch.delenv("AUTOML_ARTIFACTS", raising=False)
     return "tiny", f"sqlite:///{tiny_study_home / 'studies.db'}"
+
+
+@pytest.fixture
+def tiny_copy(tiny_study_home, runs_dir):
+    """A writable copy of the tiny study in this test's runs directory (returned), its
+    artifacts read from the copy."""
+    from automl_core.storage import store
+
+    shutil.copytree(tiny_study_home, runs_dir)
+    study = store.load_study("tiny", store.default_storage_url())
+    study.set_user_attr(store.ARTIFACT_ROOT_ATTR, str(runs_dir / "artifacts"))
+    return runs_dir
 
 
 POSTGRES_URL = os.environ.get(

@@ -247,16 +247,6 @@ class TestCoreActions:
             processes.delete_study("nope", store.default_storage_url(), actor=ADMIN)
 
 
-@pytest.fixture
-def tiny_copy(tiny_study_home, runs_dir):
-    import shutil
-
-    shutil.copytree(tiny_study_home, runs_dir)
-    study = store.load_study("tiny", store.default_storage_url())
-    study.set_user_attr(store.ARTIFACT_ROOT_ATTR, str(runs_dir / "artifacts"))
-    return runs_dir
-
-
 class TestQuotas:
     """Refused before anything starts: no record, no process, no study."""
 

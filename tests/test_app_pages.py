@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -44,17 +43,6 @@ def _tiny_form(at: AppTest, study: str) -> AppTest:
     at.number_input(key="max_images").set_value(120)
     at.text_input(key="study_name").set_value(study)
     return at.run()
-
-
-@pytest.fixture
-def tiny_copy(tiny_study_home, runs_dir):
-    """A writable copy of the tiny study in this test's runs directory."""
-    from automl_core.storage import store
-
-    shutil.copytree(tiny_study_home, runs_dir)
-    study = store.load_study("tiny", store.default_storage_url())
-    study.set_user_attr(store.ARTIFACT_ROOT_ATTR, str(runs_dir / "artifacts"))
-    return runs_dir
 
 
 class TestApp:

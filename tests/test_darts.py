@@ -207,7 +207,7 @@ def test_the_sampler_searches_once_and_stores_the_result(digits):
 
 
 def test_a_space_with_no_operation_choices_is_refused_before_anything_trains(runs_dir):
-    from automl_core.search.runner import check_search
+    from automl_core.search.preflight import check_search
     from automl_core.storage.settings import SearchSettings
 
     space = SearchSpace.from_dict({"filters": [4, 8], "latent_dim": [4, 8]})
@@ -226,7 +226,7 @@ def test_a_space_with_no_operation_choices_is_refused_before_anything_trains(run
 
 
 def test_a_super_network_too_large_for_memory_is_refused_with_its_size(runs_dir, monkeypatch):
-    from automl_core.search.runner import check_search
+    from automl_core.search.preflight import check_search
     from automl_core.storage.settings import SearchSettings
 
     monkeypatch.setenv("AUTOML_MAX_MODEL_PARAMETERS", "1000")

@@ -7,7 +7,6 @@ import dataclasses
 import html
 import io
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -59,14 +58,6 @@ def shared(runs_dir, monkeypatch, password_hash):
         return at
 
     return make
-
-
-@pytest.fixture
-def tiny_copy(tiny_study_home, runs_dir):
-    shutil.copytree(tiny_study_home, runs_dir)
-    study = store.load_study("tiny", store.default_storage_url())
-    study.set_user_attr(store.ARTIFACT_ROOT_ATTR, str(runs_dir / "artifacts"))
-    return runs_dir
 
 
 def _texts(elements) -> str:
@@ -311,8 +302,8 @@ def sleeping_searches(runs_dir, monkeypatch):
     started = []
     real = processes.build_command
 
-    def sleeper(settings, space_file, workers):
-        real(settings, space_file, workers)
+    def sleeper(settings_file, workers):
+        real(settings_file, workers)
         return [sys.executable, "-c", "import time; time.sleep(60)", "automl_core"]
 
     monkeypatch.setattr(processes, "build_command", sleeper)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import shutil
 import sqlite3
 import tomllib
 import zipfile
@@ -135,14 +134,11 @@ def test_visitors_never_see_tracebacks(monkeypatch):
 
 
 @pytest.fixture
-def tiny_copy(tiny_study_home, runs_dir):
-    """A writable copy of the tiny study in this test's runs directory."""
+def tiny_copy_study(tiny_copy):
+    """The study of the writable tiny copy (see conftest's ``tiny_copy``)."""
     from automl_core.storage import store
 
-    shutil.copytree(tiny_study_home, runs_dir)
-    study = store.load_study("tiny", store.default_storage_url())
-    study.set_user_attr(store.ARTIFACT_ROOT_ATTR, str(runs_dir / "artifacts"))
-    return study
+    return store.load_study("tiny", store.default_storage_url())
 
 
 def _set_settings(study, **changes) -> None:
@@ -152,8 +148,8 @@ def _set_settings(study, **changes) -> None:
 
 
 @pytest.mark.parametrize("page", INSPECTION_PAGES)
-def test_a_one_image_test_split(page, tiny_copy, no_demo):
-    _set_settings(tiny_copy, max_images=3)  # 1 training, 1 validation and 1 test image
+def test_a_one_image_test_split(page, tiny_copy_study, no_demo):
+    _set_settings(tiny_copy_study, max_images=3)  # 1 training, 1 validation and 1 test image
     at = _page(page, study="tiny")
     assert not at.exception, at.exception
     if page == "reconstructions":
@@ -179,10 +175,12 @@ def _write_mixed_images(folder: Path, count: int = 24) -> None:
 
 
 @pytest.mark.parametrize("page", ("overview", "reconstructions"))
-def test_load_notes_are_shown_where_a_study_dataset_is_loaded(page, tiny_copy, runs_dir, no_demo):
+def test_load_notes_are_shown_where_a_study_dataset_is_loaded(
+    page, tiny_copy_study, runs_dir, no_demo
+):
     folder = runs_dir / "mixed"
     _write_mixed_images(folder)
-    _set_settings(tiny_copy, dataset=str(folder))
+    _set_settings(tiny_copy_study, dataset=str(folder))
     at = _page(page, study="tiny")
     assert not at.exception, at.exception
     captions = _texts(at.caption)

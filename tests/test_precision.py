@@ -410,11 +410,9 @@ class TestPages:
         box.set_value("bfloat16").run()
         assert not at.exception and not at.button(key="launch").disabled
 
-    def test_the_launched_command_carries_the_precision(self, tmp_path):
-        from automl_core.hosting.processes import build_command
-
-        command = build_command(SearchSettings(study="s", precision="bfloat16"), tmp_path, 1)
-        assert command[command.index("--precision") + 1] == "bfloat16"
+    def test_the_launched_settings_carry_the_precision(self):
+        settings = SearchSettings(study="s", precision="bfloat16")
+        assert SearchSettings.from_json(settings.to_json()).precision == "bfloat16"
 
     def test_overview_shows_the_studys_precision_and_the_probe(self, runs_dir):
         from streamlit.testing.v1 import AppTest

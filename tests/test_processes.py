@@ -15,8 +15,7 @@ import pytest
 from automl_core.analysis import progress
 from automl_core.errors import ConfigError
 from automl_core.hosting import processes
-from automl_core.search import runner as search
-from automl_core.search import workers
+from automl_core.search import preflight, workers
 from automl_core.storage.settings import SearchSettings
 
 TINY = {
@@ -82,7 +81,7 @@ class TestLaunchRecords:
     def test_existing_study_with_other_settings_is_refused(self, tiny_study):
         settings = SearchSettings(study="tiny", dataset="patches", space=TINY, strategy="grid")
         with pytest.raises(ConfigError, match="already exists with dataset='digits'"):
-            search.check_search(settings, tiny_study[1])
+            preflight.check_search(settings, tiny_study[1])
 
     def test_impossible_space_is_refused_before_launch(self, runs_dir):
         space = {**TINY, "num_conv_layers": [4]}
@@ -98,7 +97,10 @@ class TestLaunchRecords:
         assert progress.search_progress("nothing-yet", tiny_study[1]).exists is False
 
 
-def test_command_line_carries_every_setting(tmp_path):
+def test_the_launched_search_reads_back_every_setting(tmp_path):
+    """One serialisation: the launch's settings file is what its search process resolves."""
+    from automl_core import cli
+
     settings = SearchSettings(
         study="s1",
         dataset="digits",
@@ -108,21 +110,15 @@ def test_command_line_carries_every_setting(tmp_path):
         timeout=60,
         max_epochs=2,
         max_images=120,
+        precision="float32",
     )
-    command = processes.build_command(settings, tmp_path / "space.json", 2)
-    text = " ".join(command)
-    for part in (
-        "search --dataset digits",
-        "--strategy random",
-        "--study s1",
-        "--trials 3",
-        "--timeout 60",
-        "--max-epochs 2",
-        "--max-images 120",
-        "--workers 2",
-    ):
-        assert part in text
-    assert "--storage" not in text
+    settings_file = tmp_path / "s1.settings.json"
+    settings_file.write_text(settings.to_json(), "utf-8")
+    command = processes.build_command(settings_file, 2)
+    assert command[1:4] == ["-m", "automl_core", "search"] and "--storage" not in command
+    args = cli._build_parser().parse_args(command[3:])
+    assert args.workers == 2
+    assert cli._settings_file(args.settings) == settings.to_dict()
 
 
 def test_storage_url_travels_in_the_environment_not_the_command_line(runs_dir):

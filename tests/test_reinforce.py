@@ -184,7 +184,7 @@ def test_the_chart_has_one_line_per_value_and_a_panel_per_parameter():
 
 
 def test_the_search_refuses_an_unusable_range_before_anything_trains(runs_dir):
-    from automl_core.search.runner import check_search
+    from automl_core.search.preflight import check_search
     from automl_core.storage.settings import SearchSettings
 
     settings = SearchSettings(

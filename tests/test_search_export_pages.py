@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -405,15 +404,6 @@ def test_progress_status_before_and_after_the_budget():
 
 
 # --- the Export page ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def tiny_copy(tiny_study_home, runs_dir):
-    """A writable copy of the tiny study in this test's runs directory."""
-    shutil.copytree(tiny_study_home, runs_dir)
-    study = store.load_study("tiny", store.default_storage_url())
-    study.set_user_attr(store.ARTIFACT_ROOT_ATTR, str(runs_dir / "artifacts"))
-    return runs_dir
 
 
 def EXPORT_PAGE_FETCHING():  # noqa: N802 - a page, named like the page paths it stands beside

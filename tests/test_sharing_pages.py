@@ -81,14 +81,6 @@ def shared(runs_dir, monkeypatch, password_hash):
 
 
 @pytest.fixture
-def tiny_copy(tiny_study_home, runs_dir):
-    shutil.copytree(tiny_study_home, runs_dir)
-    study = store.load_study("tiny", store.default_storage_url())
-    study.set_user_attr(store.ARTIFACT_ROOT_ATTR, str(runs_dir / "artifacts"))
-    return runs_dir
-
-
-@pytest.fixture
 def alices_search(runs_dir):
     """A running fake search of study ``busy`` launched by alice."""
     process = subprocess.Popen(

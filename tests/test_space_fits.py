@@ -11,7 +11,7 @@ import pytest
 from automl_core.errors import ConfigError
 from automl_core.model.shapes import check_space_fits
 from automl_core.model.space import SearchSpace
-from automl_core.search import runner as search
+from automl_core.search import preflight
 from automl_core.storage.settings import SearchSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +60,7 @@ def test_the_pre_flight_check_refuses_an_impossible_space(runs_dir):
         study="impossible",
     )
     with pytest.raises(ConfigError, match="no configuration of this search space"):
-        search.check_search(settings)
+        preflight.check_search(settings)
 
 
 def test_the_cli_refuses_it_before_any_trial_and_without_tensorflow(tmp_path):

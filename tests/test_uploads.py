@@ -10,7 +10,7 @@ import pytest
 
 from automl_core.errors import DatasetError
 from automl_core.hosting import uploads
-from automl_core.search import runner as search
+from automl_core.search import preflight
 
 
 def _npz_bytes(**arrays) -> bytes:
@@ -24,7 +24,7 @@ class TestUploads:
         data = _npz_bytes(x=np.random.default_rng(0).random((10, 8, 8)), y=np.arange(10) % 2)
         path = uploads.save_upload("my data.npz", data)
         assert path.parent == runs_dir / "uploads" / "local" and path.name.startswith("my_data-")
-        assert search.dataset_input_shape(str(path)) == (8, 8, 1)
+        assert preflight.dataset_input_shape(str(path)) == (8, 8, 1)
 
     def test_pickled_object_array_is_refused(self, runs_dir):
         data = _npz_bytes(x=np.array([{"a": 1}, None], dtype=object))

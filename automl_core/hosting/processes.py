@@ -30,7 +30,7 @@ from automl_core.errors import ConfigError, PermissionDenied
 from automl_core.hosting import access
 from automl_core.hosting.uploads import user_uploads_dir
 from automl_core.model.datasets import DATASETS
-from automl_core.search.runner import check_search
+from automl_core.search.preflight import check_search
 from automl_core.search.workers import (
     PACKAGE_PARENT,
     check_workers,
@@ -55,6 +55,8 @@ _SUMMARY_LINE = re.compile(
 )
 # the most of a log :func:`log_text` returns (its end)
 LOG_TEXT_BYTES = 2 * 1024 * 1024
+# a launch's search settings beside its record: ``<launches>/<study>-<storage>.settings.json``
+SETTINGS_SUFFIX = ".settings.json"
 
 
 # --- searches launched from the dashboard --------------------------------------------------
@@ -160,7 +162,7 @@ def forget_launch(study: str, storage_url: str | None = None) -> None:
     if storage_key(storage_url) == storage_key():
         names.append(launches_dir() / store.validate_study_name(study))
     for name in names:
-        for suffix in (".json", ".log", ".space.json"):
+        for suffix in (".json", ".log", SETTINGS_SUFFIX, ".space.json"):  # .space: before 2026-12
             name.with_name(name.name + suffix).unlink(missing_ok=True)
 
 
@@ -202,44 +204,25 @@ def is_running(study: str, storage_url: str | None = None) -> bool:
     return record is not None and _alive(record.pid)
 
 
-def build_command(settings: SearchSettings, space_file: Path, workers: int) -> list[str]:
-    """The CLI command line that runs a search.
+def build_command(settings_file: Path, workers: int) -> list[str]:
+    """The CLI command line that runs the search whose settings are in ``settings_file``
+    (:meth:`SearchSettings.to_json`: the one serialisation a launch, its search process and
+    the stored study share).
 
     The storage URL is not on it: it may hold a password, and command lines are visible to
     every user of the machine (``ps``) and are recorded in the launch record. It travels in
     the child's environment (``AUTOML_STORAGE``) instead.
     """
-    command = [
+    return [
         sys.executable,
         "-m",
         "automl_core",
         "search",
-        "--dataset",
-        settings.dataset,
-        "--space",
-        str(space_file),
-        "--strategy",
-        settings.strategy,
-        "--study",
-        settings.study,
-        "--max-epochs",
-        str(settings.max_epochs),
+        "--settings",
+        str(settings_file),
         "--workers",
         str(workers),
-        "--seed",
-        str(settings.seed),
-        "--second-objective",
-        settings.second_objective,
-        "--precision",
-        settings.precision,
     ]
-    if settings.trials is not None:
-        command += ["--trials", str(settings.trials)]
-    if settings.timeout is not None:
-        command += ["--timeout", f"{settings.timeout:g}"]
-    if settings.max_images is not None:
-        command += ["--max-images", str(settings.max_images)]
-    return command
 
 
 @contextlib.contextmanager
@@ -348,7 +331,7 @@ def launch_search(
     """Starts a search as its own process group and records it; returns at once.
 
     Args:
-        settings: The search (checked with :func:`automl_core.search.runner.check_search` first).
+        settings: The search (checked with :func:`automl_core.search.preflight.check_search` first).
         workers: Worker processes. Defaults to 1.
         storage_url: Where studies live. Defaults to :func:`store.default_storage_url`.
         actor: Who launches it (recorded as the owner). Defaults to the local admin in
@@ -377,10 +360,10 @@ def launch_search(
         settings = check_quotas(settings, workers, actor)
 
         check_search(settings, storage_url)
-        space_file = _launch_file(settings.study, storage_url, ".space.json")
-        space_file.write_text(json.dumps(settings.search_space().to_dict(), indent=2), "utf-8")
+        settings_file = _launch_file(settings.study, storage_url, SETTINGS_SUFFIX)
+        settings_file.write_text(settings.to_json(), "utf-8")
         log = _launch_file(settings.study, storage_url, ".log")
-        command = build_command(settings, space_file, workers)
+        command = build_command(settings_file, workers)
         env = {**child_environment(storage_url), "TF_CPP_MIN_LOG_LEVEL": "3"}
         with open(log, "wb") as out:
             process = subprocess.Popen(
@@ -582,7 +565,9 @@ def _running_records() -> list[LaunchRecord]:
     if not folder.is_dir():
         return []
     records = [
-        _load_record(p) for p in folder.glob("*.json") if not p.name.endswith(".space.json")
+        _load_record(p)
+        for p in folder.glob("*.json")
+        if not p.name.endswith((SETTINGS_SUFFIX, ".space.json"))
     ]
     return [r for r in records if r is not None and _alive(r.pid)]
 

@@ -27,14 +27,14 @@ import numpy as np
 import optuna
 
 from automl_core import limits
-from automl_core.errors import ConfigError, StorageError, TrialFailure
+from automl_core.errors import AutoMLError, ConfigError, StorageError, TrialFailure
 from automl_core.model.baseline import baseline_metrics
 from automl_core.model.checkpoints import EpochCheckpoint
-from automl_core.model.datasets import DATASETS, Dataset, load_arrays, load_dataset
-from automl_core.model.precision import check_precision_available, gpu_names
+from automl_core.model.datasets import DATASETS, Dataset, load_dataset
+from automl_core.model.precision import gpu_names
 from automl_core.model.precision_probe import resolve_precision
-from automl_core.model.shapes import check_space_fits
 from automl_core.search import workers as worker_processes
+from automl_core.search.preflight import check_search
 from automl_core.search.strategies import Strategy, StrategyContext, get_strategy
 from automl_core.storage import store
 from automl_core.storage.settings import (
@@ -76,70 +76,6 @@ from automl_core.storage.trials import (
 )
 
 TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
-
-
-def dataset_input_shape(source: str) -> tuple[int, int, int]:
-    """The (H, W, C) of one image of a registry dataset or a dataset path.
-
-    Raises:
-        DatasetError: The dataset cannot be loaded.
-    """
-    x, _, _ = load_arrays(source)
-    return tuple(int(d) for d in x.shape[1:])  # type: ignore[return-value]
-
-
-def check_search(
-    settings: SearchSettings,
-    storage_url: str | None = None,
-    input_shape: tuple[int, int, int] | None = None,
-) -> Strategy:
-    """Checks a search before anything starts, so the caller can say what is wrong at once.
-
-    The one pre-flight check of the CLI's ``search`` and the dashboard's launch.
-
-    Args:
-        settings: The search.
-        storage_url: Where studies live. Defaults to :func:`store.default_storage_url`.
-        input_shape: One image's (H, W, C) when the caller has loaded the data already;
-            otherwise offline datasets and paths are read to learn it (downloadable ones
-            are checked by the worker that downloads them).
-
-    Returns:
-        The search's strategy.
-
-    Raises:
-        ConfigError: Unknown strategy, impossible space for the images, a precision
-            this machine cannot train in, or the study exists with other settings.
-        DatasetError: The dataset cannot be loaded.
-    """
-    strategy = get_strategy(settings.strategy)
-    check_precision_available(settings.precision)
-    space = settings.search_space()
-    if strategy.needs_grid:
-        space.grid()
-    if input_shape is None and (
-        settings.dataset not in DATASETS or DATASETS[settings.dataset].offline
-    ):
-        input_shape = dataset_input_shape(settings.dataset)
-    if input_shape is not None:
-        space.validate_for(input_shape)
-        check_space_fits(space, input_shape)  # nothing buildable: refuse before training
-        # a strategy may refuse a space (reinforce's ranges, darts' operations): say so now
-        sampler = strategy.make_sampler(
-            StrategyContext(space, settings.seed, input_shape, settings.max_epochs)
-        )
-        if hasattr(sampler, "preflight"):
-            sampler.preflight()
-    if settings.study not in store.study_names(storage_url):
-        return strategy
-    try:
-        stored = study_settings(store.load_study(settings.study, storage_url)).to_dict()
-    except StorageError as exc:
-        raise ConfigError(str(exc)) from None
-    conflict = settings_conflict(settings, stored)
-    if conflict:
-        raise ConfigError(conflict)
-    return strategy
 
 
 def prepare_study(settings: SearchSettings, storage_url: str | None = None) -> optuna.Study:
@@ -500,6 +436,8 @@ def run_worker(
     on_trial: TrialCallback | None = None,
     seed_offset: int = 0,
     max_trials: int | None = None,
+    *,
+    run: str | None = None,
 ) -> optuna.Study:
     """Runs trials of an existing study until its budget (trials or deadline) is spent.
 
@@ -514,6 +452,9 @@ def run_worker(
         seed_offset: Added to the sampler's seed, so workers propose different points.
         max_trials: Stop after this many trials of this call (the process is then replaced
             by a fresh one). Defaults to no limit.
+        run: The search run this worker belongs to, whose split arrays it reads instead of
+            loading the dataset (an inline worker's; a worker process learns its run from
+            :data:`~automl_core.search.workers.WORKER_RUN_ENV`). Defaults to None.
 
     Returns:
         The study.
@@ -524,13 +465,16 @@ def run_worker(
             trial was failed and queued again.
     """
     with worker_processes.stop_on_interrupt():
-        return _run_worker(study_name, storage_url, on_trial, seed_offset, max_trials)
+        return _run_worker(study_name, storage_url, on_trial, seed_offset, max_trials, run)
 
 
-def _run_worker(study_name, storage_url, on_trial, seed_offset, max_trials) -> optuna.Study:
+def _run_worker(
+    study_name, storage_url, on_trial, seed_offset, max_trials, run=None
+) -> optuna.Study:
     """:func:`run_worker` with its interrupt handling set."""
-    run = os.environ.get(worker_processes.WORKER_RUN_ENV)
-    if run:
+    started_for = os.environ.get(worker_processes.WORKER_RUN_ENV)
+    if started_for:
+        run = started_for
         worker_processes.die_with_parent()
         import keras  # noqa: F401  (TensorFlow's import overlaps the study's preparation)
 
@@ -604,6 +548,70 @@ def _run_worker(study_name, storage_url, on_trial, seed_offset, max_trials) -> o
     return study
 
 
+class InlineWorker:
+    """A worker that runs in the search's own process (``AUTOML_WORKER_POOL=inline``).
+
+    It stands where a worker process would, with the part of :class:`subprocess.Popen` the
+    search loop uses: the first :meth:`poll` runs its share of trials
+    (:data:`~automl_core.search.workers.TRIALS_PER_PROCESS`) to the end, so trials run one
+    after another in this process and no TensorFlow start-up is paid per worker. An error
+    ends it with exit status 1 and the line a worker process would have logged.
+    """
+
+    def __init__(self, study_name: str, storage_url: str | None, index: int, run: str) -> None:
+        self.study_name, self.storage_url, self.index, self.run = (
+            study_name,
+            storage_url,
+            index,
+            run,
+        )
+        self.pid = os.getpid()
+        self.returncode: int | None = None
+        self.error_line = ""
+
+    def poll(self) -> int:
+        """Runs the worker's trials, the first time; its exit status."""
+        if self.returncode is None:
+            try:
+                run_worker(
+                    self.study_name,
+                    self.storage_url,
+                    # the search loop waits meanwhile: each trial keeps its run alive
+                    on_trial=lambda study, _: study.set_user_attr(RUN_HEARTBEAT_ATTR, time.time()),
+                    seed_offset=self.index,
+                    max_trials=worker_processes.TRIALS_PER_PROCESS,
+                    run=self.run,
+                )
+                self.returncode = 0
+            except Exception as exc:
+                prefix = "error" if isinstance(exc, AutoMLError) else type(exc).__name__
+                self.error_line = f"{prefix}: {exc}"
+                self.returncode = 1
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        """Stops a worker that has not run yet (a running one is this process)."""
+        if self.returncode is None:
+            self.returncode = -signum
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Its exit status (it never runs in the background)."""
+        return self.returncode
+
+    def kill(self) -> None:
+        """Stops it if it has not run yet."""
+        self.send_signal(9)
+
+
+def _start_worker(
+    study_name: str, storage_url: str | None, index: int, run: str, pool: str
+) -> Any:
+    """A worker of a search run in ``pool`` (see :func:`~automl_core.search.workers.worker_pool`)."""
+    if pool == "inline":
+        return InlineWorker(study_name, storage_url, index, run)
+    return worker_processes.spawn_worker(study_name, storage_url, index, run)
+
+
 def worker_policy(policy: str) -> tuple[str, str]:
     """The Keras policy this worker trains a study's trials in, and why it differs ('' if not).
 
@@ -669,6 +677,10 @@ def _run_search(
     """:func:`run_search` with its interrupt handling set."""
     worker_processes.check_workers(workers)
     store.validate_study_name(settings.study)
+    pool = worker_processes.worker_pool()
+    # bad input fails here, in milliseconds, before any worker starts (downloadable
+    # datasets are checked again against their images once loaded)
+    check_search(settings, storage_url)
     # before the workers start: a probe of this machine (once, then cached) must not share
     # the cores with their start-up
     precision = resolve_precision(settings.precision, store.runs_home())
@@ -682,11 +694,11 @@ def _run_search(
     except BaseException:
         starting.close()
         raise
-    # workers start first: their TensorFlow import overlaps loading and checking the data
+    # workers start before the data is loaded: their TensorFlow import overlaps loading it
     # and preparing the study; they wait for this run's token on the study
     run = worker_processes.run_token()
     children: dict[int, Any] = {
-        index: worker_processes.spawn_worker(settings.study, storage_url, index, run)
+        index: _start_worker(settings.study, storage_url, index, run, pool)
         for index in range(workers)
     }
     try:
@@ -697,7 +709,8 @@ def _run_search(
             settings.test_fraction,
             settings.max_images,
         )
-        check_search(settings, storage_url, dataset.input_shape)
+        if settings.dataset in DATASETS and not DATASETS[settings.dataset].offline:
+            check_search(settings, storage_url, dataset.input_shape)
         study = prepare_study(settings, storage_url)
         settings = study_settings(study)
         _share_dataset(dataset, settings, run)
@@ -728,7 +741,8 @@ def _run_search(
                 if child.returncode != 0:
                     crashes += 1
                     last_error = (
-                        worker_processes.last_error_line(settings.study, index)
+                        getattr(child, "error_line", "")
+                        or worker_processes.last_error_line(settings.study, index)
                         or f"exit status {child.returncode}"
                     )
                     _fail_trial_of_dead_worker(storage, study, child, last_error)
@@ -746,9 +760,7 @@ def _run_search(
             if not more and not children and not running:
                 break
             while more and len(children) < workers:
-                children[spawned] = worker_processes.spawn_worker(
-                    settings.study, storage_url, spawned, run
-                )
+                children[spawned] = _start_worker(settings.study, storage_url, spawned, run, pool)
                 spawned += 1
             time.sleep(poll_seconds)
     except BaseException:

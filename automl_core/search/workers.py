@@ -39,6 +39,11 @@ TRIALS_PER_PROCESS = int(os.environ.get("AUTOML_TRIALS_PER_PROCESS", "200"))
 WORKER_GROWTH_MIB = float(os.environ.get("AUTOML_WORKER_GROWTH_MIB", "600"))
 # environment variable naming the search run a pre-started worker waits for
 WORKER_RUN_ENV = "AUTOML_WORKER_RUN"
+# where a search's workers run: "process" (child processes, the default) or "inline" (in the
+# search's own process, one trial after another: for a debugger, and for tests of the search
+# logic, which then skip each worker's TensorFlow start-up)
+WORKER_POOL_ENV = "AUTOML_WORKER_POOL"
+WORKER_POOLS = ("process", "inline")
 # lines of native start-up noise (absl, oneDNN, TF's C++ logging) that say nothing to a user
 _NOISE_PREFIXES = ("I0000", "W0000", "WARNING: All log")
 _NOISE_SNIPPETS = ("absl::InitializeLog", "oneDNN custom operations")
@@ -295,6 +300,21 @@ def _older_than(path: Path, seconds: float) -> bool:
     return time.time() - path.stat().st_mtime > seconds
 
 
+def worker_pool() -> str:
+    """Where this machine's searches run their workers (:data:`WORKER_POOL_ENV`).
+
+    Raises:
+        ConfigError: The variable holds something other than one of :data:`WORKER_POOLS`.
+    """
+    pool = os.environ.get(WORKER_POOL_ENV, "").strip() or WORKER_POOLS[0]
+    if pool not in WORKER_POOLS:
+        raise ConfigError(
+            f"{WORKER_POOL_ENV}={pool!r} is not a worker pool; expected one of "
+            + ", ".join(WORKER_POOLS)
+        )
+    return pool
+
+
 def worker_log_path(study_name: str, index: int) -> Path:
     """Where a supervised worker's stderr goes: ``<runs>/logs/<study>-worker-<index>.log``."""
     name = store.validate_study_name(study_name)
@@ -353,7 +373,9 @@ def last_error_line(study_name: str, index: int) -> str:
 def stop_workers(children: list[subprocess.Popen], wait_seconds: float = 30.0) -> None:
     """Stops worker processes: SIGINT (they queue their trial again), then SIGKILL."""
     for child in children:
-        if child.poll() is None:
+        # returncode, not poll(): an inline worker not yet run is stopped, not run; a process
+        # that ended unnoticed is left alone by send_signal, which polls first
+        if child.returncode is None:
             child.send_signal(signal.SIGINT)
     for child in children:
         try:

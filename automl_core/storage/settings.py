@@ -6,9 +6,10 @@ anything else makes it another search, and :func:`settings_conflict` says which 
 
 from __future__ import annotations
 
+import json
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -103,13 +104,55 @@ class SearchSettings:
         return 10_000 if self.timeout else 20
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings as a JSON-ready dict."""
+        """The settings as a JSON-ready dict (what the study stores)."""
         return asdict(self)
+
+    def to_json(self) -> str:
+        """The settings as one JSON document: what a launch hands its search process
+        (``search --settings FILE``); the study stores the same values (:meth:`to_dict`)."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SearchSettings:
-        """Reads :meth:`to_dict` output back."""
-        return cls(**values)
+        """Reads :meth:`to_dict` output back.
+
+        Raises:
+            ConfigError: A name that is no setting, no study name, or a value of the wrong
+                kind, each named.
+        """
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"unknown search setting(s) {', '.join(unknown)}; expected some of "
+                + ", ".join(known)
+            )
+        if "study" not in values:
+            raise ConfigError("the search settings name no study; expected a 'study' value")
+        try:
+            return cls(**values)
+        except TypeError as exc:  # a string where a number belongs, met by a comparison
+            raise ConfigError(f"invalid search settings {values!r}: {exc}") from None
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "the search settings") -> SearchSettings:
+        """Reads :meth:`to_json` output back.
+
+        Raises:
+            ConfigError: ``source`` is not a JSON object of settings (see :meth:`from_dict`).
+        """
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"{source} is not JSON ({exc.msg}, line {exc.lineno}); expected the object "
+                "SearchSettings.to_json writes"
+            ) from None
+        if not isinstance(values, dict):
+            raise ConfigError(
+                f"{source} holds a JSON {type(values).__name__}; expected an object of settings"
+            )
+        return cls.from_dict(values)
 
 
 # settings a re-run may change without making it another search
