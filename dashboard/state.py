@@ -397,37 +397,22 @@ def dataset_notes(study_name: str, url: str) -> list[str]:
 def strategy_views(study_name: str, url: str, version: tuple) -> list[tuple[str, object]]:
     """What the study's strategy itself learned, as (title, figure or table) pairs.
 
-    ``reinforce``: the controller's choice probabilities over its updates; ``darts``: the
-    architecture weights per cell over epochs and the derived architecture. Other
-    strategies have none. ``version`` (see :func:`board_version`) keys the redraw.
+    The strategy's registry entry supplies them (:attr:`Strategy.views`: ``reinforce``'s
+    controller probabilities, ``darts``' architecture weights); most strategies have none.
+    ``version`` (see :func:`board_version`) keys the redraw.
     """
     from automl_core.analysis import charts
+    from automl_core.search.strategies import get_strategy
     from automl_core.storage.settings import study_settings
 
     study = store.load_study(study_name, url, create=False)
     try:
-        strategy = study_settings(study).strategy
+        strategy = get_strategy(study_settings(study).strategy)
     except AutoMLError:
         return []
-    if strategy == "reinforce":
-        from automl_core.search import controller
-
-        frame = controller.controller_probabilities(study)
-        return [("Controller choice probabilities", charts.controller_probabilities_figure(frame))]
-    if strategy == "darts":
-        from automl_core.search import darts
-
-        views: list[tuple[str, object]] = [
-            (
-                "Architecture weights per cell",
-                charts.darts_weights_figure(darts.darts_weights(study)),
-            )
-        ]
-        derived = darts.derived_architecture(study)
-        if not derived.empty:
-            views.append(("Derived architecture", derived))
-        return views
-    return []
+    if strategy.views is None:
+        return []
+    return [(view.title, charts.strategy_view_figure(view)) for view in strategy.views(study)]
 
 
 @st.cache_resource(show_spinner=False)

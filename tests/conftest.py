@@ -12,6 +12,10 @@ os.environ.setdefault("AUTOML_WARM_UP", "0")
 # tests train in float32 unless they say otherwise: no probe per runs folder, and results
 # that do not depend on the machine's number formats (tests/test_precision.py covers those)
 os.environ.setdefault("AUTOML_PRECISION", "float32")
+# searches train their trials in their own process: a test of the search logic then pays no
+# TensorFlow start-up per worker. Tests of the processes themselves (kill, interrupt, two
+# workers, PostgreSQL, the browser) ask for them with the ``process_workers`` fixture
+os.environ.setdefault("AUTOML_WORKER_POOL", "inline")
 
 import pytest  # noqa: E402
 
@@ -22,6 +26,12 @@ TINY_SPACE = {
     "latent_dim": [4, 8],
     "batch_size": [32],
 }
+
+
+@pytest.fixture
+def process_workers(monkeypatch):
+    """Searches in this test run their trials in worker processes, as they do for users."""
+    monkeypatch.setenv("AUTOML_WORKER_POOL", "process")
 
 
 @pytest.fixture

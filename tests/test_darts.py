@@ -166,7 +166,7 @@ def test_a_stored_result_is_read_not_searched_again_and_later_trials_keep_the_op
         {"kernel_size": [3, 5], "filters": [4, 8, 16], "latent_dim": [4, 8]}
     )
 
-    def no_search(study):
+    def no_search():
         raise AssertionError("the stored result should be used")
 
     study = optuna.create_study(
@@ -183,7 +183,7 @@ def test_a_stored_result_is_read_not_searched_again_and_later_trials_keep_the_op
 def test_the_sampler_searches_once_and_stores_the_result(digits):
     calls = []
 
-    def load(study):
+    def load():
         calls.append(1)
         return digits
 
@@ -309,7 +309,7 @@ def test_a_worker_waits_for_a_search_in_progress_and_takes_over_a_stale_one(monk
     finisher = threading.Timer(0.3, lambda: _stored(study, {"kernel_size": 3}))
     finisher.start()
 
-    def no_search(study):
+    def no_search():
         raise AssertionError("another worker is searching")
 
     waited = DartsSampler(space, (8, 8, 1), 1, load_data=no_search).result(study, 1)
@@ -322,7 +322,7 @@ def test_a_worker_waits_for_a_search_in_progress_and_takes_over_a_stale_one(monk
     class Searched(Exception):
         pass
 
-    def load(study):
+    def load():
         raise Searched
 
     with pytest.raises(Searched):

@@ -15,6 +15,8 @@ import html
 import io
 import math
 import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import optuna
@@ -35,6 +37,9 @@ from automl_core.analysis.leaderboard import (
 )
 from automl_core.errors import ConfigError
 from automl_core.model.space import PARAMETERS, parameter_label
+
+if TYPE_CHECKING:  # a type only: drawing a view needs nothing of the search layer
+    from automl_core.search.strategies import StrategyView
 
 DIVERGING = "RdBu_r"
 SEQUENTIAL = "Viridis"
@@ -995,3 +1000,15 @@ def darts_weights_figure(frame: pd.DataFrame) -> go.Figure:
         xaxis_title="epoch (0: before training)",
     )
     return figure
+
+
+# the charts a strategy's views name (automl_core.search.strategies.StrategyView.chart)
+STRATEGY_CHARTS: dict[str, Callable[[pd.DataFrame], go.Figure]] = {
+    "controller_probabilities": controller_probabilities_figure,
+    "darts_weights": darts_weights_figure,
+}
+
+
+def strategy_view_figure(view: StrategyView) -> go.Figure | pd.DataFrame:
+    """A strategy's view drawn: its chart, or its table when it names none."""
+    return view.frame if view.chart is None else STRATEGY_CHARTS[view.chart](view.frame)

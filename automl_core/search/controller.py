@@ -40,6 +40,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from automl_core.errors import ConfigError
 from automl_core.model.space import PARAMETERS, Choice, Range, SearchSpace
+from automl_core.search.samplers import JointSampler
 from automl_core.storage.settings import study_settings
 from automl_core.storage.trials import FAIL_REASON_ATTR
 
@@ -304,7 +305,7 @@ def replay(
     return state
 
 
-class ReinforceSampler(optuna.samplers.BaseSampler):
+class ReinforceSampler(JointSampler):
     """Optuna sampler whose proposals are drawn from the REINFORCE controller.
 
     Args:
@@ -335,24 +336,12 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
             )
         self.decisions = controller_decisions(space)
         distributions = space.distributions()
-        self._space = {d.name: distributions[d.name] for d in self.decisions}
-        self._seed = seed
+        super().__init__({d.name: distributions[d.name] for d in self.decisions}, seed)
         self._options = (learning_rate, entropy_weight, baseline_decay)
-        self._random = optuna.samplers.RandomSampler(seed=seed)
 
     def state(self, study: optuna.Study) -> ControllerState:
         """The controller's state rebuilt from the study's finished trials."""
         return replay(self.decisions, study.get_trials(deepcopy=False), *self._options)
-
-    def reseed_rng(self) -> None:
-        """Reseeds the fallback sampler (proposals are seeded per trial)."""
-        self._random.reseed_rng()
-
-    def infer_relative_search_space(
-        self, study: optuna.Study, trial: FrozenTrial
-    ) -> dict[str, BaseDistribution]:
-        """The parameters the controller decides."""
-        return dict(self._space)
 
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
@@ -360,19 +349,8 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         """One draw of the controller's current policy."""
         if not search_space:
             return {}
-        rng = np.random.default_rng(None if self._seed is None else [self._seed, trial.number])
-        choices = self.state(study).sample(rng)[0]
+        choices = self.state(study).sample(self.trial_rng(trial))[0]
         return {d.name: _plain(d.values[c]) for d, c in zip(self.decisions, choices, strict=True)}
-
-    def sample_independent(
-        self,
-        study: optuna.Study,
-        trial: FrozenTrial,
-        param_name: str,
-        param_distribution: BaseDistribution,
-    ) -> Any:
-        """Parameters the controller does not decide (single-valued): their value."""
-        return self._random.sample_independent(study, trial, param_name, param_distribution)
 
 
 def _plain(value: Any) -> Any:

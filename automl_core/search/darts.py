@@ -59,7 +59,7 @@ from automl_core.errors import ConfigError, StorageError
 from automl_core.model import blocks
 from automl_core.model.precision import loss_scaled, policy_scope
 from automl_core.model.space import PARAMETERS, Choice, Range, SearchSpace
-from automl_core.storage.settings import DEADLINE_ATTR, study_dataset
+from automl_core.search.samplers import JointSampler
 from automl_core.storage.trials import DARTS_ATTR
 
 # the search-space parameters whose values are operations a cell can mix
@@ -545,13 +545,7 @@ def search_architecture(
     return DartsResult(records, derived, params, val_mse, time.perf_counter() - started, done=True)
 
 
-def _study_dataset(study: optuna.Study):
-    """The dataset of a study created by this tool (:func:`settings.study_dataset`)."""
-
-    return study_dataset(study)
-
-
-class DartsSampler(optuna.samplers.BaseSampler):
+class DartsSampler(JointSampler):
     """Runs the DARTS search once per study, then proposes its derived architecture.
 
     Args:
@@ -559,9 +553,13 @@ class DartsSampler(optuna.samplers.BaseSampler):
         input_shape: One image's (H, W, C) (to check the super-network's size).
         epochs: Epochs of the super-network's training.
         seed: Seed of the search and of the TPE that tunes the other parameters.
-        load_data: ``(study) -> Dataset``. Defaults to the dataset of the study's settings.
+        load_data: ``() -> Dataset``: the data the super-network trains on (the worker's
+            split of the study's data). Needed once it trains; the pre-flight check builds
+            the sampler without it.
         precision: The Keras policy of the super-network's training. Defaults to
             ``float32``.
+        deadline: Unix time at which the study's budget ends; the super-network takes its
+            share of the time left (:data:`SEARCH_SHARE_OF_TIME`). Defaults to None.
 
     Building the sampler never fails (every strategy builds from every space); the
     search's pre-flight calls :meth:`preflight`, which refuses a space DARTS cannot search.
@@ -573,20 +571,26 @@ class DartsSampler(optuna.samplers.BaseSampler):
         input_shape: tuple[int, int, int],
         epochs: int,
         seed: int | None = None,
-        load_data: Callable[[optuna.Study], Any] | None = None,
+        load_data: Callable[[], Any] | None = None,
         precision: str = "float32",
+        deadline: float | None = None,
     ) -> None:
-        self._space = space
+        # every free parameter: the operations come from the search, the rest from TPE
+        super().__init__(
+            {n: d for n, d in space.distributions().items() if not d.single()},
+            seed,
+            fallback=optuna.samplers.TPESampler(
+                seed=seed, n_startup_trials=3, multivariate=True, constant_liar=True
+            ),
+        )
+        self._search_space = space
         self._input_shape = tuple(int(d) for d in input_shape)
-        self._distributions = {n: d for n, d in space.distributions().items() if not d.single()}
         self._reference = reference_values(space)
         self._epochs = int(epochs)
-        self._seed = 0 if seed is None else int(seed)
-        self._load_data = load_data or _study_dataset
+        self._search_seed = 0 if seed is None else int(seed)
+        self._load_data = load_data
         self._precision = precision
-        self._tpe = optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=3, multivariate=True, constant_liar=True
-        )
+        self._deadline = deadline
 
     def preflight(self) -> None:
         """Checks, before anything trains, that DARTS can search this space.
@@ -595,18 +599,8 @@ class DartsSampler(optuna.samplers.BaseSampler):
             ConfigError: The space has no operation choices, or the super-network (every
                 candidate at once) is larger than ``max_model_parameters``.
         """
-        operation_choices(self._space)
-        check_supernet_fits(self._space, self._input_shape)
-
-    def reseed_rng(self) -> None:
-        """Reseeds the TPE that tunes the non-operation parameters."""
-        self._tpe.reseed_rng()
-
-    def infer_relative_search_space(
-        self, study: optuna.Study, trial: FrozenTrial
-    ) -> dict[str, BaseDistribution]:
-        """Every free parameter: the operations come from the search, the rest from TPE."""
-        return dict(self._distributions)
+        operation_choices(self._search_space)
+        check_supernet_fits(self._search_space, self._input_shape)
 
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
@@ -620,25 +614,7 @@ class DartsSampler(optuna.samplers.BaseSampler):
         rest = {n: d for n, d in search_space.items() if n not in fixed}
         if result.trial == trial.number:
             return {**{n: self._reference[n] for n in rest}, **fixed}
-        return {**self._tpe.sample_relative(study, trial, rest), **fixed}
-
-    def sample_independent(
-        self,
-        study: optuna.Study,
-        trial: FrozenTrial,
-        param_name: str,
-        param_distribution: BaseDistribution,
-    ) -> Any:
-        """A parameter outside the relative space: TPE's (or random start-up) draw."""
-        return self._tpe.sample_independent(study, trial, param_name, param_distribution)
-
-    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        """Lets TPE see the trial start (its constant liar)."""
-        self._tpe.before_trial(study, trial)
-
-    def after_trial(self, study, trial, state, values) -> None:
-        """Lets TPE see the trial end."""
-        self._tpe.after_trial(study, trial, state, values)
+        return {**self._fallback.sample_relative(study, trial, rest), **fixed}
 
     def result(self, study: optuna.Study, number: int | None = None) -> DartsResult:
         """The study's DARTS result: stored, awaited from another worker, or searched now.
@@ -664,14 +640,16 @@ class DartsSampler(optuna.samplers.BaseSampler):
         def publish(partial: DartsResult) -> None:
             study.set_user_attr(DARTS_ATTR, {**partial.to_dict(), "updated": time.time()})
 
+        if self._load_data is None:
+            raise ConfigError("the DARTS sampler was built without its data (load_data)")
         publish(DartsResult([], trial=number))
         try:
             found = search_architecture(
-                self._space,
-                self._load_data(study),
+                self._search_space,
+                self._load_data(),
                 self._epochs,
-                self._seed,
-                deadline=_search_deadline(study.user_attrs.get(DEADLINE_ATTR)),
+                self._search_seed,
+                deadline=_search_deadline(self._deadline),
                 on_epoch=lambda partial: publish(
                     DartsResult(partial.cells, val_mse=partial.val_mse, trial=number)
                 ),

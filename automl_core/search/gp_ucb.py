@@ -37,6 +37,7 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
+from automl_core.search.samplers import JointSampler
 from automl_core.storage.trials import FAIL_REASON_ATTR
 
 RANDOM_CANDIDATES = 2048
@@ -45,7 +46,7 @@ LOCAL_CENTRES = 5
 LOCAL_SCALE = 0.1  # standard deviation of local moves, in [0, 1] feature units
 
 
-class GPUCBSampler(optuna.samplers.BaseSampler):
+class GPUCBSampler(JointSampler):
     """Gaussian-process upper-confidence-bound sampler over a fixed space (single objective).
 
     Args:
@@ -67,32 +68,11 @@ class GPUCBSampler(optuna.samplers.BaseSampler):
                 f"n_startup_trials must be a positive integer, got n_startup_trials="
                 f"{n_startup_trials}"
             )
-        self._space = {n: d for n, d in distributions.items() if not d.single()}
-        self._seed = seed
+        # the whole space minus single-valued parameters, modelled jointly
+        super().__init__({n: d for n, d in distributions.items() if not d.single()}, seed)
         self._start_up = n_startup_trials
         self._kappa = kappa
         self._encoder = FeatureEncoder(self._space)
-        self._random = optuna.samplers.RandomSampler(seed=seed)
-
-    def reseed_rng(self) -> None:
-        """Reseeds the fallback sampler (proposals are seeded per trial)."""
-        self._random.reseed_rng()
-
-    def infer_relative_search_space(
-        self, study: optuna.Study, trial: FrozenTrial
-    ) -> dict[str, BaseDistribution]:
-        """The whole space minus single-valued parameters, modelled jointly."""
-        return dict(self._space)
-
-    def sample_independent(
-        self,
-        study: optuna.Study,
-        trial: FrozenTrial,
-        param_name: str,
-        param_distribution: BaseDistribution,
-    ) -> Any:
-        """Parameters outside the modelled space (single-valued ones): a random draw."""
-        return self._random.sample_independent(study, trial, param_name, param_distribution)
 
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
@@ -102,7 +82,7 @@ class GPUCBSampler(optuna.samplers.BaseSampler):
             return {}
         if len(study.directions) > 1:
             raise ValueError("GP-UCB optimises one objective; use nsga2 for two")
-        rng = np.random.default_rng(None if self._seed is None else [self._seed, trial.number])
+        rng = self.trial_rng(trial)
         trials = study.get_trials(deepcopy=False)
         x, y, pending = self._observations(trials, trial.number)
         tried = {self._encoder.key(p) for p in self._all_params(trials, trial.number)}

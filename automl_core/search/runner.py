@@ -501,6 +501,8 @@ def _run_worker(
         train_images=len(dataset.x_train),
         precision=precision,
         study_seed=settings.seed,
+        load_data=lambda: dataset,
+        deadline=study.user_attrs.get(DEADLINE_ATTR),
     )
     study = optuna.load_study(
         study_name=study_name,

@@ -33,6 +33,66 @@ from optuna.trial import FrozenTrial, TrialState
 
 from automl_core.storage.trials import COST_ATTR, PRECISION_ATTR
 
+
+class JointSampler(optuna.samplers.BaseSampler):
+    """The part every sampler of this package that models a fixed set of parameters jointly
+    shares (GP-UCB, the REINFORCE controller, DARTS): the joint ("relative") space is
+    given up front, and a parameter outside it goes to a fallback sampler.
+
+    A subclass sets the joint space and the fallback in its ``__init__`` through this one
+    and writes :meth:`sample_relative`; :meth:`trial_rng` gives its draws a generator seeded
+    per trial, so a trial's proposal does not depend on which worker drew it first.
+
+    Args:
+        space: The parameters sampled jointly, by name.
+        seed: The sampler's seed (None: unseeded).
+        fallback: The sampler of every other parameter (single-valued ones, or those the
+            subclass leaves out). Defaults to a seeded random sampler.
+    """
+
+    def __init__(
+        self,
+        space: dict[str, BaseDistribution],
+        seed: int | None = None,
+        fallback: optuna.samplers.BaseSampler | None = None,
+    ) -> None:
+        self._space = dict(space)
+        self._seed = seed
+        self._fallback = fallback or optuna.samplers.RandomSampler(seed=seed)
+
+    def trial_rng(self, trial: FrozenTrial) -> np.random.Generator:
+        """A generator seeded by the sampler's seed and the trial's number."""
+        return np.random.default_rng(None if self._seed is None else [self._seed, trial.number])
+
+    def reseed_rng(self) -> None:
+        """Reseeds the fallback sampler (joint proposals are seeded per trial)."""
+        self._fallback.reseed_rng()
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        """The parameters this sampler models jointly."""
+        return dict(self._space)
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        """A parameter outside the joint space: the fallback's draw."""
+        return self._fallback.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Lets the fallback see the trial start."""
+        self._fallback.before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        """Lets the fallback see the trial end."""
+        self._fallback.after_trial(study, trial, state, values)
+
+
 # Per-epoch overhead in units of multiply-accumulates per image, used until the study has
 # timed two architectures: on 2 CPU cores an epoch of mnist-5k costs ~0.44 s plus
 # ~0.15 s per million multiply-accumulates, i.e. the overhead is worth ~3 M of work.

@@ -10,13 +10,15 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
+import pandas as pd
 
 from automl_core.errors import ConfigError
 from automl_core.model.space import DEFAULT_SPACE, SEARCH_SPACE, ModelConfig, SearchSpace
-from automl_core.search.controller import ReinforceSampler
-from automl_core.search.darts import DartsSampler
+from automl_core.search.controller import ReinforceSampler, controller_probabilities
+from automl_core.search.darts import DartsSampler, darts_weights, derived_architecture
 from automl_core.search.gp_ucb import GPUCBSampler
 from automl_core.search.pruners import PromotingHalvingPruner
 from automl_core.search.samplers import CostAwareTPESampler
@@ -39,6 +41,10 @@ class StrategyContext:
             sampler whose workers must agree on something seeded uses it: the grid's
             shuffled order maps grid ids to configurations, so workers with different
             seeds would train some configurations twice and skip others.
+        load_data: ``() -> Dataset``: the worker's split of the study's data, for samplers
+            that train something themselves (DARTS' super-network). None where nothing
+            will train (the pre-flight check).
+        deadline: Unix time at which the study's budget ends (None: no time limit).
     """
 
     space: SearchSpace
@@ -48,6 +54,8 @@ class StrategyContext:
     train_images: int = 4000
     precision: str = "float32"
     study_seed: int | None = None
+    load_data: Callable[[], Any] | None = None
+    deadline: float | None = None
 
     @property
     def shared_seed(self) -> int | None:
@@ -55,8 +63,25 @@ class StrategyContext:
         return self.seed if self.study_seed is None else self.study_seed
 
 
+@dataclass(frozen=True)
+class StrategyView:
+    """Something a strategy learned about a study, beyond its trials (the data step of a view).
+
+    Attributes:
+        title: The view's heading.
+        frame: Its data.
+        chart: The name of the chart that draws it
+            (:data:`automl_core.analysis.charts.STRATEGY_CHARTS`), or None to show the table.
+    """
+
+    title: str
+    frame: pd.DataFrame
+    chart: str | None = None
+
+
 SamplerFactory = Callable[[StrategyContext], optuna.samplers.BaseSampler]
 PrunerFactory = Callable[[StrategyContext], optuna.pruners.BasePruner]
+ViewsFactory = Callable[[optuna.Study], list[StrategyView]]
 
 
 def _no_pruning(context: StrategyContext) -> optuna.pruners.BasePruner:
@@ -78,6 +103,8 @@ class Strategy:
         requires: A Python module the strategy imports, checked before the search starts.
         reports_per_epoch: Pruner steps per epoch: 1 reports whole epochs; 3 makes the
             first rungs a third and two thirds of the training images (multi-fidelity).
+        views: ``(study) -> [StrategyView]``: what the strategy itself learned (the
+            dashboard shows them under the leaderboard), or None.
     """
 
     name: str
@@ -88,6 +115,7 @@ class Strategy:
     needs_grid: bool = False
     requires: str | None = None
     reports_per_epoch: int = 1
+    views: ViewsFactory | None = None
 
     @property
     def prunes(self) -> bool:
@@ -111,6 +139,7 @@ def register_strategy(
     needs_grid: bool = False,
     requires: str | None = None,
     reports_per_epoch: int = 1,
+    views: ViewsFactory | None = None,
 ):
     """Decorator that adds a sampler factory ``(context) -> sampler`` to the registry.
 
@@ -122,6 +151,7 @@ def register_strategy(
         needs_grid: Every parameter must be a list of choices. Defaults to False.
         requires: A module that must be importable. Defaults to None.
         reports_per_epoch: Pruner steps per epoch (see :class:`Strategy`). Defaults to 1.
+        views: ``(study) -> [StrategyView]`` (see :class:`Strategy`). Defaults to None.
 
     Returns:
         The decorator, which returns the factory unchanged.
@@ -137,6 +167,7 @@ def register_strategy(
             needs_grid,
             requires,
             reports_per_epoch,
+            views,
         )
         return make_sampler
 
@@ -331,15 +362,36 @@ def _gp_ucb(context: StrategyContext) -> optuna.samplers.BaseSampler:
     return GPUCBSampler(context.space.distributions(), seed=context.seed)
 
 
+def _controller_views(study: optuna.Study) -> list[StrategyView]:
+    """The REINFORCE controller's choice probabilities over its updates."""
+    return [
+        StrategyView(
+            "Controller choice probabilities",
+            controller_probabilities(study),
+            "controller_probabilities",
+        )
+    ]
+
+
 @register_strategy(
     "reinforce",
     "REINFORCE controller: an autoregressive policy over the choices, learned by policy "
     "gradient from each trial's -log validation MSE; a range becomes 5 levels (log-spaced for "
     "a log range), a stepped range its values (at most 32)",
+    views=_controller_views,
 )
 def _reinforce(context: StrategyContext) -> optuna.samplers.BaseSampler:
 
     return ReinforceSampler(context.space, seed=context.seed)
+
+
+def _darts_views(study: optuna.Study) -> list[StrategyView]:
+    """DARTS' architecture weights per cell over epochs, and the derived architecture."""
+    views = [StrategyView("Architecture weights per cell", darts_weights(study), "darts_weights")]
+    derived = derived_architecture(study)
+    if not derived.empty:
+        views.append(StrategyView("Derived architecture", derived))
+    return views
 
 
 @register_strategy(
@@ -347,6 +399,7 @@ def _reinforce(context: StrategyContext) -> optuna.samplers.BaseSampler:
     "differentiable architecture search: a one-shot super-network mixes every kernel_size, "
     "downsample and upsample choice per cell; the strongest are trained from scratch, then "
     "TPE tunes the rest",
+    views=_darts_views,
 )
 def _darts(context: StrategyContext) -> optuna.samplers.BaseSampler:
 
@@ -355,5 +408,7 @@ def _darts(context: StrategyContext) -> optuna.samplers.BaseSampler:
         context.input_shape,
         context.max_epochs,
         seed=context.seed,
+        load_data=context.load_data,
         precision=context.precision,
+        deadline=context.deadline,
     )
