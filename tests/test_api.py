@@ -19,7 +19,7 @@ import automl_core
 from automl_core import api, cli
 from automl_core.errors import ArtifactMissing, ConfigError, DatasetError, StorageError
 from automl_core.model.space import SearchSpace
-from automl_core.search import workers
+from automl_core.search import preflight, workers
 from automl_core.search.strategies import default_space
 from automl_core.storage import store
 
@@ -160,7 +160,9 @@ def test_a_space_is_read_as_the_cli_reads_its_space_file(tmp_path):
     assert from_file == api._space_dict({"filters": [4, 8], "latent_dim": 16})
     assert from_file == api._space_dict(SearchSpace.from_dict({"filters": [4, 8]}))
     assert from_file["filters"] == [4, 8] and from_file["num_conv_layers"] == [2]  # defaults
-    assert api._space_dict(None, "grid") == SearchSpace.from_dict(default_space("grid")).to_dict()
+    # no space: the strategy's default, as the CLI takes it
+    grid = preflight.resolve_settings({"dataset": "digits", "strategy": "grid"})
+    assert grid.space == SearchSpace.from_dict(default_space("grid")).to_dict()
 
 
 def test_reading_a_missing_study_names_the_storage(runs_dir, tmp_path):
@@ -264,7 +266,7 @@ atexit.register(_record)
 
 
 @pytest.mark.slow
-def test_installed_package_runs_a_search_from_outside_the_repository(tmp_path):
+def test_installed_package_runs_a_search_from_outside_the_repository(process_workers, tmp_path):
     # a copy of the tree, so the build's own folders (build/, *.egg-info) stay out of the
     # repository and no stale build/ of an earlier layout gets into the wheel
     source = tmp_path / "source"

@@ -128,7 +128,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.slow
-def test_sigterm_stops_the_search_and_its_worker(runs_dir):
+def test_sigterm_stops_the_search_and_its_worker(process_workers, runs_dir):
     """``kill -TERM`` on ``search`` acts like Ctrl-C: the worker stops, its trial is queued."""
     import optuna
 

@@ -60,7 +60,7 @@ def test_nsga2_gives_a_pareto_front(runs_dir):
         assert trial.values[1] == trial.user_attrs["metrics"]["compression_ratio"]
 
 
-def test_cost_aware_search_with_two_workers_records_what_its_time_model_needs(runs_dir):
+def test_cost_aware_search_with_two_workers_records_what_its_time_model_needs(process_workers, runs_dir):
     from automl_core.model.space import SearchSpace
     from automl_core.search.strategies import STRATEGIES, StrategyContext
     from automl_core.storage.settings import study_settings
@@ -98,7 +98,7 @@ def test_timeout_stops_cleanly(runs_dir):
     assert optuna.trial.TrialState.RUNNING not in states and COMPLETE in states
 
 
-def test_two_local_workers_share_a_study_while_a_reader_polls(runs_dir):
+def test_two_local_workers_share_a_study_while_a_reader_polls(process_workers, runs_dir):
     import threading
 
     errors: list[Exception] = []
@@ -171,7 +171,7 @@ def test_killed_worker_trial_is_retried_and_study_completes(runs_dir, monkeypatc
     assert not any(t.state == optuna.trial.TrialState.RUNNING for t in trials)
 
 
-def test_ctrl_c_stops_the_search_and_a_rerun_resumes(runs_dir):
+def test_ctrl_c_stops_the_search_and_a_rerun_resumes(process_workers, runs_dir):
     command = [
         sys.executable,
         "-m",
@@ -222,7 +222,7 @@ def test_ctrl_c_stops_the_search_and_a_rerun_resumes(runs_dir):
 
 
 @pytest.mark.postgres
-def test_two_workers_share_a_study_over_postgresql(runs_dir, postgres_url):
+def test_two_workers_share_a_study_over_postgresql(process_workers, runs_dir, postgres_url):
     name = f"pg-{uuid.uuid4().hex[:8]}"
     try:
         study = run_search(_settings(study=name, trials=4), storage_url=postgres_url, workers=2)

@@ -16,6 +16,7 @@ from automl_core.errors import ConfigError, StorageError
 from automl_core.model.datasets import DATASETS, load_arrays
 from automl_core.model.precision import check_precision_available
 from automl_core.model.shapes import check_space_fits
+from automl_core.model.space import SearchSpace
 from automl_core.search.strategies import Strategy, StrategyContext, default_space, get_strategy
 from automl_core.storage import store
 from automl_core.storage.settings import (
@@ -69,6 +70,7 @@ def resolve_settings(
         values.setdefault("space", default_space(strategy))
     if space is not None:
         values["space"] = space(dict(values["space"]))
+    values["space"] = SearchSpace.from_dict(values["space"]).to_dict()  # checked, complete
     settings = SearchSettings.from_dict(values)
     if stored is not None:
         conflict = settings_conflict(settings, stored.to_dict())
