@@ -309,6 +309,36 @@ def _check_count(name: str, value: int | None, low: int = 1, high: int | None = 
     raise ConfigError(f"{name} must be {kind}, got {name}={value}")
 
 
+def _settings_from_args(args):
+    """The search of ``search``'s flags (over a ``--settings`` file's values, and over the
+    stored settings when the study exists: see :func:`preflight.resolve_settings`)."""
+    from automl_core.model.space import PARAMETERS
+    from automl_core.search.preflight import resolve_settings
+
+    _check_count("seed", args.seed, low=0, high=MAX_SEED)
+    given = _settings_file(args.settings) if args.settings else {}
+    for key in (
+        "study",
+        "dataset",
+        "strategy",
+        "trials",
+        "timeout",
+        "max_epochs",
+        "seed",
+        "max_images",
+        "second_objective",
+        "precision",
+    ):
+        if getattr(args, key) is not None:
+            given[key] = getattr(args, key)
+    space_named = args.space or any(getattr(args, f"param_{n}") is not None for n in PARAMETERS)
+    # a resume takes the stored settings as its defaults and refuses a flag that
+    # contradicts one, naming both values
+    return resolve_settings(
+        given, args.storage, (lambda base: _space_from_args(args, base)) if space_named else None
+    )
+
+
 def _settings_file(path: str) -> dict:
     """The values of a ``--settings`` file (checked as a whole search's settings)."""
     from automl_core import limits
@@ -464,33 +494,11 @@ def _print_best_and_filters(study, number: int | None = None, all_channels: bool
 
 
 def _cmd_search(args) -> int:
-    from automl_core.model.space import PARAMETERS
-    from automl_core.search.preflight import check_search, resolve_settings
+    from automl_core.search.preflight import check_search
     from automl_core.search.runner import run_search
     from automl_core.search.workers import stop_on_interrupt
 
-    _check_count("seed", args.seed, low=0, high=MAX_SEED)
-    given = _settings_file(args.settings) if args.settings else {}
-    for key in (
-        "study",
-        "dataset",
-        "strategy",
-        "trials",
-        "timeout",
-        "max_epochs",
-        "seed",
-        "max_images",
-        "second_objective",
-        "precision",
-    ):
-        if getattr(args, key) is not None:
-            given[key] = getattr(args, key)
-    space_named = args.space or any(getattr(args, f"param_{n}") is not None for n in PARAMETERS)
-    # a resume takes the stored settings as its defaults and refuses a flag that
-    # contradicts one, naming both values
-    settings = resolve_settings(
-        given, args.storage, (lambda base: _space_from_args(args, base)) if space_named else None
-    )
+    settings = _settings_from_args(args)
     check_search(settings, args.storage)  # bad input fails here, before any line is printed
     print(
         f"study {settings.study}: dataset {settings.dataset}, strategy {settings.strategy}, "

@@ -55,13 +55,13 @@ def test_unknown_strategy_is_named():
         (["search", "--strategy", "hyperband"], SEARCH_SPACE),
     ],
 )
-def test_the_cli_starts_from_the_strategy_default(argv, expected):
+def test_the_cli_starts_from_the_strategy_default(runs_dir, argv, expected):
     args = cli._build_parser().parse_args(argv)
-    space = cli._space_from_args(args, strategy=args.strategy)
+    space = cli._settings_from_args(args).space
     assert space == SearchSpace.from_dict(expected).to_dict()
 
 
-def test_a_flag_narrows_the_default():
+def test_a_flag_narrows_the_default(runs_dir):
     args = cli._build_parser().parse_args(["search", "--filters", "8"])
-    space = cli._space_from_args(args, strategy=None)
+    space = cli._settings_from_args(args).space
     assert space["filters"] == [8] and space["linear_path"] == [False, True]

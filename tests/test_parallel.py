@@ -60,7 +60,9 @@ def test_nsga2_gives_a_pareto_front(runs_dir):
         assert trial.values[1] == trial.user_attrs["metrics"]["compression_ratio"]
 
 
-def test_cost_aware_search_with_two_workers_records_what_its_time_model_needs(process_workers, runs_dir):
+def test_cost_aware_search_with_two_workers_records_what_its_time_model_needs(
+    process_workers, runs_dir
+):
     from automl_core.model.space import SearchSpace
     from automl_core.search.strategies import STRATEGIES, StrategyContext
     from automl_core.storage.settings import study_settings

@@ -77,9 +77,9 @@ class TestSettingsFile:
         path = tmp_path / "s.json"
         path.write_text(settings.to_json(), "utf-8")
         args = cli._build_parser().parse_args(["search", "--settings", str(path), "--trials", "2"])
-        given = {**cli._settings_file(args.settings), "trials": args.trials}
-        resolved = preflight.resolve_settings(given)
-        assert resolved == SearchSettings(**{**settings.to_dict(), "trials": 2})
+        resolved = cli._settings_from_args(args)
+        expected = {**settings.to_dict(), "trials": 2, "space": settings.search_space().to_dict()}
+        assert resolved == SearchSettings(**expected)
 
     @pytest.mark.parametrize(
         ("content", "message"),
