@@ -126,3 +126,18 @@ def postgres_url() -> str:
             pytest.fail(f"{reason}: CI starts PostgreSQL (.ci/run), so this test must run there")
         pytest.skip(reason)
     return POSTGRES_URL
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture
+def chromium() -> str:
+    """Debian's Chromium for the end-to-end tests; skips where it is missing, fails under CI
+    (which installs it: .ci/run)."""
+    if not os.path.exists(CHROMIUM):
+        reason = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}: CI installs it (.ci/run), so this test must run there")
+        pytest.skip(reason)
+    return CHROMIUM

@@ -194,6 +194,7 @@ class TestSearchPage:
         assert "MiB allowed" in errors
 
     @pytest.mark.slow
+    @pytest.mark.timeout(600)  # a whole search launched as its own process
     def test_tiny_search_from_the_page_reaches_the_leaderboard(self, runs_dir):
         from automl_core.hosting import processes
         from automl_core.storage import store

@@ -35,10 +35,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def server(runs_dir):
+def server(runs_dir, chromium):
     """``streamlit run app.py`` on a free port with AUTOML_HOME in tmp; yields its URL."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}")
     port = _free_port()
     log = open(runs_dir.parent / "streamlit.log", "wb")  # noqa: SIM115 - closed in finally
     process = subprocess.Popen(

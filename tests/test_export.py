@@ -156,12 +156,9 @@ class TestCli:
 
 
 @pytest.mark.slow
-def test_report_opens_in_chromium_and_draws_its_figures(tiny_study, tmp_path):
+def test_report_opens_in_chromium_and_draws_its_figures(tiny_study, tmp_path, chromium):
     playwright = pytest.importorskip("playwright.sync_api")
-    from pathlib import Path
 
-    if not Path("/usr/bin/chromium").exists():
-        pytest.skip("Debian's chromium is not installed")
     _, report = export.export_study("tiny", tmp_path, trial=0)
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(

@@ -253,7 +253,8 @@ def test_unlabelled_rgb_pages(unlabelled):
 
 @pytest.mark.e2e
 @pytest.mark.slow
-def test_clicking_a_point_in_chromium_picks_that_image(runs_dir):
+@pytest.mark.timeout(600)  # a server and a browser
+def test_clicking_a_point_in_chromium_picks_that_image(runs_dir, chromium):
     """A real click on the WebGL scatter selects a point (Streamlit's clickmode) and decodes it."""
     import socket
     import subprocess
@@ -261,8 +262,6 @@ def test_clicking_a_point_in_chromium_picks_that_image(runs_dir):
     import time
     from urllib.request import urlopen
 
-    if not Path("/usr/bin/chromium").exists():
-        pytest.skip("no Chromium at /usr/bin/chromium")
     from playwright.sync_api import sync_playwright
 
     with socket.socket() as sock:

@@ -94,7 +94,7 @@ def test_cost_aware_search_with_two_workers_records_what_its_time_model_needs(
 
 def test_timeout_stops_cleanly(runs_dir):
     started = time.monotonic()
-    study = run_search(_settings(trials=None, timeout=20, max_epochs=1))
+    study = run_search(_settings(trials=None, timeout=5, max_epochs=1))
     assert time.monotonic() - started < 120
     states = {t.state for t in study.trials}
     assert optuna.trial.TrialState.RUNNING not in states and COMPLETE in states

@@ -365,13 +365,11 @@ CHROMIUM_ARGS += ["--no-first-run", "--disable-background-networking", "--disabl
 
 
 @pytest.fixture
-def shared_server(runs_dir, tmp_path, password_hash):
+def shared_server(runs_dir, tmp_path, password_hash, chromium):
     """``streamlit run app.py`` in shared mode with users in a secrets file; yields its URL."""
     import socket
     from urllib.request import urlopen
 
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}")
     users = {"alice": "operator", "bob": "operator", "carol": "operator", "root": "admin"}
     secrets_file = tmp_path / "secrets.toml"
     secrets_file.write_text(
@@ -413,6 +411,7 @@ def shared_server(runs_dir, tmp_path, password_hash):
 
 @pytest.mark.slow
 @pytest.mark.e2e
+@pytest.mark.timeout(600)  # a server, a browser and a launched search
 def test_shared_dashboard_in_chromium(shared_server):
     """Visitor, wrong password and lockout, operator launch, another operator, an admin."""
     from playwright.sync_api import expect, sync_playwright
