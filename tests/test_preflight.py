@@ -176,3 +176,28 @@ def test_the_console_script_names_itself(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     assert capsys.readouterr().out.startswith("usage: automl ")
+
+
+class TestStudyRecord:
+    def test_a_finished_search_reads_back_as_one_record(self, tiny_study):
+        from automl_core.storage import store
+        from automl_core.storage.settings import StudyRecord
+
+        study = store.load_study(*tiny_study)
+        record = StudyRecord.of(study)
+        assert record.name == "tiny" and record.settings.dataset == "digits"
+        assert record.precision.policy == "float32" and record.deadline is None
+        assert record.run and record.heartbeat is None  # the run is over
+        assert record.artifact_key and record.artifact_root
+
+    def test_a_foreign_study_has_no_settings_and_says_so(self, tmp_path):
+        import optuna
+
+        from automl_core.errors import StorageError
+        from automl_core.storage.settings import StudyRecord
+
+        study = optuna.create_study(study_name="foreign", storage=f"sqlite:///{tmp_path}/f.db")
+        record = StudyRecord.of(study)
+        assert record.settings is None and record.run is None
+        with pytest.raises(StorageError, match="'foreign' has no search settings"):
+            record.search_settings()

@@ -22,6 +22,7 @@ from automl_core.model.space import parameter_label
 from automl_core.storage import store, trials
 from automl_core.storage.bulk_read import frozen_trials
 from automl_core.storage.results import EMPTY_COLUMNS, METRIC_COLUMNS, sort_trials, trials_frame
+from automl_core.storage.settings import StudyRecord
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 
@@ -423,8 +424,8 @@ def chart_sample(study: optuna.Study) -> ChartSample:
 
 
 def _second_objective_name(study: optuna.Study) -> str:
-    settings = study.user_attrs.get(store.SETTINGS_ATTR, {})
-    return str(settings.get("second_objective", "objective 2")).replace("_", " ")
+    settings = StudyRecord.of(study).settings
+    return settings.second_objective.replace("_", " ") if settings else "objective 2"
 
 
 def summary(frame: pd.DataFrame) -> dict[str, str]:

@@ -43,7 +43,9 @@ from automl_core.storage.settings import (
     SECOND_OBJECTIVES,
     STUDY_PRECISION_ATTR,
     SearchSettings,
+    StudyRecord,
     settings_conflict,
+    study_deadline,
     study_precision,
     study_settings,
 )
@@ -244,7 +246,7 @@ def _objective(
         reporter = trial_reporter(
             trial,
             prune=strategy.prunes and not last_chance,
-            deadline=study.user_attrs.get(DEADLINE_ATTR),
+            deadline=study_deadline(study),
             max_epochs=settings.max_epochs,
             reports_per_epoch=strategy.reports_per_epoch,
         )
@@ -357,7 +359,7 @@ def budget_left(study: optuna.Study, settings: SearchSettings) -> bool:
 
     Stale trials of killed workers are failed first, so they are retried, not counted.
     """
-    deadline = study.user_attrs.get(DEADLINE_ATTR)
+    deadline = study_deadline(study)
     if deadline is not None and time.time() >= deadline:
         return False
     # a killed worker's trial stays RUNNING until someone fails it; it is then re-queued
@@ -502,7 +504,7 @@ def _run_worker(
         precision=precision,
         study_seed=settings.seed,
         load_data=lambda: dataset,
-        deadline=study.user_attrs.get(DEADLINE_ATTR),
+        deadline=study_deadline(study),
     )
     study = optuna.load_study(
         study_name=study_name,
@@ -793,16 +795,16 @@ def live_run(study_name: str, storage_url: str | None = None) -> str | None:
     """
     if study_name not in store.study_names(storage_url):
         return None
-    attrs = store.load_study(study_name, storage_url, create=False).user_attrs
-    token, beat = attrs.get(RUN_ATTR), attrs.get(RUN_HEARTBEAT_ATTR)
-    if not token or not isinstance(beat, (int, float)) or time.time() - beat > LIVE_RUN_SECONDS:
+    record = StudyRecord.of(store.load_study(study_name, storage_url, create=False))
+    token, beat = record.run, record.heartbeat
+    if not token or beat is None or time.time() - beat > LIVE_RUN_SECONDS:
         return None
-    parts = str(token).split(".")
+    parts = token.split(".")
     here = worker_processes.run_token().split(".")[0]
     if len(parts) == 3 and parts[0] == here and parts[1].isdigit():
         if not worker_processes.process_alive(int(parts[1])):
             return None
-    return str(token)
+    return token
 
 
 def _refuse_a_second_run(study_name: str, storage_url: str | None) -> None:
@@ -877,7 +879,7 @@ def _wait_for_run(
     while True:
         try:
             study = store.load_study(study_name, storage_url, create=False)
-            if study.user_attrs.get(RUN_ATTR) == run:
+            if StudyRecord.of(study).run == run:
                 return study
         except StorageError:
             pass

@@ -20,6 +20,7 @@ from automl_core.model.datasets import load_dataset
 from automl_core.model.precision import PrecisionChoice, check_precision, default_precision
 from automl_core.model.space import SearchSpace
 from automl_core.storage import store
+from automl_core.storage.trials import RUN_ATTR, RUN_HEARTBEAT_ATTR
 
 # study attribute: Unix time at which the search's workers stop training, or None
 DEADLINE_ATTR = "deadline"
@@ -181,18 +182,88 @@ def settings_conflict(settings: SearchSettings, stored: dict[str, Any]) -> str |
     return None
 
 
+@dataclass(frozen=True)
+class StudyRecord:
+    """A study's own record, read from its attributes at once (beside
+    :class:`~automl_core.storage.trials.TrialRecord`, one per trial).
+
+    What the search and its workers keep on a study; the strategies' private state (DARTS'
+    result, the promotions of the halving pruner) and the trial notes stay with the modules
+    that own them.
+
+    Attributes:
+        name: The study's name.
+        settings: Its search settings (:class:`SearchSettings`), None for a study this tool
+            did not create.
+        precision: The number format its workers train with (float32 for studies stored
+            before it was a setting).
+        deadline: Unix time at which its workers stop training, or None.
+        run: The token of the search run that last prepared it, or None.
+        heartbeat: Unix time at which that run last said it is alive (None once it ended).
+        artifact_root: The folder its artifacts were written under, or None.
+        artifact_key: The short key of its artifact folder, or None.
+    """
+
+    name: str
+    settings: SearchSettings | None
+    precision: PrecisionChoice
+    deadline: float | None = None
+    run: str | None = None
+    heartbeat: float | None = None
+    artifact_root: str | None = None
+    artifact_key: str | None = None
+
+    @classmethod
+    def of(cls, study: optuna.Study) -> StudyRecord:
+        """The record of a study (one read of its attributes).
+
+        Raises:
+            ConfigError: It holds settings that are not this tool's (the message names them).
+        """
+        attrs = study.user_attrs
+        stored = attrs.get(store.SETTINGS_ATTR)
+        precision = attrs.get(STUDY_PRECISION_ATTR)
+        deadline, beat = attrs.get(DEADLINE_ATTR), attrs.get(RUN_HEARTBEAT_ATTR)
+        return cls(
+            study.study_name,
+            SearchSettings.from_dict(stored) if isinstance(stored, dict) else None,
+            PrecisionChoice.from_dict(precision)
+            if isinstance(precision, dict)
+            else PrecisionChoice("float32", "float32", "stored before precision was a setting"),
+            float(deadline) if isinstance(deadline, int | float) else None,
+            str(attrs[RUN_ATTR]) if attrs.get(RUN_ATTR) else None,
+            float(beat) if isinstance(beat, int | float) else None,
+            attrs.get(store.ARTIFACT_ROOT_ATTR),
+            attrs.get(store.ARTIFACT_KEY_ATTR),
+        )
+
+    def search_settings(self) -> SearchSettings:
+        """Its settings.
+
+        Raises:
+            StorageError: The study was not created by this tool.
+        """
+        if self.settings is None:
+            raise StorageError(
+                f"study {self.name!r} has no search settings; it was not created by automl_core"
+            )
+        return self.settings
+
+
+def study_deadline(study: optuna.Study) -> float | None:
+    """Unix time at which the study's workers stop training, or None (read alone: the
+    search loop asks it often)."""
+    deadline = study.user_attrs.get(DEADLINE_ATTR)
+    return float(deadline) if isinstance(deadline, int | float) else None
+
+
 def study_settings(study: optuna.Study) -> SearchSettings:
     """The settings stored on a study by :func:`prepare_study`.
 
     Raises:
         StorageError: The study was not created by this tool.
     """
-    stored = study.user_attrs.get(store.SETTINGS_ATTR)
-    if stored is None:
-        raise StorageError(
-            f"study {study.study_name!r} has no search settings; it was not created by automl_core"
-        )
-    return SearchSettings.from_dict(stored)
+    return StudyRecord.of(study).search_settings()
 
 
 def study_dataset(study: optuna.Study):
@@ -226,10 +297,7 @@ def stored_settings(study_name: str, storage_url: str | None = None) -> SearchSe
 
 def study_precision(study: optuna.Study) -> PrecisionChoice:
     """The precision a study's workers train with (float32 for studies stored before it)."""
-    stored = study.user_attrs.get(STUDY_PRECISION_ATTR)
-    if not isinstance(stored, dict):
-        return PrecisionChoice("float32", "float32", "stored before precision was a setting")
-    return PrecisionChoice.from_dict(stored)
+    return StudyRecord.of(study).precision
 
 
 def default_study_name(dataset: str, strategy: str) -> str:
