@@ -168,6 +168,7 @@ KEY_COLUMNS = (
 # how the other known columns print in a wide table
 _WIDE_KINDS = {
     "test_ssim": "number",
+    "probe_accuracy": "number",
     "param_count": "integer",
     "compression_ratio": "number",
     "epochs": "number",

@@ -82,6 +82,12 @@ _limit(
     "work of one load, checked from the images' headers before any is decoded",
 )
 _limit(
+    "max_probe_images",
+    10_000,
+    "images",
+    "training images a linear probe fits on (the first ones of the split), per finished trial",
+)
+_limit(
     "max_decoded_cache_bytes",
     4 * 1024 * MIB,
     "bytes",

@@ -18,7 +18,7 @@ import streamlit as st
 from automl_core import limits
 from automl_core.analysis import inspect, latent
 from automl_core.errors import AutoMLError, DatasetError
-from automl_core.model import baseline, metrics
+from automl_core.model import baseline, metrics, representation
 from automl_core.storage import store
 from dashboard import state
 
@@ -150,12 +150,14 @@ def projection(
 
 
 @st.cache_data(max_entries=16, show_spinner="Fitting the linear probe…")
-def probe_score(study: str, trial: int, url: str) -> latent.ProbeResult:
-    """Linear-probe accuracy: logistic regression on train latents, scored on test latents."""
+def probe_score(study: str, trial: int, url: str) -> representation.ProbeResult:
+    """Linear-probe accuracy: logistic regression on train latents (the first
+    ``max_probe_images``, as a search records it), scored on test latents."""
     data = state.load_study_dataset(study, url)
-    return latent.linear_probe(
-        latents(study, trial, url, "train"),
-        data.y_train,
+    n = representation.probe_train_count(len(data.x_train))
+    return representation.linear_probe(
+        latents(study, trial, url, "train")[:n],
+        None if data.y_train is None else data.y_train[:n],
         latents(study, trial, url, "test"),
         data.y_test,
     )

@@ -184,7 +184,7 @@ def _board_columns() -> dict:
     (:data:`automl_core.analysis.leaderboard.COLUMN_LABELS`, the parameter table's labels), formats."""
     from automl_core.analysis.leaderboard import column_label
     from automl_core.model.space import PARAMETERS
-    from automl_core.storage.results import VS_PCA_HELP
+    from automl_core.storage.results import PROBE_HELP, VS_PCA_HELP
 
     column = st.column_config
     columns = {
@@ -196,6 +196,7 @@ def _board_columns() -> dict:
         "test_psnr": column.NumberColumn(format="%.2f"),
         "vs_pca_db": column.NumberColumn(format="%+.2f", help=VS_PCA_HELP),
         "test_ssim": column.NumberColumn(format="%.3f"),
+        "probe_accuracy": column.NumberColumn(format="percent", help=PROBE_HELP),
         "param_count": column.NumberColumn(format="localized"),
         "compression_ratio": column.NumberColumn(format="%.1fx"),
         "train_seconds": column.NumberColumn(format="%.1f"),

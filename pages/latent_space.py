@@ -95,7 +95,7 @@ with state.shown_errors():
         st.metric(
             "Linear-probe accuracy (train → test)",
             f"{score.accuracy:.1%}",
-            delta=f"{score.accuracy - score.chance:+.1%} over chance ({score.chance:.1%})",
+            delta=f"{score.over_chance_points:+.1f} points over chance ({score.chance:.1%})",
         )
     except AutoMLError as exc:
         st.info(f"Linear probe hidden: {exc}.")

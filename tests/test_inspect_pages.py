@@ -152,6 +152,8 @@ class TestLatentSpacePage:
     def test_probe_and_compare_two_trials(self, tiny_study, no_demo):
         at = _page("latent_space")
         assert "Linear-probe accuracy" in at.metric[0].label
+        # accuracy above chance is a difference of percentages: points, not a percentage
+        assert "points over chance" in at.metric[0].proto.delta
         other = at.selectbox(key="compare_trial").options[1]
         at.selectbox(key="compare_trial").set_value(int(other.lstrip("#"))).run()
         _ok(at)

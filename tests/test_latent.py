@@ -13,10 +13,10 @@ from automl_core.analysis.latent import (
     PROJECTIONS,
     interpolate,
     latent_projection,
-    linear_probe,
     projection_params,
 )
 from automl_core.errors import ConfigError
+from automl_core.model.representation import linear_probe
 
 
 @pytest.fixture(scope="module")

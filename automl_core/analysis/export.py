@@ -45,7 +45,13 @@ from automl_core.analysis.leaderboard import (
 from automl_core.errors import AutoMLError
 from automl_core.model.datasets import load_dataset
 from automl_core.storage import store
-from automl_core.storage.results import METRIC_COLUMNS, VS_PCA_HELP, best_trial, trials_frame
+from automl_core.storage.results import (
+    METRIC_COLUMNS,
+    PROBE_HELP,
+    VS_PCA_HELP,
+    best_trial,
+    trials_frame,
+)
 from automl_core.storage.settings import study_settings
 
 # largest absolute difference allowed between a TFLite model's output and Keras' on the
@@ -422,8 +428,13 @@ def study_report(study: optuna.Study) -> str:
         f"<p>{len(frame)} trials; exported {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
         ".</p>",
         "<h2>Leaderboard</h2>",
-        f"<p><em>vs PCA (dB): {html.escape(VS_PCA_HELP)}. Only the parameters that differ "
-        "between trials are shown.</em></p>",
+        f"<p><em>vs PCA (dB): {html.escape(VS_PCA_HELP)}."
+        + (
+            f" Linear probe: {html.escape(PROBE_HELP)}."
+            if "probe_accuracy" in frame and frame["probe_accuracy"].notna().any()
+            else ""
+        )
+        + " Only the parameters that differ between trials are shown.</em></p>",
         report_table(frame),
     ]
     missing = pca_missing_note(frame)

@@ -1,4 +1,4 @@
-"""Latent space: one registry of 2-D projections (PCA, t-SNE, UMAP), a linear probe, paths,
+"""Latent space: one registry of 2-D projections (PCA, t-SNE, UMAP), paths,
 and the map's search (:func:`find_points`) and thumbnails (:func:`thumbnails`).
 
 Add a projection with :func:`register_projection`; the dashboard's method list and the
@@ -352,65 +352,6 @@ def latent_projection(
         )
     points, used, notices = PROJECTIONS[method].project(latents, seed, **checked)
     return Projection(method, {**checked, **used}, points, list(notices))
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """A linear probe: how well a logistic regression reads labels off the latents.
-
-    Attributes:
-        accuracy: Test-split accuracy.
-        chance: Accuracy of always predicting the most common training label.
-        train_size: Training latents used.
-        test_size: Test latents scored.
-    """
-
-    accuracy: float
-    chance: float
-    train_size: int
-    test_size: int
-
-
-def linear_probe(
-    z_train: np.ndarray,
-    y_train: np.ndarray | None,
-    z_test: np.ndarray,
-    y_test: np.ndarray | None,
-    max_iter: int = 500,
-) -> ProbeResult:
-    """Fits a logistic regression on training latents and scores it on the test latents.
-
-    Args:
-        z_train: (N, latent_dim) training latents.
-        y_train: Their labels, or None.
-        z_test: (M, latent_dim) test latents.
-        y_test: Their labels, or None.
-        max_iter: Solver iterations. Defaults to 500.
-
-    Returns:
-        The probe's accuracy and the chance level.
-
-    Raises:
-        ConfigError: No labels, or fewer than two classes in the training split.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    if y_train is None or y_test is None:
-        raise ConfigError(
-            "the dataset has no labels, so there is nothing for a linear probe to predict"
-        )
-    classes, counts = np.unique(y_train, return_counts=True)
-    if len(classes) < 2:
-        raise ConfigError(
-            f"a linear probe needs at least 2 classes in the training split, got {len(classes)}"
-        )
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
-    probe.fit(z_train, y_train)
-    accuracy = float((probe.predict(z_test) == y_test).mean()) if len(z_test) else float("nan")
-    chance = float((y_test == classes[np.argmax(counts)]).mean()) if len(z_test) else float("nan")
-    return ProbeResult(accuracy, chance, len(z_train), len(z_test))
 
 
 def interpolate(z_from: np.ndarray, z_to: np.ndarray, steps: int = 8) -> np.ndarray:

@@ -590,6 +590,7 @@ COLUMN_LABELS = {
     "test_psnr": "PSNR (dB)",
     "vs_pca_db": "vs PCA (dB)",
     "test_ssim": "SSIM",
+    "probe_accuracy": "Linear probe",
     "param_count": "Params",
     "compression_ratio": "Compression",
     "train_seconds": "Seconds",
@@ -623,8 +624,15 @@ def varying_columns(frame: pd.DataFrame) -> list[str]:
 def display_columns(frame: pd.DataFrame, with_study: bool) -> list[str]:
     """Leaderboard columns in reading order: identity, metrics, users' notes (when a row
     has one), the parameters that vary, those every row shares, precision, model, status
-    note."""
-    first = [c for c in FIRST_COLUMNS if c in frame and (c != "study" or with_study)]
+    note. The linear probe's column is left out when no row has a score (a dataset
+    without labels)."""
+    first = [
+        c
+        for c in FIRST_COLUMNS
+        if c in frame
+        and (c != "study" or with_study)
+        and (c != "probe_accuracy" or frame[c].notna().any())
+    ]
     if "user_note" in frame and frame["user_note"].fillna("").astype(bool).any():
         first.append("user_note")
     last = [c for c in LAST_COLUMNS if c in frame]

@@ -33,6 +33,7 @@ from automl_core.model.checkpoints import EpochCheckpoint
 from automl_core.model.datasets import DATASETS, Dataset, load_dataset
 from automl_core.model.precision import gpu_names
 from automl_core.model.precision_probe import resolve_precision
+from automl_core.model.representation import probe_metrics
 from automl_core.search import workers as worker_processes
 from automl_core.search.preflight import check_search
 from automl_core.search.strategies import Strategy, StrategyContext, get_strategy
@@ -293,6 +294,8 @@ def _objective(
                 store.artifact_root() / store.study_artifact_folder(study) / "pca",
             )
         )
+        # how much of the labels the code carries (left out for unlabelled data)
+        metrics.update(probe_metrics(trained.models.encoder, dataset))
         if trained.precision != precision:
             trial.set_user_attr(PRECISION_ATTR, trained.precision)
         if trained.precision_fallback or precision_note:

@@ -16,6 +16,8 @@ METRIC_COLUMNS = (
     # test PSNR minus PCA's with as many components (TrialRecord.vs_pca_db)
     "vs_pca_db",
     "test_ssim",
+    # linear-probe accuracy on the latent codes (labelled datasets only)
+    "probe_accuracy",
     "param_count",
     "compression_ratio",
     "train_seconds",
@@ -26,6 +28,10 @@ METRIC_COLUMNS = (
 VS_PCA_HELP = (
     "test PSNR minus PCA's with as many components (latent_dim), fitted on the same "
     "training split; negative = worse than a linear projection"
+)
+PROBE_HELP = (
+    "test accuracy of a logistic regression that reads the class off the latent code, "
+    "fitted on the training split's codes: how much of the labels the code keeps"
 )
 EMPTY_COLUMNS = [
     "study",
@@ -45,7 +51,9 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     Columns: ``study``, ``trial``, ``state``, the configuration parameters, the metrics of
     :class:`automl_core.model.training.TrialMetrics` (NaN where a trial has none), ``pca_psnr``
     (PCA with ``latent_dim`` components on the same split) and ``vs_pca_db`` (test PSNR
-    minus it, see :data:`VS_PCA_HELP`; NaN for trials stored before it), ``precision``
+    minus it, see :data:`VS_PCA_HELP`; NaN for trials stored before it), ``probe_accuracy``
+    (a linear probe's test accuracy on the latent codes, :data:`PROBE_HELP`; NaN for an
+    unlabelled dataset and for trials stored before it), ``precision``
     (the Keras policy it trained with), ``has_model``, ``note`` (why a trial failed or
     was pruned, or why it was retried in float32) and ``user_note`` (what a user wrote on
     it, :func:`automl_core.analysis.leaderboard.annotate_trial`; '' when nothing).
