@@ -7,13 +7,20 @@ import pandas as pd
 import streamlit as st
 
 from automl_core import limits
-from automl_core.analysis.leaderboard import StudyChartPlan, annotate_trial, settings_diff
+from automl_core.analysis.leaderboard import (
+    StudyChartPlan,
+    annotate_trial,
+    drawable_charts,
+    settings_diff,
+)
 from automl_core.errors import AutoMLError
 from automl_core.hosting import access
 from automl_core.model.space import parameter_label
 from dashboard import auth, state
 
 PARETO_SET = "Pareto set"
+# the chart tabs' key prefix (a study's open tab is kept in the session state under it)
+CHART_TAB_KEY = "chart_tab"
 
 
 def axes_ui(study_name: str, plan: StudyChartPlan) -> tuple[str, ...]:
@@ -35,26 +42,48 @@ def axes_ui(study_name: str, plan: StudyChartPlan) -> tuple[str, ...]:
 
 def charts_ui(study_name: str, url: str) -> None:
     """Optuna's figures for a study, one tab each, over the chosen axes; a multi-objective
-    study's Pareto set as a table (redrawn when a trial finishes)."""
+    study's Pareto set as a table (redrawn when a trial finishes).
+
+    Only the open tab is drawn (the tabs rerun the page when switched): a large study's
+    parallel coordinates and importances take seconds, and a reader looks at one chart."""
     version = state.board_version((study_name,), url)
     plan = state.chart_plan(study_name, url, version)
     axes = axes_ui(study_name, plan)
-    figures, notes = state.study_figures(study_name, url, version, axes)
-    for note in notes:
+    for note in plan.notes:
         st.caption(note)
-    pareto = (
-        state.pareto_table(study_name, url, version, axes)
-        if plan.multi_objective
-        else pd.DataFrame()
-    )
-    titles = list(figures) + ([PARETO_SET] if not pareto.empty else [])
+    # the same tabs whatever the axes, so the open one stays open when axes change
+    titles = list(plan.charts) + ([PARETO_SET] if plan.multi_objective and plan.charts else [])
     if not titles:
         return
-    for tab, title in zip(st.tabs(titles), titles, strict=True):
-        if title == PARETO_SET:
-            tab.dataframe(pareto, hide_index=True, key="pareto_set")
+    drawable, notes = drawable_charts(plan, axes)
+    tabs = st.tabs(titles, key=f"{CHART_TAB_KEY}_{study_name}", on_change="rerun")
+    for tab, title in zip(tabs, titles, strict=True):
+        if tab.open is False:
+            continue
+        with tab:
+            if title in drawable or title == PARETO_SET:
+                _chart_tab(study_name, url, version, axes, title)
+            else:  # it needs more axes than chosen: say which
+                st.caption(notes[title])
+
+
+def _chart_tab(study_name: str, url: str, version: tuple, axes: tuple[str, ...], title: str):
+    """One chart tab's content: the figure (or the Pareto set), and what it was drawn from."""
+    if title == PARETO_SET:
+        pareto = state.pareto_table(study_name, url, version, axes)
+        if pareto.empty:
+            st.caption("No trial is on the Pareto front yet.")
         else:
-            tab.plotly_chart(figures[title], key=f"chart_{title}")
+            st.dataframe(pareto, hide_index=True, key="pareto_set")
+        return
+    figure = state.study_figure(study_name, url, version, axes, title)
+    if figure is None:
+        st.caption(f"{title} could not be computed for this study.")
+        return
+    st.plotly_chart(figure, key=f"chart_{title}")
+    note = state.chart_sample(study_name, url, version).note
+    if note and title != "Optimization history":
+        st.caption(note)
 
 
 def diff_ui(board: pd.DataFrame, picks: list[tuple[str, int]]) -> None:

@@ -251,44 +251,59 @@ def _cached_board(study_names: tuple[str, ...], url: str, version: tuple):
     return read_board(study_names, url)
 
 
+# a resource, not data: thousands of trial objects, read once per version and shared by
+# the plan, the sample and the Pareto table
+@st.cache_resource(max_entries=8, show_spinner=False)
+def finished_trials(study_name: str, url: str, version: tuple):
+    """A study's complete trials, read in bulk once per ``version`` (see :func:`board_version`).
+    Shared by every session: do not modify them."""
+    from automl_core.analysis.leaderboard import finished_trials as read
+
+    return read(load_study(study_name, url))
+
+
 @st.cache_data(max_entries=32, show_spinner=False)
 def chart_plan(study_name: str, url: str, version: tuple):
     """Which study charts apply and the parameters they may be drawn over
     (:class:`automl_core.analysis.leaderboard.StudyChartPlan`); ``version`` keys the re-read."""
     from automl_core.analysis.leaderboard import study_chart_plan
 
-    return study_chart_plan(load_study(study_name, url))
+    study = load_study(study_name, url)
+    return study_chart_plan(study, finished_trials(study_name, url, version))
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def chart_sample(study_name: str, url: str, version: tuple):
+    """What a study's charts are drawn from (:func:`automl_core.analysis.leaderboard.chart_sample`:
+    the study, or a bounded sample of a large one). Shared by every session."""
+    from automl_core.analysis.leaderboard import chart_sample as sample
+
+    study = load_study(study_name, url)
+    return sample(study, finished_trials(study_name, url, version))
 
 
 # a resource, not data: cache_data would unpickle (and so re-validate) every trace of every
 # figure on each rerun, over a second for a 1,000-line parallel-coordinates chart; the pages
 # only hand the figures to st.plotly_chart, which copies them
-@st.cache_resource(max_entries=16, show_spinner="Drawing Optuna charts…")
-def study_figures(
-    study_name: str, url: str, version: tuple, params: tuple[str, ...] | None = None
+@st.cache_resource(max_entries=32, show_spinner="Drawing the chart…")
+def study_figure(
+    study_name: str, url: str, version: tuple, params: tuple[str, ...] | None, chart: str
 ):
-    """Optuna's figures of a study over ``params`` (None: the parameters that vary) and
-    notes on those left out; ``version`` (see :func:`board_version`) keys the redraw.
-    Shared by every session: do not modify them."""
+    """One of Optuna's figures of a study over ``params`` (None: the parameters that vary),
+    or None when it cannot be computed; ``version`` (see :func:`board_version`) keys the
+    redraw. Drawn only when a reader opens its tab. Shared by every session: do not modify it."""
     from automl_core.analysis.charts import study_figures as draw
-    from automl_core.analysis.leaderboard import chart_axes, chart_sample
+    from automl_core.analysis.leaderboard import chart_axes
 
-    study = load_study(study_name, url)
     plan = chart_plan(study_name, url, version)
-    sample = chart_sample(study)
-    axes = chart_axes(plan, params)
-    figures = draw(study, plan, sample, axes)
-    notes = list(plan.notes) + ([sample.note] if sample.note else [])
-    for name in plan.charts:
-        if name in figures:
-            continue
-        if name == "Contour" and len(axes) == 1:
-            notes.append("Contour plots need 2 or more axes: add one above.")
-        elif not axes and name != "Contour":
-            notes.append(f"{name} needs at least one axis: pick one above.")
-        elif axes:
-            notes.append(f"{name} could not be computed for this study.")
-    return figures, notes
+    figures = draw(
+        load_study(study_name, url),
+        plan,
+        chart_sample(study_name, url, version),
+        chart_axes(plan, params),
+        only=(chart,),
+    )
+    return figures.get(chart)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

@@ -226,6 +226,27 @@ class TestChartSample:
         history = figures["Optimization history"]
         assert len(history.data[0].x) == 93 and min(history.data[1].y) == every[0]
 
+    def test_the_history_alone_makes_no_copy_and_one_read_serves_both(self, monkeypatch):
+        monkeypatch.setenv("AUTOML_MAX_CHART_TRIALS", "30")
+        study = self._study(93)
+        finished = leaderboard.finished_trials(study)
+        plan = leaderboard.study_chart_plan(study, finished)
+        sample = leaderboard.chart_sample(study, finished)
+        only = charts.study_figures(study, plan, sample, only=("Optimization history",))
+        assert list(only) == ["Optimization history"]
+        assert "study" not in sample.__dict__  # the in-memory copy was not made
+        assert len(sample.study.trials) == 30 and "study" in sample.__dict__
+
+    def test_charts_that_need_more_axes_are_named(self):
+        charts_all = ("Optimization history", "Parallel coordinates", "Slice", "Contour")
+        plan = leaderboard.StudyChartPlan(charts_all, (), varying=("filters", "latent_dim"))
+        shown, notes = leaderboard.drawable_charts(plan, ("filters",))
+        assert "Contour" not in shown and "Slice" in shown
+        assert notes == {"Contour": "Contour plots need 2 or more axes: add one above."}
+        shown, notes = leaderboard.drawable_charts(plan, ())
+        assert shown == ("Optimization history",)
+        assert notes["Slice"] == "Slice needs at least one axis: pick one above."
+
 
 def test_listing_studies_reads_no_trials(runs_dir, monkeypatch):
     """The sidebar lists studies on every page: that must not read every trial of every

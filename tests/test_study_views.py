@@ -260,6 +260,28 @@ def _spec(at: AppTest, title: str) -> dict:
     raise AssertionError(f"no chart titled {title!r}")
 
 
+def _chart_titles(at: AppTest) -> list[str]:
+    """The study charts drawn on the page (their titles' first words)."""
+    titles = []
+    for chart in at.get("plotly_chart"):
+        if chart.proto.id and "chart_" not in chart.proto.id:
+            continue
+        text = (json.loads(chart.proto.spec)["layout"].get("title") or {}).get("text", "")
+        titles.append(text)
+    known = ("Optimization history", "Parallel coordinates", "Parameter importances", "Slice")
+    return [
+        next((k for k in (*known, "Contour") if t.lower().startswith(k.lower())), t)
+        for t in titles
+    ]
+
+
+def _open_tab(at: AppTest, title: str) -> None:
+    """Opens a chart tab as a reader's click does (the tabs' key holds the open one)."""
+    at.session_state["chart_tab_tiny"] = title
+    at.run()
+    assert not at.exception
+
+
 def _frames(at: AppTest) -> list[pd.DataFrame]:
     return [d.value for d in at.dataframe]
 
@@ -270,17 +292,42 @@ class TestLeaderboardPage:
         assert not at.exception and not at.error
         tabs = {t.label for t in at.tabs}
         assert {"Parallel coordinates", "Parameter importances", "Slice", "Contour"} <= tabs
+        # only the open tab is drawn: the history at first, then the tab a reader opens
+        assert _chart_titles(at) == ["Optimization history"]
+        _open_tab(at, "Parallel coordinates")
+        assert _chart_titles(at) == ["Parallel coordinates"]
         axes = at.multiselect(key="chart_axes_tiny")
         assert set(axes.value) == {"num_conv_layers", "latent_dim"}
         ticks = _spec(at, "Parallel coordinates")["layout"]["xaxis"]["ticktext"]
         assert set(ticks) == {"val MSE", "Conv layers", "Latent dim"}
         axes.set_value(["latent_dim"]).run()
         assert not at.exception
-        assert "Contour" not in {t.label for t in at.tabs}
-        assert "add one above" in " ".join(c.value for c in at.caption)
+        assert "Contour" in {t.label for t in at.tabs}  # the tabs stay; the open one too
+        assert _chart_titles(at) == ["Parallel coordinates"]
+        _open_tab(at, "Contour")
+        assert _chart_titles(at) == []
+        assert "Contour plots need 2 or more axes: add one above." in [c.value for c in at.caption]
+        _open_tab(at, "Parallel coordinates")
         at.multiselect(key="chart_axes_tiny").set_value(["latent_dim", "filters"]).run()
+        assert _chart_titles(at) == ["Parallel coordinates"]
         ticks = _spec(at, "Parallel coordinates")["layout"]["xaxis"]["ticktext"]
         assert set(ticks) == {"val MSE", "Latent dim", "Filters"}
+
+    def test_the_pareto_set_tab_of_a_multi_objective_study(self, runs_dir, monkeypatch):
+        monkeypatch.setenv("AUTOML_SECRETS", str(runs_dir / "no-secrets.toml"))
+        runs_dir.mkdir(parents=True)
+        url = store.default_storage_url()
+        study = _study(directions=("minimize", "maximize"), name="two", storage=url)
+        at = AppTest.from_file(str(ROOT / "pages" / "leaderboard.py"), default_timeout=TIMEOUT)
+        at.run()
+        at.selectbox(key="study").set_value("two").run()
+        assert "Pareto set" in {t.label for t in at.tabs}
+        at.session_state["chart_tab_two"] = "Pareto set"
+        at.run()
+        assert not at.exception and not at.error
+        pareto = [f for f in _frames(at) if "val MSE" in f.columns]
+        assert len(pareto) == 1
+        assert set(pareto[0]["Trial"]) == {t.number for t in study.best_trials}
 
     def test_table_headers_are_display_names(self, tiny_copy):
         from dashboard.state import BOARD_COLUMNS

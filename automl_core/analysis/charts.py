@@ -33,6 +33,7 @@ from automl_core.analysis.leaderboard import (
     ImportanceInfo,
     StudyChartPlan,
     chart_axes,
+    drawable_charts,
     parameter_importances,
 )
 from automl_core.errors import ConfigError
@@ -752,6 +753,7 @@ def study_figures(
     plan: StudyChartPlan,
     sample: ChartSample | None = None,
     params=None,
+    only: tuple[str, ...] | None = None,
 ) -> dict[str, go.Figure]:
     """Draws the charts a :class:`~automl_core.analysis.leaderboard.StudyChartPlan` chose.
 
@@ -763,6 +765,8 @@ def study_figures(
         params: The parameters the parallel coordinates, importances, slice and contour
             plots are drawn over, in this order (see
             :func:`automl_core.analysis.leaderboard.chart_axes`). Defaults to None: those that vary.
+        only: Draw only these of the plan's charts (a page shows one at a time). Defaults
+            to None: every one.
 
     Returns:
         Figures by chart name, in the plan's order; a chart that needs more parameters than
@@ -776,7 +780,10 @@ def study_figures(
     name = plan.objective_names[0]
     kwargs = {"target": target, "target_name": name}
     figures: dict[str, go.Figure] = {}
-    for chart in plan.charts:
+    drawable, _ = drawable_charts(plan, axes)
+    for chart in drawable:
+        if only is not None and chart not in only:
+            continue
         if chart == "Optimization history":
             if sample.history is not None:
                 figure = history_figure(sample.history, name)
@@ -788,8 +795,6 @@ def study_figures(
             figure = _optuna_plot(
                 vis.plot_pareto_front, sample.study, target_names=list(plan.objective_names)
             )
-        elif not axes or (chart == "Contour" and len(axes) < 2):
-            continue
         elif chart == "Parallel coordinates":
             figure = parallel_coordinates_figure(sample.study, axes, **kwargs)
         elif chart == "Parameter importances":

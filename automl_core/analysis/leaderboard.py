@@ -7,6 +7,7 @@ action is a user's note on a trial (:func:`annotate_trial`), checked against the
 
 from __future__ import annotations
 
+import functools
 import math
 import unicodedata
 from dataclasses import dataclass
@@ -149,9 +150,10 @@ def as_display_images(images: np.ndarray) -> list[np.ndarray]:
     return [img[..., 0] if img.shape[-1] == 1 else img for img in images]
 
 
-def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """The study's complete trials; read in bulk where the storage allows (a large study's
-    charts otherwise wait on Optuna reading every trial)."""
+    charts otherwise wait on Optuna reading every trial). Read them once and hand them to
+    :func:`study_chart_plan` and :func:`chart_sample`."""
 
     states = (optuna.trial.TrialState.COMPLETE,)
     finished = frozen_trials(study, states)
@@ -202,7 +204,9 @@ STUDY_CHARTS = (
 )
 
 
-def study_chart_plan(study: optuna.Study) -> StudyChartPlan:
+def study_chart_plan(
+    study: optuna.Study, finished: list[optuna.trial.FrozenTrial] | None = None
+) -> StudyChartPlan:
     """Decides which study charts apply, and over which parameters by default.
 
     Optimisation history needs a finished trial; parallel coordinates and slices a
@@ -212,11 +216,13 @@ def study_chart_plan(study: optuna.Study) -> StudyChartPlan:
 
     Args:
         study: The study.
+        finished: Its complete trials when already read (:func:`finished_trials`).
+            Defaults to None: read here.
 
     Returns:
         The plan; :func:`automl_core.analysis.charts.study_figures` draws it.
     """
-    finished = _finished(study)
+    finished = finished_trials(study) if finished is None else finished
     multi = len(study.directions) > 1
     names = ("val MSE", _second_objective_name(study)) if multi else ("val MSE",)
     if not finished:
@@ -249,6 +255,35 @@ def study_chart_plan(study: optuna.Study) -> StudyChartPlan:
         charts.append("Pareto front")
     few = _trial_count(study) <= 20
     return StudyChartPlan(tuple(charts), tuple(notes), multi, names, few, parameters, varying)
+
+
+# the charts drawn from every finished trial's value rather than over chosen parameters
+AXIS_FREE_CHARTS = ("Optimization history", "Pareto front")
+
+
+def drawable_charts(
+    plan: StudyChartPlan, axes: tuple[str, ...]
+) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The plan's charts that can be drawn over ``axes``, and a note per chart that cannot.
+
+    Contour plots need two axes; the parallel coordinates, importances and slices one.
+
+    Args:
+        plan: The study's plan.
+        axes: The chosen parameters (:func:`chart_axes`).
+
+    Returns:
+        (chart names in the plan's order, {chart left out: why, for a caption}).
+    """
+    shown, notes = [], {}
+    for name in plan.charts:
+        if name in AXIS_FREE_CHARTS or (axes and (name != "Contour" or len(axes) >= 2)):
+            shown.append(name)
+        elif name == "Contour":
+            notes[name] = "Contour plots need 2 or more axes: add one above."
+        else:
+            notes[name] = f"{name} needs at least one axis: pick one above."
+    return tuple(shown), notes
 
 
 def chart_axes(plan: StudyChartPlan, wanted=None) -> tuple[str, ...]:
@@ -386,21 +421,45 @@ class ChartSample:
     rest, and the history from every trial's (number, value).
 
     Attributes:
-        study: What the parallel coordinates and importances draw (the study itself when small).
+        source: The study.
+        picked: The sampled trials, or None when every trial is drawn.
         history: ``(trial number, first objective)`` of every finished trial when sampled,
             else None (the history is then Optuna's own chart of the study).
         note: What was left out, for a caption; None when nothing was.
     """
 
-    study: optuna.Study
+    source: optuna.Study
+    picked: tuple[optuna.trial.FrozenTrial, ...] | None = None
     history: tuple[tuple[int, float], ...] | None = None
     note: str | None = None
 
+    @functools.cached_property
+    def study(self) -> optuna.Study:
+        """What the parallel coordinates, importances, slice and contour plots draw: the
+        study itself when small, else an in-memory copy of the picked trials (made on first
+        use: the history alone does not need it)."""
+        if self.picked is None:
+            return self.source
+        copy = optuna.create_study(directions=self.source.directions)
+        copy.add_trials(list(self.picked))
+        settings = self.source.user_attrs.get(store.SETTINGS_ATTR)
+        if settings is not None:
+            copy.set_user_attr(store.SETTINGS_ATTR, settings)
+        return copy
 
-def chart_sample(study: optuna.Study) -> ChartSample:
-    """The study itself, or a bounded sample of its finished trials (see :class:`ChartSample`)."""
+
+def chart_sample(
+    study: optuna.Study, finished: list[optuna.trial.FrozenTrial] | None = None
+) -> ChartSample:
+    """The study itself, or a bounded sample of its finished trials (see :class:`ChartSample`).
+
+    Args:
+        study: The study.
+        finished: Its complete trials when already read (:func:`finished_trials`).
+            Defaults to None: read here.
+    """
     limit = limits.get("max_chart_trials")
-    finished = _finished(study)
+    finished = finished_trials(study) if finished is None else finished
     if len(finished) <= limit:
         return ChartSample(study)
     ranked = sorted(finished, key=lambda t: t.values[0])
@@ -410,17 +469,14 @@ def chart_sample(study: optuna.Study) -> ChartSample:
     best, rest = ranked[: limit // 2], sorted(ranked[limit // 2 :], key=lambda t: t.number)
     step = len(rest) / (limit - len(best))
     spread = [rest[int(i * step)] for i in range(limit - len(best))]
-    copy = optuna.create_study(directions=study.directions)
-    copy.add_trials(sorted(best + spread, key=lambda t: t.number))
-    if store.SETTINGS_ATTR in study.user_attrs:
-        copy.set_user_attr(store.SETTINGS_ATTR, study.user_attrs[store.SETTINGS_ATTR])
+    picked = tuple(sorted(best + spread, key=lambda t: t.number))
     note = (
         f"Parallel coordinates and importances are drawn from {limit:,} of the "
         f"{len(finished):,} finished trials (the best {len(best):,} and {len(spread):,} spread "
         "evenly over the rest); the table and the history have every trial."
     )
     history = tuple((t.number, float(t.values[0])) for t in finished)
-    return ChartSample(copy, history, note)
+    return ChartSample(study, picked, history, note)
 
 
 def _second_objective_name(study: optuna.Study) -> str:
