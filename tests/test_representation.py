@@ -21,7 +21,7 @@ from automl_core.model.representation import (
 )
 from automl_core.model.space import ModelConfig
 from automl_core.storage import results, store
-from automl_core.storage.settings import study_settings
+from automl_core.storage.settings import study_dataset
 from automl_core.storage.trials import METRICS_ATTR
 
 
@@ -84,14 +84,7 @@ def test_over_chance_is_in_points():
 def test_a_search_records_the_probe_and_the_leaderboard_shows_it(tiny_study):
     name, url = tiny_study
     study = store.load_study(name, url)
-    settings = study_settings(study)
-    data = load_dataset(
-        settings.dataset,
-        settings.seed,
-        settings.val_fraction,
-        settings.test_fraction,
-        settings.max_images,
-    )
+    data = study_dataset(study)
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert complete
     for trial in complete:
