@@ -247,19 +247,34 @@ def load_board(study_names: tuple[str, ...], url: str):
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def _cached_board(study_names: tuple[str, ...], url: str, version: tuple):
-    """The leaderboard, cached per storage version."""
-    return read_board(study_names, url)
+    """The leaderboard, cached per storage version; each study's trials read once for the
+    table and its charts (:func:`bulk_trials`)."""
+    from automl_core.analysis.leaderboard import studies_frame
+
+    studies = [load_study(name, url) for name in study_names]
+    bulks = [bulk_trials(n, url, (stamp,)) for n, stamp in zip(study_names, version, strict=True)]
+    return studies_frame(studies, bulks)
 
 
-# a resource, not data: thousands of trial objects, read once per version and shared by
-# the plan, the sample and the Pareto table
+# resources, not data: thousands of trial objects, read once per version and shared by the
+# table, the plan, the sample and the Pareto table
+@st.cache_resource(max_entries=8, show_spinner=False)
+def bulk_trials(study_name: str, url: str, version: tuple):
+    """A study's trials read in bulk from its SQL tables once per ``version`` (its
+    :func:`board_version`), or None where the storage has none. Shared by every session:
+    do not modify them."""
+    from automl_core.storage.bulk_read import read_bulk
+
+    return read_bulk(load_study(study_name, url))
+
+
 @st.cache_resource(max_entries=8, show_spinner=False)
 def finished_trials(study_name: str, url: str, version: tuple):
     """A study's complete trials, read in bulk once per ``version`` (see :func:`board_version`).
     Shared by every session: do not modify them."""
     from automl_core.analysis.leaderboard import finished_trials as read
 
-    return read(load_study(study_name, url))
+    return read(load_study(study_name, url), bulk_trials(study_name, url, version))
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

@@ -313,6 +313,25 @@ class TestLeaderboardPage:
         ticks = _spec(at, "Parallel coordinates")["layout"]["xaxis"]["ticktext"]
         assert set(ticks) == {"val MSE", "Latent dim", "Filters"}
 
+    def test_the_table_and_the_charts_read_the_trials_once(self, tiny_copy, monkeypatch):
+        from automl_core.storage import bulk_read
+
+        reads = []
+        real = bulk_read.read_bulk
+
+        def counted(study):
+            reads.append(study.study_name)
+            return real(study)
+
+        monkeypatch.setattr(bulk_read, "read_bulk", counted)
+        at = AppTest.from_file(str(ROOT / "pages" / "leaderboard.py"), default_timeout=TIMEOUT)
+        at.query_params["study"] = "tiny"
+        at.run()
+        assert not at.exception
+        assert reads == ["tiny"]  # the table, the plan and the history from one read
+        _open_tab(at, "Parallel coordinates")
+        assert reads == ["tiny"]
+
     def test_the_pareto_set_tab_of_a_multi_objective_study(self, runs_dir, monkeypatch):
         monkeypatch.setenv("AUTOML_SECRETS", str(runs_dir / "no-secrets.toml"))
         runs_dir.mkdir(parents=True)

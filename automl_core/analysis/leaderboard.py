@@ -28,16 +28,20 @@ from automl_core.storage.settings import StudyRecord
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 
 
-def studies_frame(studies: list[optuna.Study]) -> pd.DataFrame:
+def studies_frame(studies: list[optuna.Study], bulks: list | None = None) -> pd.DataFrame:
     """The trials of several studies on one table (``study`` tells them apart), best first.
 
     Args:
         studies: The studies.
+        bulks: Each study's trials already read in bulk
+            (:func:`automl_core.storage.bulk_read.read_bulk`; None for one not read), in the
+            studies' order. Defaults to None: read here.
 
     Returns:
         One row per trial, as :func:`automl_core.storage.results.trials_frame` gives them.
     """
-    frames = [trials_frame(study) for study in studies]
+    bulks = bulks if bulks is not None else [None] * len(studies)
+    frames = [trials_frame(study, bulk) for study, bulk in zip(studies, bulks, strict=True)]
     frames = [f for f in frames if not f.empty]
     if not frames:
         return pd.DataFrame(columns=EMPTY_COLUMNS)
@@ -150,13 +154,21 @@ def as_display_images(images: np.ndarray) -> list[np.ndarray]:
     return [img[..., 0] if img.shape[-1] == 1 else img for img in images]
 
 
-def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+def finished_trials(
+    study: optuna.Study, bulk: list | None = None
+) -> list[optuna.trial.FrozenTrial]:
     """The study's complete trials; read in bulk where the storage allows (a large study's
     charts otherwise wait on Optuna reading every trial). Read them once and hand them to
-    :func:`study_chart_plan` and :func:`chart_sample`."""
+    :func:`study_chart_plan` and :func:`chart_sample`.
+
+    Args:
+        study: The study.
+        bulk: Its trials already read by :func:`automl_core.storage.bulk_read.read_bulk`.
+            Defaults to None: read here.
+    """
 
     states = (optuna.trial.TrialState.COMPLETE,)
-    finished = frozen_trials(study, states)
+    finished = frozen_trials(study, states, bulk)
     return finished if finished is not None else study.get_trials(deepcopy=False, states=states)
 
 

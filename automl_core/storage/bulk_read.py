@@ -189,18 +189,21 @@ def _read(storage, study_id: int) -> list[BulkTrial]:
     return sorted(by_id.values(), key=lambda t: t.number)
 
 
-def frozen_trials(study: optuna.Study, states=None) -> list[optuna.trial.FrozenTrial] | None:
+def frozen_trials(
+    study: optuna.Study, states=None, bulk: list[BulkTrial] | None = None
+) -> list[optuna.trial.FrozenTrial] | None:
     """A study's trials as Optuna trials for its plots, read in bulk (see :func:`read_bulk`).
 
     Args:
         study: The study.
         states: Only trials in these states. Defaults to every state.
+        bulk: The study's trials already read by :func:`read_bulk`. Defaults to None: read here.
 
     Returns:
         The trials in number order (without intermediate values or system attributes), or
         None where the bulk read cannot be made.
     """
-    bulk = read_bulk(study)
+    bulk = read_bulk(study) if bulk is None else bulk
     if bulk is None:
         return None
     return [t.frozen() for t in bulk if states is None or t.state in states]

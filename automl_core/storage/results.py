@@ -45,7 +45,7 @@ EMPTY_COLUMNS = [
 ]
 
 
-def trials_frame(study: optuna.Study) -> pd.DataFrame:
+def trials_frame(study: optuna.Study, bulk: list | None = None) -> pd.DataFrame:
     """Every trial of a study, one row each, best validation MSE first.
 
     Columns: ``study``, ``trial``, ``state``, the configuration parameters, the metrics of
@@ -60,11 +60,14 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
 
     Args:
         study: The study.
+        bulk: Its trials already read in bulk (:func:`automl_core.storage.bulk_read.read_bulk`).
+            Defaults to None: read here.
 
     Returns:
         The table; empty (with the columns) when the study has no trials.
     """
-    return records_frame(study.study_name, read_trials_once(study), trial_notes(study.user_attrs))
+    records = read_trials_once(study, bulk)
+    return records_frame(study.study_name, records, trial_notes(study.user_attrs))
 
 
 def records_frame(

@@ -210,16 +210,21 @@ def read_trials(study: optuna.Study) -> list[TrialRecord]:
     return [TrialRecord.from_frozen(t) for t in study.get_trials(deepcopy=False)]
 
 
-def read_trials_once(study: optuna.Study) -> list[TrialRecord]:
+def read_trials_once(study: optuna.Study, bulk: list | None = None) -> list[TrialRecord]:
     """Every trial of a study as a record, read for one table or page.
 
     On a relational storage the trials are read in bulk, in a fraction of Optuna's time for
     a large study (:mod:`automl_core.storage.bulk_read`); elsewhere, or where that read cannot be
     made, as :func:`read_trials`. A loop that polls one study (the search) should use
     :func:`read_trials`, whose Optuna cache re-reads only the trials that changed.
+
+    Args:
+        study: The study.
+        bulk: Its trials already read by :func:`automl_core.storage.bulk_read.read_bulk` (a
+            page that draws the table and the charts reads once). Defaults to None: read here.
     """
 
-    bulk = read_bulk(study)
+    bulk = read_bulk(study) if bulk is None else bulk
     if bulk is None:
         return read_trials(study)
     return [TrialRecord.from_frozen(t) for t in bulk]  # stand-ins with the same fields
