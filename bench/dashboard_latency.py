@@ -133,6 +133,39 @@ def measure(page: str, study: str | None) -> tuple[float, float]:
     return cold, statistics.median(warm)
 
 
+# one page's first run in a Python process of its own: imports, storage, caches all cold
+NEW_PROCESS_SCRIPT = """
+import os, sys, time
+start = time.perf_counter()
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file(sys.argv[1], default_timeout=300)
+at.query_params["study"] = sys.argv[2]
+at.run()
+if at.exception:
+    raise SystemExit(at.exception[0].message)
+print(time.perf_counter() - start)
+"""
+
+
+def measure_new_process(page: str, study: str, repeats: int = 3) -> float:
+    """The median seconds of a page's first run in a new Python process (imports included:
+    what a visitor of a restarted server waits for)."""
+    import subprocess
+
+    times = []
+    for _ in range(repeats):
+        done = subprocess.run(
+            [sys.executable, "-c", NEW_PROCESS_SCRIPT, str(ROOT / page), study],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        times.append(float(done.stdout.strip().splitlines()[-1]))
+    return statistics.median(times)
+
+
 def write_results(table: str, n_trials: int) -> None:
     """Replaces (or appends) this trial count's "## Dashboard latency" section of RESULTS.md."""
     path = ROOT / "bench" / "RESULTS.md"
@@ -187,6 +220,10 @@ def main() -> None:
         cold, warm = measure(page, study)
         rows.append(f"| {label} | {cold:.2f} | {warm:.2f} |")
         print(rows[-1], flush=True)
+    if not args.pages or "leaderboard" in args.pages.lower():
+        first = measure_new_process("pages/leaderboard.py", study_name(args.trials))
+        rows.append(f"| Leaderboard, {args.trials:,} trials, in a new process | {first:.2f} | |")
+        print(rows[-1], flush=True)
     table = "\n".join(
         [
             speed,
@@ -197,7 +234,9 @@ def main() -> None:
                 f"synthetic trials {built} (cached in bench/out/). Server-side script "
                 "time with Streamlit AppTest: cold = first run of a fresh session (caches empty in "
                 f"this process), warm = the median of the same session's next {WARM_RUNS} runs; the "
-                "UMAP warm-up off."
+                "UMAP warm-up off. The last row is the Leaderboard's first run in a Python "
+                "process of its own, imports included (the median of 3): a restarted server's "
+                "first visitor."
             ),
             "",
             "| page | cold (s) | warm (s) |",
