@@ -9,18 +9,24 @@ Usage: python assets/screenshots/capture.py   (from the repository root; about a
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-from urllib.request import urlopen
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-CHROMIUM = "/usr/bin/chromium"
+# the server helpers of the cold-start benchmark: one way to run the dashboard for a browser
+sys.path.insert(0, str(ROOT / "bench"))
+from cold_server import (  # noqa: E402
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    free_port,
+    start_server,
+    stop_server,
+    wait_ready,
+)
+
 VIEWPORT = {"width": 1400, "height": 900}
 # page path, the heading to wait for, the file written, and what must be drawn before the shot
 SHOTS = (
@@ -34,32 +40,13 @@ SHOTS = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_healthy(url: str, seconds: float = 90) -> None:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        try:
-            if urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise SystemExit(f"the dashboard did not answer at {url} within {seconds:.0f} s")
-
-
 def capture(url: str) -> list[Path]:
     """Opens each page of :data:`SHOTS` and saves its screenshot; returns the files."""
     from playwright.sync_api import expect, sync_playwright
 
     written = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
-        )
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport=VIEWPORT, device_scale_factor=1)
         page.set_default_timeout(120_000)
         for path, heading, name, drawn in SHOTS:
@@ -80,41 +67,16 @@ def capture(url: str) -> list[Path]:
 
 def main() -> int:
     """Runs a dashboard on the demo study and writes the screenshots."""
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory() as home:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                "app.py",
-                "--server.headless",
-                "true",
-                "--server.port",
-                str(port),
-                "--server.address",
-                "127.0.0.1",
-                "--browser.gatherUsageStats",
-                "false",
-            ],
-            cwd=ROOT,
-            env={**os.environ, "AUTOML_HOME": home},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        server = start_server(Path(home), port, subprocess.DEVNULL)
         try:
             url = f"http://127.0.0.1:{port}"
-            _wait_healthy(url)
+            wait_ready(url, server)
             for path in capture(url):
                 print(f"wrote {path.relative_to(ROOT)}")
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop_server(server)
     return 0
 
 
